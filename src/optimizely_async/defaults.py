@@ -1,0 +1,38 @@
+"""Every named default of the SDK in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Events API endpoints by datafile ``region``.
+EVENT_ENDPOINTS: Final = {
+    "US": "https://logx.optimizely.com/v1/events",
+    "EU": "https://eu.logx.optimizely.com/v1/events",
+}
+DEFAULT_REGION: Final = "US"
+
+#: Name sent as ``client_name`` in every event payload.
+CLIENT_NAME: Final = "optimizely-async"
+
+DATAFILE_URL_TEMPLATE: Final = "https://cdn.optimizely.com/datafiles/{sdk_key}.json"
+AUTHENTICATED_DATAFILE_URL_TEMPLATE: Final = "https://config.optimizely.com/datafiles/auth/{sdk_key}.json"
+UPDATE_INTERVAL: Final = 300.0
+MIN_RECOMMENDED_UPDATE_INTERVAL: Final = 30.0
+DATAFILE_REQUEST_TIMEOUT: Final = 10.0
+READY_TIMEOUT: Final = 10.0
+
+BATCH_SIZE: Final = 10
+FLUSH_INTERVAL: Final = 30.0
+MAX_QUEUE_SIZE: Final = 10_000
+#: How long ``track()`` waits for room in a full queue before the event is dropped.
+ENQUEUE_TIMEOUT: Final = 5.0
+CLOSE_TIMEOUT: Final = 10.0
+MAX_CONCURRENT_REQUESTS: Final = 4
+EVENT_REQUEST_TIMEOUT: Final = 10.0
+EVENT_MAX_RETRIES: Final = 5
+RETRY_BACKOFF_BASE: Final = 0.5
+RETRY_BACKOFF_MAX: Final = 30.0
+
+#: Bucketing constants (MurmurHash3 x86_32, seed 1, 10,000 buckets).
+HASH_SEED: Final = 1
+MAX_TRAFFIC_VALUE: Final = 10_000

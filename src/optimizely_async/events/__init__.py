@@ -1,0 +1,1 @@
+"""User events, their wire payload, the batching queue and the dispatcher."""
