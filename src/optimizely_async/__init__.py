@@ -1,0 +1,36 @@
+"""optimizely-async: an async-first SDK for Optimizely Feature Experimentation.
+
+Same decisions and event payloads as the official ``optimizely-sdk``, on asyncio and trio, with a background
+batching queue that loses nothing silently.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .client import AsyncOptimizely
+from .decide import DecideOption, OptimizelyDecision
+from .decision.user_profile import UserProfileService
+from .errors import ClientStateError, ConfigurationError, InvalidDatafileError, OptimizelyError
+from .events.dispatcher import DispatchResult, Dispatcher, EventRequest, HttpDispatcher
+from .events.queue import DeliveryReport, QueueStats
+from .notifications import NotificationCenter, NotificationType
+
+__all__ = [
+    "AsyncOptimizely",
+    "ClientStateError",
+    "ConfigurationError",
+    "DecideOption",
+    "DeliveryReport",
+    "DispatchResult",
+    "Dispatcher",
+    "EventRequest",
+    "HttpDispatcher",
+    "InvalidDatafileError",
+    "NotificationCenter",
+    "NotificationType",
+    "OptimizelyDecision",
+    "OptimizelyError",
+    "QueueStats",
+    "UserProfileService",
+    "__version__",
+]

@@ -1,0 +1,896 @@
+"""AsyncOptimizely: the client's lifecycle and its public methods.
+
+The client holds the current :class:`ProjectConfig` (swapped atomically on updates), runs its background
+work (event queue, datafile poller) in one task group it owns, and delegates decisions to the pure engine in
+:mod:`optimizely_async.decision`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import httpx
+
+from . import defaults
+from ._validation import (
+    NOT_READY,
+    attributes_ok,
+    event_tags_ok,
+    invalid_input,
+    is_non_empty_str,
+    number,
+)
+from .config.project_config import (
+    ExperimentInfo,
+    FlagInfo,
+    HoldoutInfo,
+    ProjectConfig,
+    VariableInfo,
+    VariationInfo,
+    parse_config,
+)
+from .decision.engine import FEATURE_TEST, HOLDOUT, ROLLOUT, Decision, decide_experiment, decide_flag
+from .decision.user_profile import UserProfileService, UserProfileTracker, load_profile, save_profile
+from .errors import ClientStateError, ConfigurationError, InvalidDatafileError
+from .events.dispatcher import Dispatcher, HttpDispatcher
+from .events.factory import build_conversion, build_impression
+from .events.models import EventContext, UserEvent
+from .events.payload import build_payload
+from .events.queue import DeliveryReport, EventQueue, QueueStats
+from .events.tags import check_json_encodable, parse_revenue, parse_value
+from .notifications import NotificationCenter, NotificationType
+
+if TYPE_CHECKING:
+    from .config.optimizely_config import OptimizelyConfig
+    from .config.sources import PollingConfigSource
+    from .decide import DecideOption
+    from .user_context import OptimizelyUserContext
+
+__all__ = ["AsyncOptimizely"]
+
+_log = logging.getLogger("optimizely_async")
+
+_DECISION: Final = NotificationType.DECISION
+_ACTIVATE: Final = NotificationType.ACTIVATE
+_TRACK: Final = NotificationType.TRACK
+
+#: Static datafiles larger than this are parsed in a worker thread when the client starts.
+_INLINE_PARSE_LIMIT: Final = 256 * 1024
+#: track() calls buffered while no datafile is loaded yet.
+_PENDING_TRACK_LIMIT: Final = 10_000
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def _cast(value: str | None, variable_type: str) -> Any:
+    if variable_type == "boolean":
+        return value == "true"
+    if variable_type == "integer":
+        return int(value)  # type: ignore[arg-type]
+    if variable_type == "double":
+        return float(value)  # type: ignore[arg-type]
+    if variable_type == "json":
+        return json.loads(value)  # type: ignore[arg-type]
+    return value
+
+
+def _typed(value: str | None, variable_type: str) -> Any:
+    try:
+        return _cast(value, variable_type)
+    except Exception:
+        _log.error("Unable to cast value. Returning None.")
+        return None
+
+
+def _feature_enabled(variation: VariationInfo | None) -> bool:
+    return variation is not None and bool(variation.feature_enabled)
+
+
+class AsyncOptimizely:
+    """The async Optimizely Feature Experimentation client.
+
+    Use it as an async context manager: entering starts the background event queue (and the datafile
+    poller with ``sdk_key``); leaving drains queued events within ``close_timeout`` and stops.
+
+    Args:
+        datafile: a static datafile (str, bytes or dict). With ``sdk_key`` too, it serves until the first
+            poll succeeds.
+        sdk_key: poll the datafile of this SDK key.
+        datafile_access_token: fetch an authenticated datafile (sent as a Bearer token, never logged).
+        datafile_url_template: a URL with ``{sdk_key}``; default: the Optimizely CDN.
+        update_interval: seconds between polls (default 300).
+        event_endpoint: where events go; default: the US or EU endpoint chosen by the datafile's ``region``.
+        batch_size, flush_interval, max_queue_size: batching (defaults 10 events, 30 s, 10,000 events).
+        enqueue_timeout: how long ``track()`` waits for room in a full queue before dropping the event.
+        max_concurrent_requests: event requests in flight at once.
+        close_timeout: how long leaving the context may take to drain.
+        http_client: an ``httpx.AsyncClient`` to share (not closed by the SDK).
+        event_dispatcher: a custom :class:`~optimizely_async.events.dispatcher.Dispatcher` (replaces HTTP).
+        user_profile_service: sticky bucketing; ``lookup``/``save`` may be sync or async.
+        default_decide_options: options added to every ``decide`` call.
+        on_drop: ``callback(events, reason)`` for events dropped for good (sync or async).
+    """
+
+    def __init__(
+        self,
+        datafile: str | bytes | Mapping[str, Any] | None = None,
+        sdk_key: str | None = None,
+        *,
+        datafile_access_token: str | None = None,
+        datafile_url_template: str | None = None,
+        update_interval: float = defaults.UPDATE_INTERVAL,
+        event_endpoint: str | None = None,
+        batch_size: int = defaults.BATCH_SIZE,
+        flush_interval: float = defaults.FLUSH_INTERVAL,
+        max_queue_size: int = defaults.MAX_QUEUE_SIZE,
+        enqueue_timeout: float = defaults.ENQUEUE_TIMEOUT,
+        max_concurrent_requests: int = defaults.MAX_CONCURRENT_REQUESTS,
+        close_timeout: float = defaults.CLOSE_TIMEOUT,
+        http_client: httpx.AsyncClient | None = None,
+        event_dispatcher: Dispatcher | None = None,
+        user_profile_service: UserProfileService | None = None,
+        default_decide_options: Iterable[DecideOption | str] = (),
+        on_drop: Callable[..., Any] | None = None,
+    ) -> None:
+        if datafile is None and sdk_key is None:
+            raise ConfigurationError("Provide datafile= (a static datafile) or sdk_key= (to poll one).")
+        if datafile is not None and not isinstance(datafile, (str, bytes, bytearray, Mapping)):
+            raise ConfigurationError(f"datafile must be str, bytes or dict, not {type(datafile).__name__}.")
+        if sdk_key is not None and not is_non_empty_str(sdk_key):
+            raise ConfigurationError("sdk_key must be a non-empty string.")
+        if datafile_access_token is not None and sdk_key is None:
+            raise ConfigurationError("datafile_access_token needs sdk_key= as well.")
+        if event_endpoint is not None and not (
+            isinstance(event_endpoint, str) and event_endpoint.startswith(("http://", "https://"))
+        ):
+            raise ConfigurationError(f"event_endpoint must be an http(s) URL, got {event_endpoint!r}.")
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise ConfigurationError(f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}.")
+        if event_dispatcher is not None and not callable(getattr(event_dispatcher, "dispatch", None)):
+            raise ConfigurationError("event_dispatcher must have an async dispatch(request) method.")
+        if user_profile_service is not None and not (
+            callable(getattr(user_profile_service, "lookup", None))
+            and callable(getattr(user_profile_service, "save", None))
+        ):
+            raise ConfigurationError("user_profile_service must have lookup(user_id) and save(profile) methods.")
+        if on_drop is not None and not callable(on_drop):
+            raise ConfigurationError("on_drop must be callable.")
+        self._close_timeout = float(number("close_timeout", close_timeout))
+
+        from .decide import DecideOption, coerce_options
+
+        self._default_decide_options: tuple[DecideOption, ...] = coerce_options(default_decide_options)
+
+        self.notification_center = NotificationCenter()
+        self._sdk_key = sdk_key
+        self._event_endpoint = event_endpoint
+        self._ups = user_profile_service
+        self._forced: dict[str, dict[str, str]] = {}
+        self._config: ProjectConfig | None = None
+        self._context: EventContext | None = None
+        self._state = _State.UNOPENED
+        self._ready: anyio.Event | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._pending: list[tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]] = []
+        self._pending_dropped = 0
+        self._report: DeliveryReport | None = None
+        self._raw_datafile: str | bytes | bytearray | Mapping[str, Any] | None = None
+
+        if datafile is not None:
+            if isinstance(datafile, Mapping) or len(datafile) <= _INLINE_PARSE_LIMIT:
+                self._set_config(parse_config(datafile))
+            else:
+                self._raw_datafile = datafile  # parsed off the loop in __aenter__
+
+        self._dispatcher: Dispatcher = event_dispatcher or HttpDispatcher(http_client)
+        self._owns_dispatcher = event_dispatcher is None
+        self._queue = EventQueue(
+            self._dispatcher,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_queue_size=max_queue_size,
+            enqueue_timeout=enqueue_timeout,
+            max_concurrent_requests=max_concurrent_requests,
+            on_drop=on_drop,
+            on_dispatch=self._on_dispatch,
+        )
+
+        self._source: PollingConfigSource | None = None
+        if sdk_key is not None:
+            from .config.sources import PollingConfigSource
+
+            self._source = PollingConfigSource(
+                sdk_key,
+                on_config=self._on_new_config,
+                url_template=datafile_url_template,
+                access_token=datafile_access_token,
+                update_interval=update_interval,
+                http_client=http_client,
+                initial_config=self._config,
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> AsyncOptimizely:
+        if self._state is _State.OPEN:
+            raise ClientStateError("This AsyncOptimizely client is already open.")
+        if self._state is _State.CLOSED:
+            raise ClientStateError("This AsyncOptimizely client is closed; create a new one.")
+        if self._raw_datafile is not None:
+            raw, self._raw_datafile = self._raw_datafile, None
+            self._set_config(await anyio.to_thread.run_sync(parse_config, raw))
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await task_group.start(self._queue.run)
+            if self._source is not None:
+                await task_group.start(self._source.run)
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._task_group = task_group
+        self._state = _State.OPEN
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        task_group = self._task_group
+        try:
+            with anyio.CancelScope(shield=exc_type is not None):
+                await self.close()
+        finally:
+            if task_group is not None:
+                self._task_group = None
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def close(self, timeout: float | None = None) -> DeliveryReport:
+        """Stop taking events, deliver what is queued within ``timeout`` (default ``close_timeout``), stop
+        polling and return what happened to every event. Idempotent."""
+        if self._report is not None:
+            return self._report
+        self._state = _State.CLOSED
+        if self._pending:
+            self._pending_dropped += len(self._pending)
+            _log.warning("Dropping %d track() calls made before any datafile was loaded.", len(self._pending))
+            self._pending.clear()
+        report = await self._queue.close(self._close_timeout if timeout is None else timeout)
+        if self._pending_dropped:
+            report = report.with_drops("not_ready", self._pending_dropped)
+        self._report = report
+        if self._source is not None:
+            await self._source.aclose()
+        if self._owns_dispatcher and isinstance(self._dispatcher, HttpDispatcher):
+            await self._dispatcher.aclose()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+        return report
+
+    async def wait_until_ready(self, timeout: float = defaults.READY_TIMEOUT) -> bool:
+        """Wait until a datafile is loaded (at once for a static one); False when ``timeout`` passes first."""
+        if self._config is not None:
+            return True
+        if self._ready is None:
+            self._ready = anyio.Event()
+        with anyio.move_on_after(timeout):
+            await self._ready.wait()
+        return self._config is not None
+
+    @property
+    def is_ready(self) -> bool:
+        return self._config is not None
+
+    @property
+    def config(self) -> ProjectConfig | None:
+        """The config decisions use now (None until a datafile is loaded)."""
+        return self._config
+
+    async def flush(self) -> None:
+        """Return when every event queued before the call is delivered or has failed for good."""
+        await self._queue.flush()
+
+    def stats(self) -> QueueStats:
+        """Event counters: queued, in flight, delivered, retries and drops by reason."""
+        stats = self._queue.stats()
+        if self._pending or self._pending_dropped:
+            stats = stats.with_pending(len(self._pending), self._pending_dropped)
+        return stats
+
+    # ------------------------------------------------------------------ config
+
+    def _set_config(self, config: ProjectConfig) -> None:
+        context = config.event_context
+        if self._event_endpoint is not None:
+            context = context.model_copy(update={"endpoint": self._event_endpoint})
+        # One assignment each; decisions read self._config once, so they always see one consistent config.
+        self._context = context
+        self._config = config
+        if self._ready is not None:
+            self._ready.set()
+
+    async def _on_new_config(self, config: ProjectConfig) -> None:
+        old = self._config.revision if self._config is not None else None
+        self._set_config(config)
+        _log.info("Received new datafile and updated config. Old revision number: %s. New revision number: %s.",
+                  old, config.revision)
+        await self.notification_center.send_notifications(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            for event_key, user_id, attributes, event_tags in pending:
+                await self.track(event_key, user_id, attributes, event_tags)
+
+    def _usable_config(self, method: str) -> ProjectConfig | None:
+        config = self._config
+        if config is None:
+            _log.error(NOT_READY.format(method))
+        return config
+
+    def get_optimizely_config(self) -> OptimizelyConfig | None:
+        """The OptimizelyConfig projection of the current datafile (built once per revision)."""
+        config = self._usable_config("get_optimizely_config")
+        if config is None:
+            return None
+        from .config.optimizely_config import optimizely_config_for
+
+        try:
+            return optimizely_config_for(config)
+        except Exception:
+            _log.exception("Could not build the OptimizelyConfig.")
+            return None
+
+    # ------------------------------------------------------------------ events
+
+    async def _on_dispatch(self, payload: Mapping[str, Any], url: str) -> None:
+        if self.notification_center.has_listeners(NotificationType.LOG_EVENT):
+            await self.notification_center.send_notifications(
+                NotificationType.LOG_EVENT, _log_event(url, payload)
+            )
+
+    async def _enqueue(self, event: UserEvent) -> None:
+        if self._state is _State.UNOPENED and not getattr(self, "_warned_unopened", False):
+            self._warned_unopened = True
+            _log.warning("Events are queued but not sent: enter the client with `async with` to start sending.")
+        await self._queue.put(event)
+
+    async def _send_impression(
+        self,
+        config: ProjectConfig,
+        experiment: ExperimentInfo | HoldoutInfo | None,
+        variation: VariationInfo | None,
+        flag_key: str,
+        rule_key: str,
+        rule_type: str,
+        enabled: bool,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+    ) -> None:
+        context = self._context if self._config is config else None
+        if context is None:
+            context = config.event_context
+        event = build_impression(
+            config, context, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes
+        )
+        await self._enqueue(event)
+        if self.notification_center.has_listeners(_ACTIVATE):
+            await self.notification_center.send_notifications(
+                _ACTIVATE, experiment, user_id, attributes, variation, _log_event(context.endpoint, build_payload([event]))
+            )
+
+    async def track(
+        self,
+        event_key: str,
+        user_id: str,
+        attributes: dict[str, Any] | None = None,
+        event_tags: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a conversion for ``event_key``; returns nothing and never raises."""
+        try:
+            if not is_non_empty_str(event_key):
+                invalid_input("event_key")
+                return
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return
+            if not attributes_ok(attributes) or not event_tags_ok(event_tags):
+                return
+            config = self._config
+            if config is None:
+                self._buffer_track(event_key, user_id, attributes, event_tags)
+                return
+            event_info = config.events_by_key.get(event_key)
+            if event_info is None:
+                _log.error('Event "%s" is not in datafile.', event_key)
+                _log.info('Not tracking user "%s" for event "%s".', user_id, event_key)
+                return
+            tags = event_tags if event_tags else (None if event_tags is None else {})
+            if tags:
+                problem = check_json_encodable(tags)
+                if problem is not None:
+                    _log.error('Not tracking event "%s": %s', event_key, problem)
+                    return
+            context = self._context if self._config is config else config.event_context
+            assert context is not None
+            event = build_conversion(
+                config,
+                context,
+                event_info.id,
+                event_key,
+                user_id,
+                attributes,
+                tags,
+                parse_revenue(tags) if tags else None,
+                parse_value(tags) if tags else None,
+            )
+            await self._enqueue(event)
+            if _log.isEnabledFor(logging.INFO):
+                _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+            if self.notification_center.has_listeners(_TRACK):
+                await self.notification_center.send_notifications(
+                    _TRACK, event_key, user_id, attributes, event_tags,
+                    _log_event(context.endpoint, build_payload([event])),
+                )
+        except Exception:
+            _log.exception('Unexpected error in track("%s"); the event was not recorded.', event_key)
+
+    def _buffer_track(
+        self, event_key: str, user_id: str, attributes: dict[str, Any] | None, event_tags: dict[str, Any] | None
+    ) -> None:
+        if self._state is _State.CLOSED:
+            _log.error(NOT_READY.format("track"))
+            self._pending_dropped += 1
+            return
+        if len(self._pending) >= _PENDING_TRACK_LIMIT:
+            self._pending_dropped += 1
+            _log.warning("No datafile yet and %d track() calls are waiting: dropping this one.", _PENDING_TRACK_LIMIT)
+            return
+        _log.info('No datafile yet: track("%s") is held until one is loaded.', event_key)
+        self._pending.append(
+            (event_key, user_id, dict(attributes) if attributes else attributes,
+             dict(event_tags) if event_tags else event_tags)
+        )
+
+    # ------------------------------------------------------------------ experiments
+
+    async def activate(
+        self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> str | None:
+        """Decide the user's variation and send an impression; returns the variation key or None."""
+        try:
+            config = self._usable_config("activate")
+            if config is None:
+                return None
+            if not is_non_empty_str(experiment_key):
+                invalid_input("experiment_key")
+                return None
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return None
+            variation = await self._get_variation(config, experiment_key, user_id, attributes)
+            if variation is None:
+                _log.info('Not activating user "%s".', user_id)
+                return None
+            experiment = config.experiments_by_key[experiment_key]
+            _log.info('Activating user "%s" in experiment "%s".', user_id, experiment.key)
+            await self._send_impression(
+                config, experiment, variation, "", experiment.key, "experiment", True, user_id, attributes
+            )
+            return variation.key
+        except Exception:
+            _log.exception('Unexpected error in activate("%s").', experiment_key)
+            return None
+
+    async def get_variation(
+        self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> str | None:
+        """The variation key the user is bucketed into, or None. Sends no event."""
+        try:
+            config = self._usable_config("get_variation")
+            if config is None:
+                return None
+            if not is_non_empty_str(experiment_key):
+                invalid_input("experiment_key")
+                return None
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return None
+            variation = await self._get_variation(config, experiment_key, user_id, attributes)
+            return variation.key if variation is not None else None
+        except Exception:
+            _log.exception('Unexpected error in get_variation("%s").', experiment_key)
+            return None
+
+    async def _get_variation(
+        self, config: ProjectConfig, experiment_key: str, user_id: str, attributes: dict[str, Any] | None
+    ) -> VariationInfo | None:
+        experiment = config.experiments_by_key.get(experiment_key)
+        if experiment is None:
+            _log.error('Experiment key "%s" is not in datafile.', experiment_key)
+            _log.info('Experiment key "%s" is invalid. Not activating user "%s".', experiment_key, user_id)
+            return None
+        if not attributes_ok(attributes):
+            return None
+        attrs = attributes or {}
+        if self._ups is None:
+            variation = decide_experiment(config, experiment, user_id, attrs, self._forced, None)
+        else:
+            tracker = await load_profile(self._ups, user_id)
+            variation = decide_experiment(config, experiment, user_id, attrs, self._forced, tracker)
+            await save_profile(self._ups, tracker)
+        if self.notification_center.has_listeners(_DECISION):
+            await self.notification_center.send_notifications(
+                _DECISION,
+                "feature-test" if experiment.id in config.experiment_flags else "ab-test",
+                user_id,
+                attrs,
+                {"experiment_key": experiment_key, "variation_key": variation.key if variation else None},
+            )
+        return variation
+
+    # ------------------------------------------------------------------ forced variations
+
+    def set_forced_variation(self, experiment_key: str, user_id: str, variation_key: str | None) -> bool:
+        """Force (or with None, unforce) a user into a variation of an experiment."""
+        try:
+            config = self._usable_config("set_forced_variation")
+            if config is None:
+                return False
+            if not is_non_empty_str(experiment_key):
+                invalid_input("experiment_key")
+                return False
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return False
+            experiment = config.experiments_by_key.get(experiment_key)
+            if experiment is None:
+                _log.error('Experiment key "%s" is not in datafile.', experiment_key)
+                return False
+            if variation_key is None:
+                by_experiment = self._forced.get(user_id)
+                if by_experiment is not None and by_experiment.pop(experiment.id, None) is not None:
+                    _log.debug('Variation mapped to experiment "%s" has been removed for user "%s".',
+                               experiment_key, user_id)
+                return True
+            if not is_non_empty_str(variation_key):
+                _log.debug("Variation key is invalid.")
+                return False
+            variation = experiment.variations_by_key.get(variation_key)
+            if variation is None:
+                _log.error('Variation key "%s" is not in datafile.', variation_key)
+                return False
+            self._forced.setdefault(user_id, {})[experiment.id] = variation.id
+            _log.debug('Set variation "%s" for experiment "%s" and user "%s" in the forced variation map.',
+                       variation.id, experiment.id, user_id)
+            return True
+        except Exception:
+            _log.exception("Unexpected error in set_forced_variation.")
+            return False
+
+    def get_forced_variation(self, experiment_key: str, user_id: str) -> str | None:
+        """The variation key forced with :meth:`set_forced_variation`, or None."""
+        try:
+            config = self._usable_config("get_forced_variation")
+            if config is None:
+                return None
+            if not is_non_empty_str(experiment_key):
+                invalid_input("experiment_key")
+                return None
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return None
+            by_experiment = self._forced.get(user_id)
+            if by_experiment is None:
+                return None
+            experiment = config.experiments_by_key.get(experiment_key)
+            if experiment is None:
+                _log.error('Experiment key "%s" is not in datafile.', experiment_key)
+                return None
+            variation_id = by_experiment.get(experiment.id)
+            if variation_id is None:
+                return None
+            variation = experiment.variations_by_id.get(variation_id)
+            return variation.key if variation is not None else None
+        except Exception:
+            _log.exception("Unexpected error in get_forced_variation.")
+            return None
+
+    # ------------------------------------------------------------------ feature flags
+
+    async def _decide_flag(
+        self, config: ProjectConfig, flag: FlagInfo, user_id: str, attrs: dict[str, Any]
+    ) -> Decision:
+        if self._ups is None:
+            return decide_flag(config, flag, user_id, attrs, self._forced, None)
+        tracker: UserProfileTracker = await load_profile(self._ups, user_id)
+        decision = decide_flag(config, flag, user_id, attrs, self._forced, tracker)
+        await save_profile(self._ups, tracker)
+        return decision
+
+    async def is_feature_enabled(
+        self, feature_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> bool:
+        """Whether the flag is on for the user; sends the impression the official SDK sends."""
+        try:
+            config = self._usable_config("is_feature_enabled")
+            if config is None:
+                return False
+            if not is_non_empty_str(feature_key):
+                invalid_input("feature_key")
+                return False
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return False
+            if not attributes_ok(attributes):
+                return False
+            flag = config.flags_by_key.get(feature_key)
+            if flag is None:
+                _log.error('Feature "%s" is not in datafile.', feature_key)
+                return False
+            return await self._is_feature_enabled(config, flag, user_id, attributes)
+        except Exception:
+            _log.exception('Unexpected error in is_feature_enabled("%s").', feature_key)
+            return False
+
+    async def _is_feature_enabled(
+        self, config: ProjectConfig, flag: FlagInfo, user_id: str, attributes: dict[str, Any] | None
+    ) -> bool:
+        attrs = attributes or {}
+        decision = await self._decide_flag(config, flag, user_id, attrs)
+        variation = decision.variation
+        experiment = decision.experiment
+        source = decision.source
+        enabled = variation is not None and variation.feature_enabled is True
+        if (source == ROLLOUT or variation is None) and config.send_flag_decisions:
+            await self._send_impression(
+                config, experiment, variation, flag.key, experiment.key if experiment else "", source, enabled,
+                user_id, attributes,
+            )
+        source_info: dict[str, Any] = {}
+        if source == FEATURE_TEST and variation is not None and experiment is not None:
+            source_info = {"experiment_key": experiment.key, "variation_key": variation.key}
+            await self._send_impression(
+                config, experiment, variation, flag.key, experiment.key, source, enabled, user_id, attributes
+            )
+        if _log.isEnabledFor(logging.INFO):
+            _log.info('Feature "%s" is %s for user "%s".', flag.key, "enabled" if enabled else "not enabled", user_id)
+        if self.notification_center.has_listeners(_DECISION):
+            await self.notification_center.send_notifications(
+                _DECISION, "feature", user_id, attrs,
+                {"feature_key": flag.key, "feature_enabled": enabled, "source": source, "source_info": source_info},
+            )
+        return enabled
+
+    async def get_enabled_features(self, user_id: str, attributes: dict[str, Any] | None = None) -> list[str]:
+        """Keys of every flag enabled for the user (each decided as ``is_feature_enabled`` does)."""
+        enabled: list[str] = []
+        try:
+            config = self._usable_config("get_enabled_features")
+            if config is None:
+                return enabled
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return enabled
+            if not attributes_ok(attributes):
+                return enabled
+            for flag in config.flags_by_key.values():
+                if await self._is_feature_enabled(config, flag, user_id, attributes):
+                    enabled.append(flag.key)
+        except Exception:
+            _log.exception("Unexpected error in get_enabled_features.")
+        return enabled
+
+    async def get_feature_variable(
+        self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> Any:
+        """A variable's value for the user, typed by its declared type."""
+        return await self._get_feature_variable(feature_key, variable_key, None, user_id, attributes)
+
+    async def get_feature_variable_boolean(
+        self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> bool | None:
+        return await self._get_feature_variable(  # type: ignore[no-any-return]
+            feature_key, variable_key, "boolean", user_id, attributes
+        )
+
+    async def get_feature_variable_double(
+        self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> float | None:
+        return await self._get_feature_variable(  # type: ignore[no-any-return]
+            feature_key, variable_key, "double", user_id, attributes
+        )
+
+    async def get_feature_variable_integer(
+        self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> int | None:
+        return await self._get_feature_variable(  # type: ignore[no-any-return]
+            feature_key, variable_key, "integer", user_id, attributes
+        )
+
+    async def get_feature_variable_string(
+        self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> str | None:
+        return await self._get_feature_variable(  # type: ignore[no-any-return]
+            feature_key, variable_key, "string", user_id, attributes
+        )
+
+    async def get_feature_variable_json(
+        self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> Any:
+        return await self._get_feature_variable(feature_key, variable_key, "json", user_id, attributes)
+
+    async def _get_feature_variable(
+        self,
+        feature_key: str,
+        variable_key: str,
+        variable_type: str | None,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+    ) -> Any:
+        try:
+            config = self._usable_config("get_feature_variable")
+            if config is None:
+                return None
+            if not is_non_empty_str(feature_key):
+                invalid_input("feature_key")
+                return None
+            if not is_non_empty_str(variable_key):
+                invalid_input("variable_key")
+                return None
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return None
+            if not attributes_ok(attributes):
+                return None
+            flag = config.flags_by_key.get(feature_key)
+            if flag is None:
+                _log.error('Feature "%s" is not in datafile.', feature_key)
+                return None
+            variable = flag.variables.get(variable_key)
+            if variable is None:
+                _log.error('Variable with key "%s" not found in the datafile.', variable_key)
+                return None
+            variable_type = variable_type or variable.type
+            if variable.type != variable_type:
+                _log.warning(
+                    'Requested variable type "%s", but variable is of type "%s". Use correct API to retrieve '
+                    "value. Returning None.", variable_type, variable.type,
+                )
+                return None
+            attrs = attributes or {}
+            decision = await self._decide_flag(config, flag, user_id, attrs)
+            return await self._variable_result(config, flag, variable, decision, user_id, attrs)
+        except Exception:
+            _log.exception('Unexpected error in get_feature_variable("%s", "%s").', feature_key, variable_key)
+            return None
+
+    async def _variable_result(
+        self,
+        config: ProjectConfig,
+        flag: FlagInfo,
+        variable: VariableInfo,
+        decision: Decision,
+        user_id: str,
+        attrs: dict[str, Any],
+    ) -> Any:
+        variation = decision.variation
+        enabled = _feature_enabled(variation)
+        raw: str | None = variable.default_value
+        if variation is not None:
+            if enabled:
+                raw = config.variable_value(variable, variation)
+                _log.info('Got variable value "%s" for variable "%s" of feature flag "%s".', raw, variable.key, flag.key)
+            else:
+                _log.info('Feature "%s" is not enabled for user "%s". Returning the default variable value "%s".',
+                          flag.key, user_id, raw)
+        else:
+            _log.info('User "%s" is not in any variation or rollout rule. Returning default value for variable '
+                      '"%s" of feature flag "%s".', user_id, variable.key, flag.key)
+        value = _typed(raw, variable.type)
+        if self.notification_center.has_listeners(_DECISION):
+            source_info: dict[str, Any] = {}
+            if decision.source in (FEATURE_TEST, HOLDOUT):
+                source_info = {
+                    "experiment_key": decision.experiment.key if decision.experiment else None,
+                    "variation_key": variation.key if variation else None,
+                }
+            await self.notification_center.send_notifications(
+                _DECISION, "feature-variable", user_id, attrs,
+                {
+                    "feature_key": flag.key,
+                    "feature_enabled": enabled,
+                    "source": decision.source,
+                    "variable_key": variable.key,
+                    "variable_value": value,
+                    "variable_type": variable.type,
+                    "source_info": source_info,
+                },
+            )
+        return value
+
+    async def get_all_feature_variables(
+        self, feature_key: str, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Every variable of the flag for the user, typed; None for an unknown flag."""
+        try:
+            config = self._usable_config("get_all_feature_variables")
+            if config is None:
+                return None
+            if not is_non_empty_str(feature_key):
+                invalid_input("feature_key")
+                return None
+            if not isinstance(user_id, str):
+                invalid_input("user_id")
+                return None
+            if not attributes_ok(attributes):
+                return None
+            flag = config.flags_by_key.get(feature_key)
+            if flag is None:
+                _log.error('Feature "%s" is not in datafile.', feature_key)
+                return None
+            attrs = attributes or {}
+            decision = await self._decide_flag(config, flag, user_id, attrs)
+            variation = decision.variation
+            enabled = _feature_enabled(variation)
+            values: dict[str, Any] = {}
+            for key, variable in flag.variables.items():
+                raw = config.variable_value(variable, variation) if enabled and variation else variable.default_value
+                values[key] = _typed(raw, variable.type)
+            if self.notification_center.has_listeners(_DECISION):
+                source_info: dict[str, Any] = {}
+                if decision.source == FEATURE_TEST:
+                    source_info = {
+                        "experiment_key": decision.experiment.key if decision.experiment else None,
+                        "variation_key": variation.key if variation else None,
+                    }
+                await self.notification_center.send_notifications(
+                    _DECISION, "all-feature-variables", user_id, attrs,
+                    {
+                        "feature_key": flag.key,
+                        "feature_enabled": enabled,
+                        "variable_values": values,
+                        "source": decision.source,
+                        "source_info": source_info,
+                    },
+                )
+            return values
+        except Exception:
+            _log.exception('Unexpected error in get_all_feature_variables("%s").', feature_key)
+            return None
+
+    # ------------------------------------------------------------------ decide API
+
+    def create_user_context(
+        self, user_id: str, attributes: dict[str, Any] | None = None
+    ) -> OptimizelyUserContext | None:
+        """A user context for the decide API; None (with a log) for a bad user id or attributes."""
+        if not isinstance(user_id, str):
+            invalid_input("user_id")
+            return None
+        if attributes is not None and type(attributes) is not dict:
+            invalid_input("attributes")
+            return None
+        from .user_context import OptimizelyUserContext
+
+        return OptimizelyUserContext(self, user_id, attributes)
+
+
+def _log_event(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The official ``LogEvent.__dict__`` shape that TRACK, ACTIVATE and LOG_EVENT listeners receive."""
+    return {"url": url, "params": payload, "http_verb": "POST", "headers": {"Content-Type": "application/json"}}
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)

@@ -1,0 +1,154 @@
+"""Pydantic models of the Optimizely datafile JSON (versions 2, 3 and 4).
+
+The models mirror the JSON keys (camelCase) so that a datafile validates straight from bytes with
+pydantic-core; unknown keys are ignored. They hold data only: every index and every derived value lives in
+:class:`~optimizely_async.config.project_config.ProjectConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Attribute",
+    "Audience",
+    "Datafile",
+    "Event",
+    "Experiment",
+    "FeatureFlag",
+    "Group",
+    "Holdout",
+    "Integration",
+    "Rollout",
+    "TrafficAllocation",
+    "Variable",
+    "VariableUsage",
+    "Variation",
+]
+
+SUPPORTED_VERSIONS = frozenset({"2", "3", "4"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Attribute(_Model):
+    id: str
+    key: str
+
+
+class Audience(_Model):
+    id: str
+    name: str = ""
+    #: A JSON string in ``audiences``; a JSON value in ``typedAudiences``.
+    conditions: Any
+
+
+class Event(_Model):
+    id: str
+    key: str
+    experimentIds: list[str] = Field(default_factory=list)
+
+
+class VariableUsage(_Model):
+    id: str
+    value: str
+
+
+class Variation(_Model):
+    id: str
+    key: str
+    featureEnabled: bool | None = False
+    variables: list[VariableUsage] = Field(default_factory=list)
+
+
+class TrafficAllocation(_Model):
+    entityId: str
+    endOfRange: int | None
+
+
+class Experiment(_Model):
+    id: str
+    key: str
+    status: str
+    layerId: str
+    variations: list[Variation]
+    trafficAllocation: list[TrafficAllocation]
+    audienceIds: list[str]
+    forcedVariations: dict[str, str]
+    audienceConditions: Any = None
+    type: str | None = None
+    cmab: dict[str, Any] | None = None
+
+
+class Group(_Model):
+    id: str
+    policy: str
+    experiments: list[Experiment]
+    trafficAllocation: list[TrafficAllocation]
+
+
+class Variable(_Model):
+    id: str
+    key: str
+    type: str
+    defaultValue: str
+    subType: str | None = None
+
+
+class FeatureFlag(_Model):
+    id: str
+    key: str
+    experimentIds: list[str] = Field(default_factory=list)
+    rolloutId: str = ""
+    variables: list[Variable] = Field(default_factory=list)
+
+
+class Rollout(_Model):
+    id: str
+    experiments: list[Experiment] = Field(default_factory=list)
+
+
+class Integration(_Model):
+    key: str
+    host: str | None = None
+    publicKey: str | None = None
+
+
+class Holdout(_Model):
+    id: str
+    key: str
+    status: str
+    variations: list[Variation] = Field(default_factory=list)
+    trafficAllocation: list[TrafficAllocation] = Field(default_factory=list)
+    audienceIds: list[str] = Field(default_factory=list)
+    audienceConditions: Any = None
+    includedRules: list[str] | None = None
+    excludeTargetedDeliveries: bool = False
+
+
+class Datafile(_Model):
+    version: str
+    accountId: str
+    projectId: str
+    revision: str
+    sdkKey: str | None = None
+    environmentKey: str | None = None
+    region: str | None = None
+    anonymizeIP: bool = False
+    botFiltering: bool | None = None
+    sendFlagDecisions: bool = False
+    attributes: list[Attribute]
+    audiences: list[Audience]
+    typedAudiences: list[Audience] = Field(default_factory=list)
+    events: list[Event]
+    experiments: list[Experiment]
+    groups: list[Group]
+    featureFlags: list[FeatureFlag] = Field(default_factory=list)
+    rollouts: list[Rollout] = Field(default_factory=list)
+    integrations: list[Integration] = Field(default_factory=list)
+    holdouts: list[Holdout] = Field(default_factory=list)
+    localHoldouts: list[Holdout] = Field(default_factory=list)

@@ -1,0 +1,432 @@
+"""ProjectConfig: the immutable, indexed view of one datafile revision.
+
+Every index the decision engine and the event builder need is built once here, so a decision is a handful of
+dict look-ups. Instances are never mutated after :func:`parse_config` returns them, so any number of tasks
+can share one, and a config update is an atomic swap of the reference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from .. import defaults
+from ..errors import InvalidDatafileError
+from ..events.models import EventContext
+from . import datafile as df
+
+__all__ = [
+    "EventInfo",
+    "ExperimentInfo",
+    "FlagInfo",
+    "GroupInfo",
+    "HoldoutInfo",
+    "ProjectConfig",
+    "VariableInfo",
+    "VariationInfo",
+    "parse_config",
+]
+
+VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
+
+
+@dataclass(frozen=True, slots=True)
+class VariationInfo:
+    id: str
+    key: str
+    #: The raw ``featureEnabled`` value (``None`` when the datafile says null).
+    feature_enabled: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    id: str
+    policy: str
+    allocation: tuple[tuple[str, int | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentInfo:
+    """An A/B experiment, a feature test or a rollout rule, with its look-ups precomputed."""
+
+    id: str
+    key: str
+    status: str
+    layer_id: str
+    type: str | None
+    variations: tuple[VariationInfo, ...]
+    variations_by_id: Mapping[str, VariationInfo]
+    variations_by_key: Mapping[str, VariationInfo]
+    allocation: tuple[tuple[str, int | None], ...]
+    #: ``audienceConditions`` when it is not null, else ``audienceIds``.
+    audience_tree: Any
+    forced_variations: Mapping[str, str]
+    group: GroupInfo | None = None
+    cmab: Mapping[str, Any] | None = None
+    #: How audience messages name it: ``experiment "<key>"``.
+    audience_label: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status == "Running"
+
+    @property
+    def campaign_id(self) -> str:
+        """The id sent as ``campaign_id``: the layer id when set, else the experiment id."""
+        return self.layer_id or self.id
+
+
+@dataclass(frozen=True, slots=True)
+class HoldoutInfo:
+    id: str
+    key: str
+    status: str
+    variations_by_id: Mapping[str, VariationInfo]
+    variations_by_key: Mapping[str, VariationInfo]
+    allocation: tuple[tuple[str, int | None], ...]
+    audience_tree: Any
+    included_rules: tuple[str, ...]
+    exclude_targeted_deliveries: bool
+    audience_label: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status == "Running"
+
+    @property
+    def campaign_id(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True, slots=True)
+class VariableInfo:
+    id: str
+    key: str
+    #: One of boolean, double, integer, string, json (``string`` + subType ``json`` is ``json``).
+    type: str
+    default_value: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlagInfo:
+    id: str
+    key: str
+    experiment_ids: tuple[str, ...]
+    rollout_id: str
+    variables: Mapping[str, VariableInfo]
+    #: Rollout rules in order (the last one is "Everyone Else"); empty without a rollout.
+    rollout_rules: tuple[ExperimentInfo, ...]
+    #: Every variation of every rule, deduplicated by id, in rule order (forced decisions, impressions).
+    variations_by_id: Mapping[str, VariationInfo]
+    variations_by_key: Mapping[str, VariationInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    id: str
+    key: str
+    experiment_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectConfig:
+    """One datafile revision, parsed and indexed. Build it with :func:`parse_config`."""
+
+    datafile: df.Datafile
+    raw: bytes = field(repr=False)
+    revision: str
+    account_id: str
+    project_id: str
+    sdk_key: str | None
+    environment_key: str | None
+    region: str
+    anonymize_ip: bool
+    bot_filtering: bool | None
+    send_flag_decisions: bool
+    experiments_by_id: Mapping[str, ExperimentInfo]
+    experiments_by_key: Mapping[str, ExperimentInfo]
+    groups_by_id: Mapping[str, GroupInfo]
+    audiences: Mapping[str, Any]
+    events_by_key: Mapping[str, EventInfo]
+    attribute_ids: Mapping[str, str]
+    flags_by_key: Mapping[str, FlagInfo]
+    #: experiment id -> the flag it is a feature test of
+    experiment_flags: Mapping[str, str]
+    #: variation id -> {variable id: value}
+    variable_usages: Mapping[str, Mapping[str, str]]
+    global_holdouts: tuple[HoldoutInfo, ...]
+    rule_holdouts: Mapping[str, tuple[HoldoutInfo, ...]]
+    event_context: EventContext
+
+    def is_feature_experiment(self, experiment_id: str) -> bool:
+        return experiment_id in self.experiment_flags
+
+    def variable_value(self, variable: VariableInfo, variation: VariationInfo) -> str | None:
+        """The variation's value of a variable, else its default (None when the variation has no usages)."""
+        usages = self.variable_usages.get(variation.id)
+        if usages is None:
+            return None
+        return usages.get(variable.id, variable.default_value)
+
+
+def _allocation(items: list[df.TrafficAllocation]) -> tuple[tuple[str, int | None], ...]:
+    return tuple((t.entityId, t.endOfRange) for t in items)
+
+
+def _variation(v: df.Variation) -> VariationInfo:
+    return VariationInfo(v.id, v.key, v.featureEnabled)
+
+
+def _experiment(
+    e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None
+) -> ExperimentInfo:
+    variations = [_variation(v) for v in e.variations]
+    allocation = _allocation(e.trafficAllocation)
+    if extra is not None:
+        variations.append(extra)
+        allocation = (*allocation, (extra.id, defaults.MAX_TRAFFIC_VALUE))
+    return ExperimentInfo(
+        id=e.id,
+        key=e.key,
+        status=e.status,
+        layer_id=e.layerId,
+        type=e.type,
+        variations=tuple(variations),
+        variations_by_id={v.id: v for v in variations},
+        variations_by_key={v.key: v for v in variations},
+        allocation=allocation,
+        audience_tree=e.audienceConditions if e.audienceConditions is not None else e.audienceIds,
+        forced_variations=dict(e.forcedVariations),
+        group=group,
+        cmab=e.cmab,
+        audience_label=f'experiment "{e.key}"',
+    )
+
+
+def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
+    variations = [_variation(v) for v in h.variations]
+    return HoldoutInfo(
+        id=h.id,
+        key=h.key,
+        status=h.status,
+        variations_by_id={v.id: v for v in variations},
+        variations_by_key={v.key: v for v in variations},
+        allocation=_allocation(h.trafficAllocation),
+        audience_tree=h.audienceConditions if h.audienceConditions is not None else h.audienceIds,
+        included_rules=tuple(h.includedRules or ()) if local else (),
+        exclude_targeted_deliveries=h.excludeTargetedDeliveries,
+        audience_label=f'experiment "{h.key}"',
+    )
+
+
+def _load_conditions(audience: df.Audience, *, typed: bool) -> Any:
+    if typed:
+        return audience.conditions
+    if not isinstance(audience.conditions, str):
+        raise InvalidDatafileError(
+            f'audiences[id={audience.id}].conditions: expected a JSON string, got {type(audience.conditions).__name__}'
+        )
+    try:
+        return json.loads(audience.conditions)
+    except ValueError as exc:
+        raise InvalidDatafileError(f"audiences[id={audience.id}].conditions: invalid JSON ({exc})") from exc
+
+
+def _validation_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        parts.append(f"{loc or '<root>'}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "invalid datafile: " + "; ".join(parts)
+
+
+def _check_version(version: object) -> None:
+    if version not in df.SUPPORTED_VERSIONS:
+        raise InvalidDatafileError(
+            f'unsupported datafile version {version!r}: this SDK reads versions "2", "3" and "4"'
+        )
+
+
+def _validate(data: str | bytes | bytearray | Mapping[str, Any]) -> tuple[df.Datafile, bytes]:
+    if isinstance(data, Mapping):
+        try:
+            raw = json.dumps(data).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidDatafileError(f"datafile dict is not JSON-serialisable: {exc}") from exc
+    elif isinstance(data, (bytes, bytearray)):
+        raw = bytes(data)
+    elif isinstance(data, str):
+        raw = data.encode()
+    else:
+        raise InvalidDatafileError(f"datafile must be str, bytes or dict, not {type(data).__name__}")
+    try:
+        model = df.Datafile.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        try:
+            decoded = json.loads(raw)
+        except ValueError as json_exc:
+            raise InvalidDatafileError(f"datafile is not valid JSON: {json_exc}") from None
+        if not isinstance(decoded, dict):
+            raise InvalidDatafileError(
+                f"datafile must be a JSON object, not {type(decoded).__name__}"
+            ) from None
+        if "version" in decoded:
+            _check_version(decoded["version"])
+        raise InvalidDatafileError(_validation_message(exc)) from None
+    _check_version(model.version)
+    return model, raw
+
+
+def parse_config(data: str | bytes | bytearray | Mapping[str, Any]) -> ProjectConfig:
+    """Parse, validate and index a datafile.
+
+    Raises :class:`~optimizely_async.errors.InvalidDatafileError` naming the problem (and the path of a bad
+    field). CPU-bound: the async shell runs it in a worker thread for large datafiles.
+    """
+    model, raw = _validate(data)
+    return _index(model, raw)
+
+
+def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
+    groups = {g.id: GroupInfo(g.id, g.policy, _allocation(g.trafficAllocation)) for g in d.groups}
+
+    # Rollout rules that belong to flags with a feature-rollout ("fr") experiment need the flag's
+    # "everyone else" variation appended; find those first.
+    rollouts = {r.id: r for r in d.rollouts}
+    fr_extra: dict[str, VariationInfo] = {}
+    for flag in d.featureFlags:
+        rollout = rollouts.get(flag.rolloutId) if flag.rolloutId else None
+        if rollout is None or not rollout.experiments or not rollout.experiments[-1].variations:
+            continue
+        ev = rollout.experiments[-1].variations[0]
+        fr_extra_var = VariationInfo(ev.id, ev.key, bool(ev.featureEnabled))
+        for exp_id in flag.experimentIds:
+            fr_extra[exp_id] = fr_extra_var
+
+    # The same overwrite order as the official config: top-level experiments, rollout rules, group members.
+    raw_experiments: dict[str, tuple[df.Experiment, GroupInfo | None]] = {}
+    for e in d.experiments:
+        raw_experiments[e.id] = (e, None)
+    for r in d.rollouts:
+        for e in r.experiments:
+            raw_experiments[e.id] = (e, None)
+    for g in d.groups:
+        for e in g.experiments:
+            raw_experiments[e.id] = (e, groups[g.id])
+
+    experiments_by_id: dict[str, ExperimentInfo] = {}
+    for exp_id, (e, group) in raw_experiments.items():
+        extra = fr_extra.get(exp_id) if e.type == "fr" else None
+        experiments_by_id[exp_id] = _experiment(e, group, extra)
+    experiments_by_key = {e.key: e for e in experiments_by_id.values()}
+
+    variable_usages: dict[str, dict[str, str]] = {}
+    for e, _ in raw_experiments.values():
+        for v in e.variations:
+            variable_usages[v.id] = {u.id: u.value for u in v.variables}
+    for exp_id, extra in fr_extra.items():
+        info2 = experiments_by_id.get(exp_id)
+        if info2 is not None and info2.type == "fr":
+            variable_usages.setdefault(extra.id, {})
+
+    audiences: dict[str, Any] = {}
+    for a in d.audiences:
+        audiences[a.id] = _load_conditions(a, typed=False)
+    for a in d.typedAudiences:
+        audiences[a.id] = _load_conditions(a, typed=True)
+
+    flags: dict[str, FlagInfo] = {}
+    experiment_flags: dict[str, str] = {}
+    for flag in d.featureFlags:
+        variables: dict[str, VariableInfo] = {}
+        for var in flag.variables:
+            vtype = "json" if var.type == "string" and var.subType == "json" else var.type
+            variables[var.key] = VariableInfo(var.id, var.key, vtype, var.defaultValue)
+        rules: list[ExperimentInfo] = []
+        for exp_id in flag.experimentIds:
+            experiment_flags[exp_id] = flag.id
+            if exp_id not in experiments_by_id:
+                raise InvalidDatafileError(
+                    f'featureFlags[key={flag.key}].experimentIds: experiment "{exp_id}" is not in the datafile'
+                )
+            rules.append(experiments_by_id[exp_id])
+        rollout_rules: tuple[ExperimentInfo, ...] = ()
+        if flag.rolloutId:
+            rollout = rollouts.get(flag.rolloutId)
+            if rollout is None:
+                raise InvalidDatafileError(
+                    f'featureFlags[key={flag.key}].rolloutId: rollout "{flag.rolloutId}" is not in the datafile'
+                )
+            rollout_rules = tuple(experiments_by_id[e.id] for e in rollout.experiments)
+            rules.extend(rollout_rules)
+        by_id: dict[str, VariationInfo] = {}
+        for rule in rules:
+            for v in rule.variations:
+                by_id.setdefault(v.id, v)
+        by_key: dict[str, VariationInfo] = {}
+        for v in by_id.values():
+            by_key.setdefault(v.key, v)
+        flags[flag.key] = FlagInfo(
+            id=flag.id,
+            key=flag.key,
+            experiment_ids=tuple(flag.experimentIds),
+            rollout_id=flag.rolloutId,
+            variables=variables,
+            rollout_rules=rollout_rules,
+            variations_by_id=by_id,
+            variations_by_key=by_key,
+        )
+
+    global_holdouts = tuple(
+        h for h in (_holdout(x, local=False) for x in d.holdouts) if h.running
+    )
+    rule_holdouts: dict[str, list[HoldoutInfo]] = {}
+    for x in d.localHoldouts:
+        if x.includedRules is None:
+            continue
+        h = _holdout(x, local=True)
+        if not h.running:
+            continue
+        for rule_id in h.included_rules:
+            rule_holdouts.setdefault(rule_id, []).append(h)
+
+    region = (d.region or defaults.DEFAULT_REGION).upper()
+    context = EventContext(
+        account_id=d.accountId,
+        project_id=d.projectId,
+        revision=d.revision,
+        anonymize_ip=d.anonymizeIP,
+        endpoint=defaults.EVENT_ENDPOINTS.get(region, defaults.EVENT_ENDPOINTS[defaults.DEFAULT_REGION]),
+    )
+    return ProjectConfig(
+        datafile=d,
+        raw=raw,
+        revision=d.revision,
+        account_id=d.accountId,
+        project_id=d.projectId,
+        sdk_key=d.sdkKey,
+        environment_key=d.environmentKey,
+        region=region,
+        anonymize_ip=d.anonymizeIP,
+        bot_filtering=d.botFiltering,
+        send_flag_decisions=d.sendFlagDecisions,
+        experiments_by_id=experiments_by_id,
+        experiments_by_key=experiments_by_key,
+        groups_by_id=groups,
+        audiences=audiences,
+        events_by_key={e.key: EventInfo(e.id, e.key, tuple(e.experimentIds)) for e in d.events},
+        attribute_ids={a.key: a.id for a in d.attributes},
+        flags_by_key=flags,
+        experiment_flags=experiment_flags,
+        variable_usages=variable_usages,
+        global_holdouts=global_holdouts,
+        rule_holdouts={k: tuple(v) for k, v in rule_holdouts.items()},
+        event_context=context,
+    )

@@ -1,0 +1,194 @@
+"""Sending one events-API request: the :class:`Dispatcher` seam and its httpx implementation.
+
+A dispatcher makes **one attempt** and reports the outcome as a :class:`DispatchResult` value; it does not
+retry, sleep or raise for network and HTTP failures. Retrying, backoff and accounting belong to the
+:class:`~optimizely_async.events.queue.EventQueue`, which also survives a custom dispatcher that raises.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, Protocol
+
+import httpx
+
+from .. import defaults
+from .._logging import logger
+from .._version import __version__
+from ..errors import ConfigurationError
+
+__all__ = [
+    "DispatchResult",
+    "Dispatcher",
+    "EventRequest",
+    "HttpDispatcher",
+    "parse_retry_after",
+    "retry_delay",
+]
+
+JSON_HEADERS: Mapping[str, str] = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class EventRequest:
+    """One events-API request: a batch of user events encoded as a single payload."""
+
+    url: str
+    #: The payload as a dict (what LOG_EVENT listeners see); ``body`` is its JSON encoding.
+    payload: Mapping[str, Any]
+    body: bytes
+    event_count: int
+    headers: Mapping[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """The outcome of one attempt to deliver an :class:`EventRequest`."""
+
+    delivered: bool
+    #: Whether trying again later may succeed (connection errors, timeouts, 429, 5xx).
+    retryable: bool = False
+    #: The HTTP status, when a response arrived.
+    status: int | None = None
+    #: A short machine-readable cause: ``"ok"``, ``"http_503"``, ``"timeout"``, ``"connection_error"`` ...
+    reason: str = "ok"
+    #: Seconds the server asked us to wait (``Retry-After``), if it said.
+    retry_after: float | None = None
+
+
+class Dispatcher(Protocol):
+    """Anything that can deliver an :class:`EventRequest`; custom sinks implement this."""
+
+    async def dispatch(self, request: EventRequest) -> DispatchResult:
+        """Make one delivery attempt and describe the outcome; should not raise."""
+        ...
+
+
+class HttpDispatcher:
+    """POSTs each request as JSON over one shared ``httpx.AsyncClient``.
+
+    Args:
+        http_client: A client to share (connection pool, proxies, TLS settings). It is **not** closed by
+            :meth:`aclose`; its own timeouts apply unless ``timeout`` is given. Without one, the dispatcher
+            creates and owns a client with ``defaults.EVENT_REQUEST_TIMEOUT``.
+        timeout: Per-request timeout (seconds or an ``httpx.Timeout``).
+    """
+
+    def __init__(
+        self,
+        http_client: httpx.AsyncClient | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = None,
+    ) -> None:
+        if isinstance(timeout, (int, float)) and not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._owns_client = http_client is None
+        if http_client is None:
+            http_client = httpx.AsyncClient(
+                timeout=timeout if timeout is not None else defaults.EVENT_REQUEST_TIMEOUT,
+                headers={"User-Agent": f"{defaults.CLIENT_NAME}/{__version__}"},
+                follow_redirects=False,
+            )
+            timeout = None  # already the client's default
+        self._client = http_client
+        self._timeout = timeout
+
+    async def dispatch(self, request: EventRequest) -> DispatchResult:
+        """POST the request body once and classify the outcome."""
+        try:
+            if self._timeout is None:
+                response = await self._client.post(request.url, content=request.body, headers=request.headers)
+            else:
+                response = await self._client.post(
+                    request.url, content=request.body, headers=request.headers, timeout=self._timeout
+                )
+        except httpx.TimeoutException as exc:
+            return _failure("timeout", retryable=True, exc=exc)
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
+            return _failure("request_error", retryable=False, exc=exc)
+        except httpx.TransportError as exc:
+            return _failure("connection_error", retryable=True, exc=exc)
+        except httpx.HTTPError as exc:
+            return _failure("request_error", retryable=False, exc=exc)
+        return classify_response(response.status_code, response.headers.get("Retry-After"))
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this dispatcher created it; a caller's client is left open."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> HttpDispatcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def classify_response(status: int, retry_after_header: str | None = None) -> DispatchResult:
+    """Map an HTTP status to a result: 2xx delivered; 429 and 5xx retryable; anything else final."""
+    if 200 <= status < 300:
+        return DispatchResult(delivered=True, status=status)
+    retryable = status == 429 or status >= 500
+    retry_after = parse_retry_after(retry_after_header) if retryable else None
+    logger.debug("Event request answered with HTTP %d.", status)
+    return DispatchResult(
+        delivered=False, retryable=retryable, status=status, reason=f"http_{status}", retry_after=retry_after
+    )
+
+
+def _failure(reason: str, *, retryable: bool, exc: Exception) -> DispatchResult:
+    logger.debug("Event request failed (%s): %r", reason, exc)
+    return DispatchResult(delivered=False, retryable=retryable, reason=reason)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent or
+    unreadable. Past dates give 0."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def retry_delay(
+    attempt: int,
+    retry_after: float | None = None,
+    *,
+    base: float = defaults.RETRY_BACKOFF_BASE,
+    cap: float = defaults.RETRY_BACKOFF_MAX,
+    retry_after_cap: float = defaults.RETRY_AFTER_MAX,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before retry number ``attempt + 1``: exponential backoff with full jitter.
+
+    The jittered delay is ``rand() * min(cap, base * 2**attempt)``. A server's ``Retry-After`` is a floor
+    (clipped at ``retry_after_cap`` so one header cannot park a request for hours).
+    """
+    ceiling = min(cap, base * 2.0 ** min(attempt, 62))
+    delay = rand() * ceiling
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, retry_after_cap))
+    return delay

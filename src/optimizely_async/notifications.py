@@ -1,0 +1,105 @@
+"""The notification center: DECISION, TRACK, ACTIVATE, LOG_EVENT and OPTIMIZELY_CONFIG_UPDATE listeners.
+
+Type strings, listener ids and listener arguments are the official SDK's, so listeners written for it work
+unchanged. A listener may be a plain function or a coroutine function; listeners run in registration order
+and an exception in one is logged and never reaches the caller, the queue or the other listeners.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["NotificationCenter", "NotificationType"]
+
+_log = logging.getLogger("optimizely_async")
+
+Listener = Callable[..., Any]
+
+
+class NotificationType(str, enum.Enum):
+    """Notification types; each value is the official SDK's type string."""
+
+    ACTIVATE = "ACTIVATE:experiment, user_id, attributes, variation, event"
+    DECISION = "DECISION:type, user_id, attributes, decision_info"
+    OPTIMIZELY_CONFIG_UPDATE = "OPTIMIZELY_CONFIG_UPDATE"
+    TRACK = "TRACK:event_key, user_id, attributes, event_tags, event"
+    LOG_EVENT = "LOG_EVENT:log_event"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _coerce(notification_type: object) -> NotificationType | None:
+    if isinstance(notification_type, NotificationType):
+        return notification_type
+    if isinstance(notification_type, str):
+        try:
+            return NotificationType(notification_type)
+        except ValueError:
+            return None
+    return None
+
+
+class NotificationCenter:
+    """Holds listeners by type and sends notifications to them."""
+
+    def __init__(self) -> None:
+        self._next_id = 1
+        self._listeners: dict[NotificationType, list[tuple[int, Listener]]] = {t: [] for t in NotificationType}
+
+    def add_notification_listener(self, notification_type: NotificationType | str, callback: Listener) -> int:
+        """Register ``callback``; returns its id, or -1 for an unknown type or a callback already registered
+        for that type."""
+        kind = _coerce(notification_type)
+        if kind is None:
+            _log.error("Invalid notification_type: %s provided. Not adding listener.", notification_type)
+            return -1
+        if any(cb == callback for _, cb in self._listeners[kind]):
+            _log.error("Listener has already been added. Not adding it again.")
+            return -1
+        listener_id = self._next_id
+        self._next_id += 1
+        self._listeners[kind].append((listener_id, callback))
+        return listener_id
+
+    def remove_notification_listener(self, notification_id: int) -> bool:
+        """Remove the listener with that id from whichever type holds it."""
+        for kind, entries in self._listeners.items():
+            for i, (listener_id, _) in enumerate(entries):
+                if listener_id == notification_id:
+                    self._listeners[kind] = entries[:i] + entries[i + 1 :]
+                    return True
+        return False
+
+    def clear_notification_listeners(self, notification_type: NotificationType | str) -> None:
+        kind = _coerce(notification_type)
+        if kind is None:
+            _log.error("Invalid notification_type: %s provided. Not removing any listener.", notification_type)
+            return
+        self._listeners[kind] = []
+
+    def clear_all_notification_listeners(self) -> None:
+        for kind in self._listeners:
+            self._listeners[kind] = []
+
+    def has_listeners(self, notification_type: NotificationType) -> bool:
+        """Cheap check used on hot paths to skip building notification arguments."""
+        return bool(self._listeners[notification_type])
+
+    async def send_notifications(self, notification_type: NotificationType | str, *args: Any) -> None:
+        """Call every listener of the type with ``args``; coroutine results are awaited."""
+        kind = _coerce(notification_type)
+        if kind is None:
+            _log.error("Invalid notification_type: %s provided. Not triggering any notification.", notification_type)
+            return
+        for _, callback in tuple(self._listeners[kind]):
+            try:
+                result = callback(*args)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                _log.exception('Unknown problem when sending "%s" type notification.', kind.value)
