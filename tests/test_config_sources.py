@@ -271,6 +271,22 @@ async def test_initial_config_revision_counts_as_delivered(
 
 
 @pytest.mark.anyio
+async def test_adopted_config_revision_counts_as_delivered(
+    server: DatafileServer, recorder: Recorder
+) -> None:
+    source = make_source(server, recorder)
+    adopted = parse_config(datafile("1"))
+    source.adopt(adopted)
+    try:
+        assert source.config is adopted
+        assert await source.fetch_once() is FetchResult.UNCHANGED
+    finally:
+        await source.aclose()
+    assert recorder.configs == []
+    assert source.stats.revision == "1"
+
+
+@pytest.mark.anyio
 async def test_parse_runs_in_a_worker_thread(server: DatafileServer, recorder: Recorder) -> None:
     threads: list[int] = []
     bodies: list[bytes] = []

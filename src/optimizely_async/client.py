@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -230,6 +229,8 @@ class AsyncOptimizely:
         if self._raw_datafile is not None:
             raw, self._raw_datafile = self._raw_datafile, None
             self._set_config(await anyio.to_thread.run_sync(parse_config, raw))
+            if self._source is not None and self._config is not None:
+                self._source.adopt(self._config)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
@@ -890,7 +891,3 @@ class AsyncOptimizely:
 def _log_event(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     """The official ``LogEvent.__dict__`` shape that TRACK, ACTIVATE and LOG_EVENT listeners receive."""
     return {"url": url, "params": payload, "http_verb": "POST", "headers": {"Content-Type": "application/json"}}
-
-
-def _finite(value: float) -> bool:
-    return math.isfinite(value)

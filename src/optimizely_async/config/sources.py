@@ -204,6 +204,12 @@ class PollingConfigSource:
             f"authenticated={self._token is not None})"
         )
 
+    def adopt(self, config: ProjectConfig) -> None:
+        """Record a config the client already uses (e.g. parsed from a static datafile after construction):
+        its revision counts as delivered, so fetching the same revision does not call ``on_config``."""
+        self._config = config
+        self._stats = replace(self._stats, revision=config.revision)
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Poll until cancelled. Meant for ``await task_group.start(source.run)``; never raises otherwise."""
         if self._running:

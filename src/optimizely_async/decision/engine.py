@@ -43,6 +43,7 @@ ROLLOUT: Final = "rollout"
 HOLDOUT: Final = "holdout"
 
 BUCKETING_ID_ATTRIBUTE: Final = "$opt_bucketing_id"
+_EMPTY_RANGE: Final = "Bucketed into an empty traffic range. Returning nil."
 
 #: user id -> experiment id -> variation id (``set_forced_variation``)
 ForcedVariations = Mapping[str, Mapping[str, str]]
@@ -100,6 +101,7 @@ def bucket(
             if not chosen:
                 if _wants(reasons, _INFO):
                     _emit(reasons, _INFO, f'User "{user_id}" is in no experiment.')
+                _emit(reasons, _INFO, _EMPTY_RANGE)
                 return None
             if chosen != entity.id:
                 if _wants(reasons, _INFO):
@@ -108,6 +110,7 @@ def bucket(
                         _INFO,
                         f'User "{user_id}" is not in experiment "{entity.key}" of group {group.id}.',
                     )
+                _emit(reasons, _INFO, _EMPTY_RANGE)
                 return None
             if _wants(reasons, _INFO):
                 _emit(reasons, _INFO, f'User "{user_id}" is in experiment {entity.key} of group {group.id}.')
@@ -121,7 +124,7 @@ def bucket(
                 'Variation with id "%s" not defined in the datafile for experiment "%s".', variation_id, entity.id
             )
         return variation
-    _emit(reasons, _INFO, "Bucketed into an empty traffic range. Returning nil.")
+    _emit(reasons, _INFO, _EMPTY_RANGE)
     return None
 
 

@@ -1,0 +1,294 @@
+"""OptimizelyUserContext: the decide API, forced decisions and ``track_event``.
+
+A context may be shared by concurrent tasks: every decide call works on a snapshot of the attributes and
+forced decisions taken when it starts, so a concurrent ``set_attribute`` never changes a decision midway.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
+from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
+from .decision.user_profile import load_profile, save_profile
+from .notifications import NotificationType
+
+if TYPE_CHECKING:
+    from .client import AsyncOptimizely
+    from .config.project_config import FlagInfo, ProjectConfig
+
+__all__ = ["OptimizelyDecisionContext", "OptimizelyForcedDecision", "OptimizelyUserContext"]
+
+_log = logging.getLogger("optimizely_async")
+
+
+@dataclass(frozen=True)
+class OptimizelyDecisionContext:
+    """Names a flag (``rule_key=None``) or one of its rules for a forced decision."""
+
+    flag_key: str
+    rule_key: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimizelyForcedDecision:
+    variation_key: str | None
+
+
+class OptimizelyUserContext:
+    """A user (id and attributes) to decide for. Create it with ``client.create_user_context``."""
+
+    OptimizelyDecisionContext = OptimizelyDecisionContext
+    OptimizelyForcedDecision = OptimizelyForcedDecision
+
+    def __init__(
+        self, client: AsyncOptimizely | None, user_id: str, user_attributes: dict[str, Any] | None = None
+    ) -> None:
+        self.client = client
+        self.user_id = user_id
+        self._attributes: dict[str, Any] = dict(user_attributes) if isinstance(user_attributes, dict) else {}
+        self._forced: dict[tuple[str, str | None], str | None] = {}
+
+    # ------------------------------------------------------------------ attributes
+
+    def get_user_attributes(self) -> dict[str, Any]:
+        """A copy of the attributes."""
+        return dict(self._attributes)
+
+    def set_attribute(self, attribute_key: str, attribute_value: Any) -> None:
+        self._attributes[attribute_key] = attribute_value
+
+    def as_json(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "attributes": self.get_user_attributes()}
+
+    def _clone(self) -> OptimizelyUserContext:
+        clone = OptimizelyUserContext(self.client, self.user_id, self._attributes)
+        clone._forced = copy.deepcopy(self._forced)
+        return clone
+
+    def __repr__(self) -> str:
+        return f"OptimizelyUserContext(user_id={self.user_id!r}, attributes={self._attributes!r})"
+
+    # ------------------------------------------------------------------ forced decisions
+
+    def set_forced_decision(
+        self, decision_context: OptimizelyDecisionContext, decision: OptimizelyForcedDecision
+    ) -> bool:
+        """Force a variation for a flag (rule_key None) or a rule of it. Always True, as the official SDK."""
+        self._forced[(decision_context.flag_key, decision_context.rule_key)] = decision.variation_key
+        return True
+
+    def get_forced_decision(self, decision_context: OptimizelyDecisionContext) -> OptimizelyForcedDecision | None:
+        key = (decision_context.flag_key, decision_context.rule_key)
+        if key not in self._forced:
+            return None
+        return OptimizelyForcedDecision(self._forced[key])
+
+    def remove_forced_decision(self, decision_context: OptimizelyDecisionContext) -> bool:
+        return self._forced.pop((decision_context.flag_key, decision_context.rule_key), _ABSENT) is not _ABSENT
+
+    def remove_all_forced_decisions(self) -> bool:
+        self._forced.clear()
+        return True
+
+    # ------------------------------------------------------------------ decide
+
+    async def decide(
+        self, key: str, options: Sequence[DecideOption | str] | None = None
+    ) -> OptimizelyDecision:
+        """Decide one flag; sends its impression unless DISABLE_DECISION_EVENT. Never raises."""
+        snapshot = self._clone()
+        client = self.client
+        try:
+            if client is None:
+                raise ValueError("no client")
+            config = client.config
+            if config is None:
+                _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide".')
+                return OptimizelyDecision(flag_key=key, user_context=snapshot, reasons=[DecisionMessage.SDK_NOT_READY])
+            if not isinstance(key, str):
+                _log.error("Key parameter is invalid")
+                return OptimizelyDecision(
+                    flag_key=key, user_context=snapshot, reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)]
+                )
+            if key not in config.flags_by_key:
+                _log.error("No feature flag was found for key '%s'.", key)
+                return OptimizelyDecision(
+                    flag_key=key, user_context=snapshot, reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)]
+                )
+            merged = _merge(client, options, ignore_defaults=False)
+            merged = tuple(o for o in merged if o is not DecideOption.ENABLED_FLAGS_ONLY)
+            decisions = await _decide_for_keys(client, config, snapshot, [key], merged)
+            return decisions[key]
+        except Exception:
+            _log.exception('Unexpected error in decide("%s").', key)
+            return OptimizelyDecision(flag_key=key if isinstance(key, str) else None, user_context=snapshot)
+
+    async def decide_for_keys(
+        self, keys: Iterable[str], options: Sequence[DecideOption | str] | None = None
+    ) -> dict[str, OptimizelyDecision]:
+        """Decide several flags with one user-profile lookup and one save."""
+        snapshot = self._clone()
+        client = self.client
+        try:
+            if client is None or client.config is None:
+                _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_for_keys".')
+                return {}
+            return await _decide_for_keys(
+                client, client.config, snapshot, list(keys), _merge(client, options, ignore_defaults=False)
+            )
+        except Exception:
+            _log.exception("Unexpected error in decide_for_keys.")
+            return {}
+
+    async def decide_all(self, options: Sequence[DecideOption | str] | None = None) -> dict[str, OptimizelyDecision]:
+        """Decide every flag of the datafile, in datafile order."""
+        snapshot = self._clone()
+        client = self.client
+        try:
+            config = client.config if client is not None else None
+            if client is None or config is None:
+                _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_all".')
+                return {}
+            return await _decide_for_keys(
+                client, config, snapshot, list(config.flags_by_key), _merge(client, options, ignore_defaults=False)
+            )
+        except Exception:
+            _log.exception("Unexpected error in decide_all.")
+            return {}
+
+    async def track_event(self, event_key: str, event_tags: dict[str, Any] | None = None) -> None:
+        """``client.track`` for this user with the current attributes."""
+        if self.client is None:
+            _log.error('Provided "user_context" is in an invalid format.')
+            return
+        await self.client.track(event_key, self.user_id, self.get_user_attributes(), event_tags)
+
+
+_ABSENT: Any = object()
+
+
+def _merge(
+    client: AsyncOptimizely, options: Sequence[DecideOption | str] | None, *, ignore_defaults: bool
+) -> tuple[DecideOption, ...]:
+    if options is not None and not isinstance(options, (list, tuple)):
+        _log.debug("Provided decide options is not an array. Using default decide options.")
+        return client._default_decide_options
+    merged = coerce_options(options)
+    if ignore_defaults:
+        return merged
+    return merged + tuple(o for o in client._default_decide_options if o not in merged)
+
+
+async def _decide_for_keys(
+    client: AsyncOptimizely,
+    config: ProjectConfig,
+    user: OptimizelyUserContext,
+    keys: list[str],
+    options: tuple[DecideOption, ...],
+) -> dict[str, OptimizelyDecision]:
+    include_reasons = DecideOption.INCLUDE_REASONS in options
+    ignore_ups = DecideOption.IGNORE_USER_PROFILE_SERVICE in options
+    attributes = user._attributes
+    forced = user._forced
+    results: dict[str, OptimizelyDecision] = {}
+    todo: list[tuple[str, FlagInfo, Decision | None, list[str] | None]] = []
+    for key in keys:
+        flag = config.flags_by_key.get(key)
+        if flag is None:
+            results[key] = OptimizelyDecision(flag_key=key, user_context=user)
+            continue
+        reasons: list[str] | None = [] if include_reasons else None
+        forced_decision: Decision | None = None
+        if forced:
+            variation = forced_decision_variation(flag, None, user.user_id, forced, reasons)
+            if variation is not None:
+                forced_decision = Decision(None, variation, FEATURE_TEST)
+        todo.append((key, flag, forced_decision, reasons))
+
+    ups = None if ignore_ups else client._ups
+    tracker = await load_profile(ups, user.user_id) if ups is not None else None
+    decided: list[tuple[str, FlagInfo, Decision, list[str] | None]] = []
+    for key, flag, forced_decision, reasons in todo:
+        decision = forced_decision or decide_flag(
+            config, flag, user.user_id, attributes, client._forced, tracker, reasons, forced or None
+        )
+        decided.append((key, flag, decision, reasons))
+    if tracker is not None:
+        await save_profile(ups, tracker)
+
+    enabled_only = DecideOption.ENABLED_FLAGS_ONLY in options
+    for key, flag, decision, reasons in decided:
+        result = await _finish(client, config, user, flag, decision, reasons or [], options)
+        if not enabled_only or result.enabled:
+            results[key] = result
+    return results
+
+
+async def _finish(
+    client: AsyncOptimizely,
+    config: ProjectConfig,
+    user: OptimizelyUserContext,
+    flag: FlagInfo,
+    decision: Decision,
+    reasons: list[str],
+    options: tuple[DecideOption, ...],
+) -> OptimizelyDecision:
+    from .client import _typed
+
+    variation = decision.variation
+    experiment = decision.experiment
+    enabled = variation is not None and bool(variation.feature_enabled)
+    rule_key = experiment.key if experiment is not None else None
+    attributes = user._attributes
+    send = DecideOption.DISABLE_DECISION_EVENT not in options
+    dispatched = False
+    holdout = decision.holdout
+    if send and holdout is not None and decision.source != HOLDOUT:
+        await client._send_impression(
+            config, holdout.experiment, holdout.variation, flag.key,
+            holdout.experiment.key if holdout.experiment else "", HOLDOUT,
+            holdout.variation is not None and bool(holdout.variation.feature_enabled), user.user_id, attributes,
+        )
+        dispatched = True
+    if send and (decision.source in (FEATURE_TEST, HOLDOUT) or config.send_flag_decisions):
+        await client._send_impression(
+            config, experiment, variation, flag.key, rule_key or "", decision.source, enabled, user.user_id, attributes
+        )
+        dispatched = True
+    variables: dict[str, Any] = {}
+    if DecideOption.EXCLUDE_VARIABLES not in options:
+        for key, variable in flag.variables.items():
+            raw = config.variable_value(variable, variation) if enabled and variation else variable.default_value
+            variables[key] = _typed(raw, variable.type)
+    shown_reasons = reasons if DecideOption.INCLUDE_REASONS in options else []
+    variation_key = variation.key if variation is not None else None
+    center = client.notification_center
+    if center.has_listeners(NotificationType.DECISION):
+        await center.send_notifications(
+            NotificationType.DECISION, "flag", user.user_id, attributes,
+            {
+                "flag_key": flag.key,
+                "enabled": enabled,
+                "variables": variables,
+                "variation_key": variation_key,
+                "rule_key": rule_key,
+                "reasons": shown_reasons,
+                "decision_event_dispatched": dispatched,
+                "experiment_id": experiment.id if experiment is not None else None,
+                "variation_id": variation.id if variation is not None else None,
+            },
+        )
+    return OptimizelyDecision(
+        variation_key=variation_key,
+        enabled=enabled,
+        variables=variables,
+        rule_key=rule_key,
+        flag_key=flag.key,
+        user_context=user,
+        reasons=shown_reasons,
+    )
