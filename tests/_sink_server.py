@@ -65,6 +65,7 @@ class SinkServer:
         self.port: int = self._sock.getsockname()[1]
         self.default = Reply()
         self.received: list[Received] = []
+        self.connections = 0  # TCP connections accepted
         self._script: deque[Reply] = deque()
         self._listener: SocketListener | None = None
 
@@ -102,6 +103,7 @@ class SinkServer:
             self._sock.close()
 
     async def _handle(self, stream: ByteStream) -> None:
+        self.connections += 1
         reader = BufferedByteReceiveStream(stream)
         async with stream:
             try:

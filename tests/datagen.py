@@ -55,9 +55,9 @@ DUMMY_LEGACY_CONDITIONS = (
 #: ``safe=True``; :func:`hazard_cases` builds each of them on purpose.
 OFFICIAL_CRASHES: dict[str, str] = {
     "semver_prerelease_vs_numeric": (
-        'semver target with a non-numeric part where the user version has a numeric one (target "1.2.3-beta", '
-        'user "1.2.3-4"; target "1.2-beta", user "1.2.3"): ValueError from int("beta") in '
-        "compare_user_version_with_target_version"
+        "semver target with a non-numeric part where the user version has a numeric one "
+        '(target "1.2.3-beta", user "1.2.3-4"; target "1.2-beta", user "1.2.3"): ValueError from '
+        'int("beta") in compare_user_version_with_target_version'
     ),
     "semver_empty_suffix": 'semver target "1.2.3-" against user "1.2.3-4": ValueError from int("")',
     "semver_unicode_digit": (
@@ -76,8 +76,9 @@ OFFICIAL_CRASHES: dict[str, str] = {
         "as a list index"
     ),
     "single_list_in_audience_conditions": (
-        'an experiment audienceConditions (sub)list whose only element is a list ([["or", "a", "b"]]): TypeError '
-        "(unhashable list) while the constructor builds the OptimizelyConfig projection; Optimizely() raises"
+        "an experiment audienceConditions (sub)list whose only element is a list "
+        '([["or", "a", "b"]]): TypeError (unhashable list) while the constructor builds the '
+        "OptimizelyConfig projection; Optimizely() raises"
     ),
     "ups_bucket_entry_not_a_dict": (
         'a user profile whose experiment_bucket_map maps an experiment id to a non-dict ("v1"), or whose '
@@ -227,9 +228,8 @@ def _leaf(st: _State, legacy: bool) -> _Leaf:
     if roll < 0.09:
         return _Leaf(name, "an_unknown_match", "x")
     if roll < 0.13:  # cross-kind or unsupported condition values: the matcher answers None
-        match = rng.choice(MATCH_TYPES[2:])
-        value = rng.choice(["10", [1, 2], True, None, 2**60, 1e300, "1.2.3", 7])
-        return _Leaf(name, match, value)
+        odd_value: Json = rng.choice(["10", [1, 2], True, None, 2**60, 1e300, "1.2.3", 7])
+        return _Leaf(name, rng.choice(MATCH_TYPES[2:]), odd_value)
     # a missing "match" means "exact"; legacy audiences usually have none
     no_match = rng.random() < (0.5 if legacy else 0.1)
     if kind == "string":
@@ -335,7 +335,7 @@ def _traffic_allocation(st: _State, entity_ids: list[str]) -> list[dict[str, Jso
     cuts = sorted(rng.sample(range(1, top), k=min(len(ids) - 1, top - 1))) if len(ids) > 1 else []
     ends = [*cuts, top]
     out: list[dict[str, Json]] = []
-    for entity_id, end in zip(ids, ends):
+    for entity_id, end in zip(ids, ends, strict=True):
         if mode == "gaps" and rng.random() < 0.4:
             out.append({"entityId": "", "endOfRange": max(0, end - rng.randint(1, 2000))})
         out.append({"entityId": entity_id, "endOfRange": end})
@@ -350,15 +350,22 @@ def _variable_value(rng: random.Random, var_type: str, exotic: bool) -> str:
     if var_type == "boolean":
         pool = ["true", "false"] + (["True", "", "1"] if exotic else [])
     elif var_type == "integer":
-        pool = ["0", "42", "-7", "1000000"] + (["1.5", "abc", " 12 ", "+5", "9007199254740993"] if exotic else [])
+        pool = ["0", "42", "-7", "1000000"] + (
+            ["1.5", "abc", " 12 ", "+5", "9007199254740993"] if exotic else []
+        )
     elif var_type == "double":
         pool = ["3.14", "-0.5", "0", "10", "1e3"] + (["abc", "nan", "inf", "-0.0", " 2.5"] if exotic else [])
     elif var_type == "string":
-        pool = ["hello", "", "Ünïcödé", "with \"quotes\"", "42", "{\"not\": \"json type\"}"]
+        pool = ["hello", "", "Ünïcödé", 'with "quotes"', "42", '{"not": "json type"}']
     else:
-        pool = ['{"a": 1}', '{"nested": {"k": [1, 2.5, "x", null, true]}}', "[1, 2]", '"str"', "1", "null"] + (
-            ["{bad", "", "NaN"] if exotic else []
-        )
+        pool = [
+            '{"a": 1}',
+            '{"nested": {"k": [1, 2.5, "x", null, true]}}',
+            "[1, 2]",
+            '"str"',
+            "1",
+            "null",
+        ] + (["{bad", "", "NaN"] if exotic else [])
     return rng.choice(pool)
 
 
@@ -368,10 +375,9 @@ def _variables(st: _State) -> list[dict[str, Json]]:
     for _ in range(rng.choice([0, 1, 2, 3, 4, 5])):
         var_type = rng.choice(VARIABLE_TYPES)
         declared: dict[str, Json] = {"id": st.ids(), "key": st.key("var"), "type": var_type}
-        if var_type == "json":
-            if not st.v4 or rng.random() < 0.5:
-                declared["type"] = "string"
-                declared["subType"] = "json"
+        if var_type == "json" and (not st.v4 or rng.random() < 0.5):
+            declared["type"] = "string"
+            declared["subType"] = "json"
         declared["defaultValue"] = _variable_value(rng, var_type, exotic=rng.random() < 0.15)
         out.append(declared)
     return out
@@ -383,7 +389,9 @@ def _real_type(variable: dict[str, Json]) -> str:
     return str(variable["type"])
 
 
-def _variations(st: _State, count: int, flag_variables: list[dict[str, Json]] | None) -> list[dict[str, Json]]:
+def _variations(
+    st: _State, count: int, flag_variables: list[dict[str, Json]] | None
+) -> list[dict[str, Json]]:
     rng = st.rng
     out: list[dict[str, Json]] = []
     for _ in range(count):
@@ -393,7 +401,10 @@ def _variations(st: _State, count: int, flag_variables: list[dict[str, Json]] | 
                 variation["featureEnabled"] = rng.random() < 0.65
             if flag_variables is not None:
                 variation["variables"] = [
-                    {"id": var["id"], "value": _variable_value(rng, _real_type(var), exotic=rng.random() < 0.1)}
+                    {
+                        "id": var["id"],
+                        "value": _variable_value(rng, _real_type(var), exotic=rng.random() < 0.1),
+                    }
                     for var in flag_variables
                     if rng.random() < 0.75
                 ]
@@ -457,7 +468,9 @@ def _experiment(
 
 def _group(st: _State, policy: str, flag_pool: list[dict[str, Json]]) -> dict[str, Json]:
     rng = st.rng
-    experiments = [_experiment(st, prefix="group_exp") for _ in range(rng.randint(2, 3) if policy == "random" else 2)]
+    experiments = [
+        _experiment(st, prefix="group_exp") for _ in range(rng.randint(2, 3) if policy == "random" else 2)
+    ]
     flag_pool.extend(experiments)
     group: dict[str, Json] = {"id": st.ids(), "policy": policy, "experiments": experiments}
     if policy == "random":
@@ -508,16 +521,24 @@ def _audiences(st: _State) -> tuple[list[dict[str, Json]], list[dict[str, Json]]
         st.audience_ids.append(audience_id)
         name = st.key("audience")
         if st.v4 and rng.random() < 0.6:
-            typed.append({"id": audience_id, "name": name, "conditions": _audience_conditions(st, legacy=False)})
+            typed.append(
+                {"id": audience_id, "name": name, "conditions": _audience_conditions(st, legacy=False)}
+            )
             roll = rng.random()
             if roll < 0.6:  # the app's placeholder twin; the typed audience replaces it
                 legacy.append({"id": audience_id, "name": name, "conditions": DUMMY_LEGACY_CONDITIONS})
             elif roll < 0.75:  # a real but different legacy twin: still replaced
                 legacy.append(
-                    {"id": audience_id, "name": name, "conditions": json.dumps(_audience_conditions(st, True))}
+                    {
+                        "id": audience_id,
+                        "name": name,
+                        "conditions": json.dumps(_audience_conditions(st, True)),
+                    }
                 )
         else:
-            legacy.append({"id": audience_id, "name": name, "conditions": json.dumps(_audience_conditions(st, True))})
+            legacy.append(
+                {"id": audience_id, "name": name, "conditions": json.dumps(_audience_conditions(st, True))}
+            )
     rng.shuffle(legacy)
     return legacy, typed
 
@@ -525,7 +546,9 @@ def _audiences(st: _State) -> tuple[list[dict[str, Json]], list[dict[str, Json]]
 # --------------------------------------------------------------------------------------------- datafile
 
 
-def generate_datafile(seed: int | random.Random, *, version: str | None = None, safe: bool = True) -> dict[str, Json]:
+def generate_datafile(
+    seed: int | random.Random, *, version: str | None = None, safe: bool = True
+) -> dict[str, Json]:
     """A valid datafile as a dict, reproducible from ``seed``.
 
     ``safe=True`` leaves out every input listed in :data:`OFFICIAL_CRASHES`.
@@ -583,7 +606,9 @@ def generate_datafile(seed: int | random.Random, *, version: str | None = None, 
         {
             "id": st.ids(),
             "key": st.key("event"),
-            "experimentIds": rng.sample(all_experiment_ids, k=rng.randint(0, min(3, len(all_experiment_ids)))),
+            "experimentIds": rng.sample(
+                all_experiment_ids, k=rng.randint(0, min(3, len(all_experiment_ids)))
+            ),
         }
         for _ in range(rng.randint(0, 4))
     ]
@@ -686,7 +711,7 @@ class User:
     """One user to decide for. ``attributes`` may be None; values may be anything."""
 
     user_id: str
-    attributes: dict[str, Json] | None
+    attributes: Any
 
 
 def _versions_near(rng: random.Random, target: Json, safe: bool) -> list[str]:
@@ -704,7 +729,9 @@ def _versions_near(rng: random.Random, target: Json, safe: bool) -> list[str]:
             out.append(prefix)
             out.append(".".join(parts[:-1]) or prefix)
             out.append(prefix + ".0" if len(parts) < 3 else prefix)
-            out.append(prefix + rng.choice(["-alpha", "-beta", "-beta.2", "-rc.1+build", "+build.9", "-zeta"]))
+            out.append(
+                prefix + rng.choice(["-alpha", "-beta", "-beta.2", "-rc.1+build", "+build.9", "-zeta"])
+            )
     out += ["1.2.3.4", "a.b.c", "", "1. 2", "v1.2.3", "1.\u0663"]  # invalid, then an Arabic-Indic digit
     if not safe:
         out += ["1.2.3-4", "1.\u00b2", "1.2.3-0"]
@@ -804,7 +831,9 @@ class HazardCase:
     crashes_at: str = "decide"
 
 
-def _hazard_base(seed: int, leaf: dict[str, Json] | None = None, audience_conditions: Json = None) -> dict[str, Json]:
+def _hazard_base(
+    seed: int, leaf: dict[str, Json] | None = None, audience_conditions: Json = None
+) -> dict[str, Json]:
     """A minimal valid v4 datafile: one running experiment (also a feature test) with one audience."""
     rng = random.Random(seed)
     ids = _Ids(rng)
@@ -835,7 +864,13 @@ def _hazard_base(seed: int, leaf: dict[str, Json] | None = None, audience_condit
         "groups": [],
         "events": [],
         "featureFlags": [
-            {"id": ids(), "key": "hazard_flag", "experimentIds": [experiment_id], "rolloutId": "", "variables": []}
+            {
+                "id": ids(),
+                "key": "hazard_flag",
+                "experimentIds": [experiment_id],
+                "rolloutId": "",
+                "variables": [],
+            }
         ],
         "rollouts": [],
     }
@@ -869,19 +904,29 @@ def hazard_cases() -> list[HazardCase]:
     df["experiments"][0]["audienceConditions"] = ["and", audience_id, ["not", []]]
     cases.append(
         HazardCase(
-            "empty_nested_audience_conditions", df, User("u1", {"app_version": "1"}), "hazard_exp", "hazard_flag"
+            "empty_nested_audience_conditions",
+            df,
+            User("u1", {"app_version": "1"}),
+            "hazard_exp",
+            "hazard_flag",
         )
     )
     df = _hazard_base(102, audience_conditions=["and", []])
     cases.append(
-        HazardCase("empty_audience_condition_list", df, User("u1", {"app_version": "1"}), "hazard_exp", "hazard_flag")
+        HazardCase(
+            "empty_audience_condition_list", df, User("u1", {"app_version": "1"}), "hazard_exp", "hazard_flag"
+        )
     )
     df = _hazard_base(103, leaf)
     df["audiences"] = [{"id": df["typedAudiences"][0]["id"], "name": "legacy", "conditions": "[]"}]
     df["typedAudiences"] = []
-    cases.append(HazardCase("empty_audience_condition_list", df, User("u1", None), "hazard_exp", "hazard_flag"))
+    cases.append(
+        HazardCase("empty_audience_condition_list", df, User("u1", None), "hazard_exp", "hazard_flag")
+    )
     df = _hazard_base(104, audience_conditions=["and", "x"])
-    cases.append(HazardCase("string_leaf_in_audience_conditions", df, User("u1", {}), "hazard_exp", "hazard_flag"))
+    cases.append(
+        HazardCase("string_leaf_in_audience_conditions", df, User("u1", {}), "hazard_exp", "hazard_flag")
+    )
 
     df = _hazard_base(105, leaf)
     df["experiments"][0]["audienceConditions"] = [["or", audience_id, audience_id]]

@@ -36,7 +36,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -75,7 +75,9 @@ def make_official(
     def on_decision(kind: Any, user_id: Any, attributes: Any, info: Any) -> None:
         notes.append((kind, user_id, copy.deepcopy(attributes), copy.deepcopy(info)))
 
-    client.notification_center.add_notification_listener(official_enums.NotificationTypes.DECISION, on_decision)
+    client.notification_center.add_notification_listener(
+        official_enums.NotificationTypes.DECISION, on_decision
+    )
     return client, notes, dispatcher
 
 
@@ -172,7 +174,7 @@ class Pair:
                 f"official {short(expected)} / ours {short(got)}"
             )
             return
-        for i, (a, b) in enumerate(zip(expected, got)):
+        for i, (a, b) in enumerate(zip(expected, got, strict=True)):
             if not same(a, b):
                 self.mismatch(f"{label}: DECISION #{i}: official {short(a, 600)} != ours {short(b, 600)}")
 

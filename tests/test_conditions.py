@@ -77,7 +77,7 @@ def official(
             result: bool | Exception | None = CustomAttributeConditionEvaluator(
                 [condition],  # type: ignore[list-item]
                 user,
-                OFFICIAL,  # type: ignore[arg-type]
+                OFFICIAL,
             ).evaluate(0)
         except Exception as error:
             result = error

@@ -37,8 +37,8 @@ PATHS: dict[str, re.Pattern[str]] = {
         "audience mismatch": r"^User \".*\" does not meet conditions to be in experiment",
         "audiences collectively TRUE": r"^Audiences for experiment \".*\" collectively evaluated to TRUE\.$",
         "empty traffic range": r"^Bucketed into an empty traffic range\. Returning nil\.$",
-        "traffic entity not a variation": r"^Variation with id \".*\" not defined in the datafile for experiment",
-        "rollout rule audience mismatch": r"^User \".*\" does not meet audience conditions for targeting rule",
+        "traffic entity not a variation": r"^Variation with id \".*\" not defined in the datafile for",
+        "rollout rule audience mismatch": r"^User \".*\" does not meet audience conditions for targeting",
         "rollout: skip to Everyone Else": r"Checking \"Everyone Else\" rule now\.$",
         "rollout: bucketed into a rule": r"^User \".*\" bucketed into a targeting rule",
         "rollout with no rules": r"^Rollout .* has no experiments\.$",
@@ -54,8 +54,8 @@ PATHS: dict[str, re.Pattern[str]] = {
         "invalid semver": r"^Attributes provided are in an invalid format\.$",
         "variable cast failure": r"^Unable to cast value\. Returning None\.$",
         "variable from variation": r"^Got variable value ",
-        "variable default (feature disabled)": r"is not enabled for user .*Returning the default variable value",
-        "variable default (no variation)": r"is not in any variation or rollout rule\. Returning default value",
+        "variable default (feature disabled)": r"is not enabled for user .*Returning the default variable",
+        "variable default (no variation)": r"is not in any variation or rollout rule\. Returning default",
     }.items()
 }
 
@@ -137,6 +137,7 @@ def _measure_coverage(monkeypatch: pytest.MonkeyPatch) -> dict[str, collections.
             for flag in datafile.get("featureFlags", [])
             for datafile_exp_key in _keys_of(datafile, flag["experimentIds"])
         }
+        client: Any
         client, notes, _ = make_official(datafile, logger=logger)
         try:
             for user in datagen.generate_users(seed, datafile, COVERAGE_USERS):

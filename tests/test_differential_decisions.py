@@ -69,7 +69,7 @@ class NotADict(collections.UserDict):  # type: ignore[type-arg]
 async def _forced_variation_phase(
     pair: Pair, rng: random.Random, datafile: dict[str, Any], users: list[datagen.User]
 ) -> None:
-    experiments = [e for e in datagen.all_experiments(datafile)]
+    experiments = datagen.all_experiments(datafile)
     if not experiments:
         return
     user_ids = sorted({u.user_id for u in users})
@@ -97,9 +97,9 @@ async def _forced_variation_phase(
     # invalid experiment keys and user ids
     some = experiments[0]
     some_variation = some["variations"][0]["key"] if some["variations"] else "x"
-    for key in ("", None, 42, UNKNOWN_EXPERIMENT):
-        await pair.call("set_forced_variation", key, "u", some_variation)
-        await pair.call("get_forced_variation", key, "u")
+    for bad_key in ("", None, 42, UNKNOWN_EXPERIMENT):
+        await pair.call("set_forced_variation", bad_key, "u", some_variation)
+        await pair.call("get_forced_variation", bad_key, "u")
     for bad_user in (None, 42):
         await pair.call("set_forced_variation", some["key"], bad_user, some_variation)
         await pair.call("get_forced_variation", some["key"], bad_user)

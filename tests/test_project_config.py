@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from optimizely_async.config.project_config import parse_config
+from optimizely_async.errors import InvalidDatafileError, OptimizelyError
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    df: dict[str, Any] = {
+        "version": "4",
+        "accountId": "12001",
+        "projectId": "111001",
+        "revision": "42",
+        "experiments": [],
+        "events": [],
+        "audiences": [],
+        "attributes": [],
+        "groups": [],
+        "featureFlags": [],
+        "rollouts": [],
+    }
+    df.update(extra)
+    return df
+
+
+def experiment(eid: str, key: str, variations: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:
+    exp: dict[str, Any] = {
+        "id": eid,
+        "key": key,
+        "status": "Running",
+        "layerId": "L" + eid,
+        "variations": [{"id": vid, "key": vkey, "featureEnabled": True, "variables": []} for vid, vkey in variations],
+        "trafficAllocation": [{"entityId": vid, "endOfRange": 10000 * (i + 1) // len(variations)}
+                              for i, (vid, _) in enumerate(variations)],
+        "audienceIds": [],
+        "forcedVariations": {},
+    }
+    exp.update(extra)
+    return exp
+
+
+def test_accepts_str_bytes_and_dict() -> None:
+    df = minimal()
+    for data in (df, json.dumps(df), json.dumps(df).encode()):
+        config = parse_config(data)
+        assert config.revision == "42"
+        assert config.account_id == "12001"
+        assert config.event_context.endpoint == "https://logx.optimizely.com/v1/events"
+
+
+def test_invalid_json_is_reported() -> None:
+    with pytest.raises(InvalidDatafileError, match="not valid JSON"):
+        parse_config("{not json")
+
+
+def test_unsupported_version_is_named() -> None:
+    with pytest.raises(InvalidDatafileError, match="unsupported datafile version '5'"):
+        parse_config(minimal(version="5"))
+
+
+def test_wrong_shape_names_the_path() -> None:
+    df = minimal(experiments=[experiment("1", "e", [("10", "a")])])
+    df["experiments"][0]["trafficAllocation"][0]["endOfRange"] = "lots"
+    with pytest.raises(InvalidDatafileError) as info:
+        parse_config(df)
+    assert "experiments[0].trafficAllocation[0].endOfRange" in str(info.value)
+    assert isinstance(info.value, OptimizelyError)
+
+
+def test_missing_required_key() -> None:
+    df = minimal()
+    del df["revision"]
+    with pytest.raises(InvalidDatafileError, match="revision"):
+        parse_config(df)
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(InvalidDatafileError, match="JSON object"):
+        parse_config("[1, 2]")
+
+
+def test_unknown_keys_are_ignored_and_eu_region() -> None:
+    config = parse_config(minimal(somethingNew={"x": 1}, region="eu"))
+    assert config.event_context.endpoint == "https://eu.logx.optimizely.com/v1/events"
+
+
+def test_typed_audiences_replace_legacy_ones() -> None:
+    legacy = {"id": "7", "name": "a", "conditions": json.dumps(["or", {"name": "x", "type": "custom_attribute", "value": 1}])}
+    typed = {"id": "7", "name": "a", "conditions": ["and", {"name": "y", "type": "custom_attribute", "value": 2}]}
+    config = parse_config(minimal(audiences=[legacy], typedAudiences=[typed]))
+    assert config.audiences["7"] == typed["conditions"]
+
+
+def test_legacy_audience_conditions_must_be_a_json_string() -> None:
+    bad = {"id": "7", "name": "a", "conditions": "[oops"}
+    with pytest.raises(InvalidDatafileError, match=r"audiences\[id=7\]"):
+        parse_config(minimal(audiences=[bad]))
+
+
+def test_indexes_groups_rollouts_and_flags() -> None:
+    grouped = experiment("21", "g1", [("210", "a")])
+    df = minimal(
+        experiments=[experiment("1", "exp", [("10", "a"), ("11", "b")])],
+        groups=[{"id": "G", "policy": "random", "experiments": [grouped],
+                 "trafficAllocation": [{"entityId": "21", "endOfRange": 10000}]}],
+        rollouts=[{"id": "R", "experiments": [experiment("31", "rule1", [("310", "on")]),
+                                               experiment("32", "everyone", [("320", "off")])]}],
+        featureFlags=[{"id": "F", "key": "flag", "experimentIds": ["1"], "rolloutId": "R",
+                       "variables": [{"id": "v1", "key": "conf", "type": "string", "subType": "json",
+                                      "defaultValue": "{}"}]}],
+        attributes=[{"id": "100", "key": "plan"}],
+        events=[{"id": "500", "key": "buy", "experimentIds": ["1"]}],
+    )
+    config = parse_config(df)
+    assert set(config.experiments_by_key) == {"exp", "g1", "rule1", "everyone"}
+    assert config.experiments_by_key["g1"].group is not None
+    assert config.experiments_by_key["g1"].group.policy == "random"
+    flag = config.flags_by_key["flag"]
+    assert [r.key for r in flag.rollout_rules] == ["rule1", "everyone"]
+    assert list(flag.variations_by_id) == ["10", "11", "310", "320"]
+    assert flag.variables["conf"].type == "json"
+    assert config.is_feature_experiment("1") and not config.is_feature_experiment("21")
+    assert config.attribute_ids == {"plan": "100"}
+    assert config.events_by_key["buy"].id == "500"
+    assert config.experiments_by_key["exp"].campaign_id == "L1"
+
+
+def test_unknown_flag_references_are_invalid() -> None:
+    df = minimal(featureFlags=[{"id": "F", "key": "flag", "experimentIds": ["404"], "rolloutId": "", "variables": []}])
+    with pytest.raises(InvalidDatafileError, match="404"):
+        parse_config(df)
+    df = minimal(featureFlags=[{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "R404", "variables": []}])
+    with pytest.raises(InvalidDatafileError, match="R404"):
+        parse_config(df)
+
+
+def test_feature_rollout_experiment_gets_everyone_else_variation() -> None:
+    fr = experiment("1", "fr_exp", [("10", "on")], type="fr")
+    fr["trafficAllocation"] = [{"entityId": "10", "endOfRange": 5000}]
+    df = minimal(
+        experiments=[fr],
+        rollouts=[{"id": "R", "experiments": [experiment("32", "everyone", [("320", "off")])]}],
+        featureFlags=[{"id": "F", "key": "flag", "experimentIds": ["1"], "rolloutId": "R", "variables": []}],
+    )
+    exp = parse_config(df).experiments_by_key["fr_exp"]
+    assert [v.key for v in exp.variations] == ["on", "off"]
+    assert exp.allocation[-1] == ("320", 10000)
+
+
+def test_config_is_immutable() -> None:
+    config = parse_config(minimal())
+    with pytest.raises(AttributeError):
+        config.revision = "43"  # type: ignore[misc]
+
+
+def test_only_running_holdouts_are_indexed() -> None:
+    holdout = {"id": "H1", "key": "h", "status": "Running", "variations": [{"id": "900", "key": "off"}],
+               "trafficAllocation": [{"entityId": "900", "endOfRange": 500}], "audienceIds": []}
+    draft = dict(holdout, id="H2", key="h2", status="Draft")
+    local = dict(holdout, id="H3", key="h3", includedRules=["1"])
+    config = parse_config(minimal(holdouts=[holdout, draft], localHoldouts=[local]))
+    assert [h.key for h in config.global_holdouts] == ["h"]
+    assert [h.key for h in config.rule_holdouts["1"]] == ["h3"]
