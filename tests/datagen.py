@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import mmh3
+
 Json = Any
 
 MATCH_TYPES: tuple[str, ...] = (
@@ -144,6 +146,8 @@ _SAFE_TARGET_VERSIONS = (
     "-1.2.3",
 )
 _HAZARD_TARGET_VERSIONS = ("1.2-beta", "1-rc", "1.2.3-", "1.\u00b2")
+#: Users whose bucket sits exactly on a range boundary of some traffic allocations (see _edge_ranges).
+EDGE_USERS: tuple[str, ...] = ("edge_user_0", "edge_user_1", "edge_user_2")
 
 
 def _finite_number(rng: random.Random) -> int | float:
@@ -346,6 +350,21 @@ def _traffic_allocation(st: _State, entity_ids: list[str]) -> list[dict[str, Jso
     return out
 
 
+def _bucket(bucketing_key: str) -> int:
+    """The 0..9999 bucket, computed here only to place range boundaries; the SDKs under test do their own."""
+    return (mmh3.hash(bucketing_key, 1, signed=False) * 10000) >> 32
+
+
+def _edge_ranges(st: _State, parent_id: str, allocation: list[dict[str, Json]]) -> None:
+    """Move one ``endOfRange`` onto (or just past) an edge user's bucket, so ``bucket < endOfRange`` is
+    tested at the boundary itself."""
+    rng = st.rng
+    if not allocation or rng.random() > 0.35:
+        return
+    bucket = _bucket(rng.choice(EDGE_USERS) + parent_id)
+    rng.choice(allocation)["endOfRange"] = bucket + rng.choice([0, 0, 1])
+
+
 def _variable_value(rng: random.Random, var_type: str, exotic: bool) -> str:
     if var_type == "boolean":
         pool = ["true", "false"] + (["True", "", "1"] if exotic else [])
@@ -433,8 +452,9 @@ def _experiment(
         )[0]
         n_variations = rng.choices([0, 1, 2, 3, 4], weights=[3, 22, 35, 28, 12])[0]
     variations = _variations(st, n_variations, flag_variables)
+    experiment_id = st.ids()
     experiment: dict[str, Json] = {
-        "id": st.ids(),
+        "id": experiment_id,
         "key": st.key(prefix),
         "layerId": layer_id if layer_id is not None else st.ids(),
         "status": status,
@@ -458,6 +478,7 @@ def _experiment(
         experiment["audienceIds"] = ids
         if st.v4 and rng.random() < 0.55:
             experiment["audienceConditions"] = _experiment_audience_conditions(st)
+    _edge_ranges(st, experiment_id, experiment["trafficAllocation"])
     if variations and rng.random() < 0.3:
         for _ in range(rng.randint(1, 2)):
             user = f"whitelisted_{rng.randint(1, 6)}"
@@ -475,6 +496,7 @@ def _group(st: _State, policy: str, flag_pool: list[dict[str, Json]]) -> dict[st
     group: dict[str, Json] = {"id": st.ids(), "policy": policy, "experiments": experiments}
     if policy == "random":
         group["trafficAllocation"] = _traffic_allocation(st, [e["id"] for e in experiments])
+        _edge_ranges(st, group["id"], group["trafficAllocation"])
     else:
         group["trafficAllocation"] = []
     return group
@@ -774,11 +796,13 @@ def generate_users(
         roll = rng.random()
         if roll < 0.12 and whitelisted:
             user_id = rng.choice(whitelisted)
-        elif roll < 0.17 and users:
+        elif roll < 0.16:
+            user_id = rng.choice(EDGE_USERS)
+        elif roll < 0.2 and users:
             user_id = rng.choice(users).user_id  # the same user again, maybe with other attributes
-        elif roll < 0.2:
+        elif roll < 0.23:
             user_id = ""
-        elif roll < 0.24:
+        elif roll < 0.27:
             user_id = rng.choice(["ユーザー", "üser é", "user with spaces", "x" * 300, "0", "None"])
         else:
             user_id = f"user_{rng.randint(0, 10**9)}"

@@ -138,11 +138,14 @@ class RecordingDispatcher:
         return out
 
     def impressions(self) -> list[tuple[str, str, str]]:
-        """(revision, user id, variation id) of every impression."""
+        """(revision, user id, variation key) of every impression."""
         out = []
         for revision, visitor in self.visitors():
             for snapshot in visitor["snapshots"]:
-                out.extend((revision, visitor["visitor_id"], d["variation_id"]) for d in snapshot.get("decisions", []))
+                out.extend(
+                    (revision, visitor["visitor_id"], d["metadata"]["variation_key"])
+                    for d in snapshot.get("decisions", [])
+                )
         return out
 
 
@@ -479,9 +482,9 @@ async def test_a_decision_in_progress_uses_one_consistent_config(
     assert results["decide"] == (True, {"color": "red"})
     impressions = dispatcher.impressions()
     # The in-flight activate's impression carries revision 1, not the revision current when it was sent.
-    assert ("1", "u1", "v1") in impressions
-    assert ("1", "u3", "rv1") in impressions
-    assert ("3", "u4", "v1") in impressions
+    assert ("1", "u1", "control") in impressions
+    assert ("1", "u3", "rv") in impressions
+    assert ("3", "u4", "control") in impressions
     assert all(rev == "3" for rev, user, _ in impressions if user == "u4")
 
 

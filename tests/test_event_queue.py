@@ -156,7 +156,7 @@ async def test_batches_split_on_revision_change() -> None:
         events = make_events(3, sink.url, revision="1") + make_events(2, sink.url, revision="2")
         _, stats = await run_queue(sink, events, batch_size=10)
     assert_accounted(stats, 5)
-    assert [(r.payload["revision"], r.visitor_count) for r in sink.received] == [("1", 3), ("2", 2)]
+    assert sorted((r.payload["revision"], r.visitor_count) for r in sink.received) == [("1", 3), ("2", 2)]
 
 
 async def test_large_batches_are_encoded_off_the_loop_and_delivered() -> None:
@@ -181,8 +181,7 @@ async def test_flush_waits_for_events_queued_before_it() -> None:
 
         tg.start_soon(flush)
         await wait_until(lambda: dispatcher.active == 1)
-        for _ in range(20):
-            await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()
         assert not flushed.is_set()  # the request is still held at the gate
         dispatcher.gate.set()
         await flushed.wait()
@@ -200,8 +199,7 @@ async def test_concurrent_requests_are_bounded() -> None:
         for event in make_events(40):
             queue.put_nowait(event)
         await wait_until(lambda: dispatcher.active == 4)
-        for _ in range(20):
-            await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()
         assert queue.stats().in_flight == 4 and queue.stats().queued == 36
         dispatcher.gate.set()
         await queue.flush()
@@ -377,7 +375,8 @@ async def test_cancelling_a_waiting_put_counts_the_event() -> None:
         results: list[bool] = []
         scope = anyio.CancelScope()  # entered by the putting task
         tg.start_soon(_put_into, queue, third, results, scope)
-        await wait_until(lambda: queue.stats().submitted == 3)
+        await anyio.wait_all_tasks_blocked()  # the third put() is waiting for room
+        assert queue.stats().submitted == 2
         scope.cancel()
         await wait_until(lambda: queue.stats().dropped.get("cancelled") == 1)
         dispatcher.gate.set()
@@ -408,7 +407,7 @@ async def test_waiting_put_sees_close() -> None:
             results.append(await queue.put(events[2]))
 
         tg.start_soon(put_third)
-        await wait_until(lambda: queue.stats().submitted == 3)
+        await anyio.wait_all_tasks_blocked()
         dispatcher.gate.set()
         report = await queue.close()
         await wait_until(lambda: results != [])
@@ -434,6 +433,10 @@ async def test_puts_after_close_are_counted() -> None:
 # -- hooks, odd dispatchers, lifecycle --------------------------------------------------------------------
 
 
+def len_visitors(payload: Mapping[str, Any]) -> int:
+    return len(payload["visitors"])
+
+
 @pytest.mark.parametrize("is_async", [False, True])
 async def test_on_dispatch_sees_each_payload_once(is_async: bool) -> None:
     seen = Recorder(is_async=is_async)
@@ -443,8 +446,9 @@ async def test_on_dispatch_sees_each_payload_once(is_async: bool) -> None:
     assert_accounted(stats, 15)
     assert stats.retries == 1
     payloads: list[Mapping[str, Any]] = [call[0] for call in seen.calls]
-    assert [len(p["visitors"]) for p in payloads] == [10, 5]
-    assert [r.payload for r in sink.received if r.reply.status == 200] == payloads
+    assert sorted(len(p["visitors"]) for p in payloads) == [5, 10]
+    delivered = [r.payload for r in sink.received if r.reply.status == 200]
+    assert sorted(delivered, key=len_visitors) == sorted(payloads, key=len_visitors)
 
 
 @pytest.mark.parametrize("is_async", [False, True])

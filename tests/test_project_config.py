@@ -34,8 +34,9 @@ def experiment(eid: str, key: str, variations: list[tuple[str, str]], **extra: A
         "status": "Running",
         "layerId": "L" + eid,
         "variations": [{"id": vid, "key": vkey, "featureEnabled": True, "variables": []} for vid, vkey in variations],
-        "trafficAllocation": [{"entityId": vid, "endOfRange": 10000 * (i + 1) // len(variations)}
-                              for i, (vid, _) in enumerate(variations)],
+        "trafficAllocation": [
+            {"entityId": vid, "endOfRange": 10000 * (i + 1) // len(variations)} for i, (vid, _) in enumerate(variations)
+        ],
         "audienceIds": [],
         "forcedVariations": {},
     }
@@ -89,8 +90,16 @@ def test_unknown_keys_are_ignored_and_eu_region() -> None:
 
 
 def test_typed_audiences_replace_legacy_ones() -> None:
-    legacy = {"id": "7", "name": "a", "conditions": json.dumps(["or", {"name": "x", "type": "custom_attribute", "value": 1}])}
-    typed = {"id": "7", "name": "a", "conditions": ["and", {"name": "y", "type": "custom_attribute", "value": 2}]}
+    legacy = {
+        "id": "7",
+        "name": "a",
+        "conditions": json.dumps(["or", {"name": "x", "type": "custom_attribute", "value": 1}]),
+    }
+    typed = {
+        "id": "7",
+        "name": "a",
+        "conditions": ["and", {"name": "y", "type": "custom_attribute", "value": 2}],
+    }
     config = parse_config(minimal(audiences=[legacy], typedAudiences=[typed]))
     assert config.audiences["7"] == typed["conditions"]
 
@@ -105,13 +114,32 @@ def test_indexes_groups_rollouts_and_flags() -> None:
     grouped = experiment("21", "g1", [("210", "a")])
     df = minimal(
         experiments=[experiment("1", "exp", [("10", "a"), ("11", "b")])],
-        groups=[{"id": "G", "policy": "random", "experiments": [grouped],
-                 "trafficAllocation": [{"entityId": "21", "endOfRange": 10000}]}],
-        rollouts=[{"id": "R", "experiments": [experiment("31", "rule1", [("310", "on")]),
-                                               experiment("32", "everyone", [("320", "off")])]}],
-        featureFlags=[{"id": "F", "key": "flag", "experimentIds": ["1"], "rolloutId": "R",
-                       "variables": [{"id": "v1", "key": "conf", "type": "string", "subType": "json",
-                                      "defaultValue": "{}"}]}],
+        groups=[
+            {
+                "id": "G",
+                "policy": "random",
+                "experiments": [grouped],
+                "trafficAllocation": [{"entityId": "21", "endOfRange": 10000}],
+            }
+        ],
+        rollouts=[
+            {
+                "id": "R",
+                "experiments": [
+                    experiment("31", "rule1", [("310", "on")]),
+                    experiment("32", "everyone", [("320", "off")]),
+                ],
+            }
+        ],
+        featureFlags=[
+            {
+                "id": "F",
+                "key": "flag",
+                "experimentIds": ["1"],
+                "rolloutId": "R",
+                "variables": [{"id": "v1", "key": "conf", "type": "string", "subType": "json", "defaultValue": "{}"}],
+            }
+        ],
         attributes=[{"id": "100", "key": "plan"}],
         events=[{"id": "500", "key": "buy", "experimentIds": ["1"]}],
     )
@@ -158,8 +186,14 @@ def test_config_is_immutable() -> None:
 
 
 def test_only_running_holdouts_are_indexed() -> None:
-    holdout = {"id": "H1", "key": "h", "status": "Running", "variations": [{"id": "900", "key": "off"}],
-               "trafficAllocation": [{"entityId": "900", "endOfRange": 500}], "audienceIds": []}
+    holdout = {
+        "id": "H1",
+        "key": "h",
+        "status": "Running",
+        "variations": [{"id": "900", "key": "off"}],
+        "trafficAllocation": [{"entityId": "900", "endOfRange": 500}],
+        "audienceIds": [],
+    }
     draft = dict(holdout, id="H2", key="h2", status="Draft")
     local = dict(holdout, id="H3", key="h3", includedRules=["1"])
     config = parse_config(minimal(holdouts=[holdout, draft], localHoldouts=[local]))

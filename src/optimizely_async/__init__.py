@@ -11,7 +11,7 @@ from .client import AsyncOptimizely
 from .decide import DecideOption, OptimizelyDecision
 from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError, InvalidDatafileError, OptimizelyError
-from .events.dispatcher import DispatchResult, Dispatcher, EventRequest, HttpDispatcher
+from .events.dispatcher import Dispatcher, DispatchResult, EventRequest, HttpDispatcher
 from .events.queue import DeliveryReport, QueueStats
 from .notifications import NotificationCenter, NotificationType
 

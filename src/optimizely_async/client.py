@@ -37,7 +37,7 @@ from .config.project_config import (
 )
 from .decision.engine import FEATURE_TEST, HOLDOUT, ROLLOUT, Decision, decide_experiment, decide_flag
 from .decision.user_profile import UserProfileService, UserProfileTracker, load_profile, save_profile
-from .errors import ClientStateError, ConfigurationError, InvalidDatafileError
+from .errors import ClientStateError, ConfigurationError
 from .events.dispatcher import Dispatcher, HttpDispatcher
 from .events.factory import build_conversion, build_impression
 from .events.models import EventContext, UserEvent
@@ -167,7 +167,7 @@ class AsyncOptimizely:
             raise ConfigurationError("on_drop must be callable.")
         self._close_timeout = float(number("close_timeout", close_timeout))
 
-        from .decide import DecideOption, coerce_options
+        from .decide import coerce_options
 
         self._default_decide_options: tuple[DecideOption, ...] = coerce_options(default_decide_options)
 
@@ -326,8 +326,11 @@ class AsyncOptimizely:
     async def _on_new_config(self, config: ProjectConfig) -> None:
         old = self._config.revision if self._config is not None else None
         self._set_config(config)
-        _log.info("Received new datafile and updated config. Old revision number: %s. New revision number: %s.",
-                  old, config.revision)
+        _log.info(
+            "Received new datafile and updated config. Old revision number: %s. New revision number: %s.",
+            old,
+            config.revision,
+        )
         await self.notification_center.send_notifications(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
         if self._pending:
             pending, self._pending = self._pending, []
@@ -357,9 +360,7 @@ class AsyncOptimizely:
 
     async def _on_dispatch(self, payload: Mapping[str, Any], url: str) -> None:
         if self.notification_center.has_listeners(NotificationType.LOG_EVENT):
-            await self.notification_center.send_notifications(
-                NotificationType.LOG_EVENT, _log_event(url, payload)
-            )
+            await self.notification_center.send_notifications(NotificationType.LOG_EVENT, _log_event(url, payload))
 
     async def _enqueue(self, event: UserEvent) -> None:
         if self._state is _State.UNOPENED and not getattr(self, "_warned_unopened", False):
@@ -383,12 +384,26 @@ class AsyncOptimizely:
         if context is None:
             context = config.event_context
         event = build_impression(
-            config, context, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes
+            config,
+            context,
+            experiment,
+            variation,
+            flag_key,
+            rule_key,
+            rule_type,
+            enabled,
+            user_id,
+            attributes,
         )
         await self._enqueue(event)
         if self.notification_center.has_listeners(_ACTIVATE):
             await self.notification_center.send_notifications(
-                _ACTIVATE, experiment, user_id, attributes, variation, _log_event(context.endpoint, build_payload([event]))
+                _ACTIVATE,
+                experiment,
+                user_id,
+                attributes,
+                variation,
+                _log_event(context.endpoint, build_payload([event])),
             )
 
     async def track(
@@ -441,14 +456,22 @@ class AsyncOptimizely:
                 _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
             if self.notification_center.has_listeners(_TRACK):
                 await self.notification_center.send_notifications(
-                    _TRACK, event_key, user_id, attributes, event_tags,
+                    _TRACK,
+                    event_key,
+                    user_id,
+                    attributes,
+                    event_tags,
                     _log_event(context.endpoint, build_payload([event])),
                 )
         except Exception:
             _log.exception('Unexpected error in track("%s"); the event was not recorded.', event_key)
 
     def _buffer_track(
-        self, event_key: str, user_id: str, attributes: dict[str, Any] | None, event_tags: dict[str, Any] | None
+        self,
+        event_key: str,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+        event_tags: dict[str, Any] | None,
     ) -> None:
         if self._state is _State.CLOSED:
             _log.error(NOT_READY.format("track"))
@@ -460,15 +483,17 @@ class AsyncOptimizely:
             return
         _log.info('No datafile yet: track("%s") is held until one is loaded.', event_key)
         self._pending.append(
-            (event_key, user_id, dict(attributes) if attributes else attributes,
-             dict(event_tags) if event_tags else event_tags)
+            (
+                event_key,
+                user_id,
+                dict(attributes) if attributes else attributes,
+                dict(event_tags) if event_tags else event_tags,
+            )
         )
 
     # ------------------------------------------------------------------ experiments
 
-    async def activate(
-        self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None
-    ) -> str | None:
+    async def activate(self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None) -> str | None:
         """Decide the user's variation and send an impression; returns the variation key or None."""
         try:
             config = self._usable_config("activate")
@@ -562,8 +587,11 @@ class AsyncOptimizely:
             if variation_key is None:
                 by_experiment = self._forced.get(user_id)
                 if by_experiment is not None and by_experiment.pop(experiment.id, None) is not None:
-                    _log.debug('Variation mapped to experiment "%s" has been removed for user "%s".',
-                               experiment_key, user_id)
+                    _log.debug(
+                        'Variation mapped to experiment "%s" has been removed for user "%s".',
+                        experiment_key,
+                        user_id,
+                    )
                 return True
             if not is_non_empty_str(variation_key):
                 _log.debug("Variation key is invalid.")
@@ -573,8 +601,12 @@ class AsyncOptimizely:
                 _log.error('Variation key "%s" is not in datafile.', variation_key)
                 return False
             self._forced.setdefault(user_id, {})[experiment.id] = variation.id
-            _log.debug('Set variation "%s" for experiment "%s" and user "%s" in the forced variation map.',
-                       variation.id, experiment.id, user_id)
+            _log.debug(
+                'Set variation "%s" for experiment "%s" and user "%s" in the forced variation map.',
+                variation.id,
+                experiment.id,
+                user_id,
+            )
             return True
         except Exception:
             _log.exception("Unexpected error in set_forced_variation.")
@@ -656,8 +688,15 @@ class AsyncOptimizely:
         enabled = variation is not None and variation.feature_enabled is True
         if (source == ROLLOUT or variation is None) and config.send_flag_decisions:
             await self._send_impression(
-                config, experiment, variation, flag.key, experiment.key if experiment else "", source, enabled,
-                user_id, attributes,
+                config,
+                experiment,
+                variation,
+                flag.key,
+                experiment.key if experiment else "",
+                source,
+                enabled,
+                user_id,
+                attributes,
             )
         source_info: dict[str, Any] = {}
         if source == FEATURE_TEST and variation is not None and experiment is not None:
@@ -666,11 +705,24 @@ class AsyncOptimizely:
                 config, experiment, variation, flag.key, experiment.key, source, enabled, user_id, attributes
             )
         if _log.isEnabledFor(logging.INFO):
-            _log.info('Feature "%s" is %s for user "%s".', flag.key, "enabled" if enabled else "not enabled", user_id)
+            _log.info(
+                'Feature "%s" is %s for user "%s".',
+                flag.key,
+                "enabled" if enabled else "not enabled",
+                user_id,
+            )
         if self.notification_center.has_listeners(_DECISION):
             await self.notification_center.send_notifications(
-                _DECISION, "feature", user_id, attrs,
-                {"feature_key": flag.key, "feature_enabled": enabled, "source": source, "source_info": source_info},
+                _DECISION,
+                "feature",
+                user_id,
+                attrs,
+                {
+                    "feature_key": flag.key,
+                    "feature_enabled": enabled,
+                    "source": source,
+                    "source_info": source_info,
+                },
             )
         return enabled
 
@@ -767,7 +819,9 @@ class AsyncOptimizely:
             if variable.type != variable_type:
                 _log.warning(
                     'Requested variable type "%s", but variable is of type "%s". Use correct API to retrieve '
-                    "value. Returning None.", variable_type, variable.type,
+                    "value. Returning None.",
+                    variable_type,
+                    variable.type,
                 )
                 return None
             attrs = attributes or {}
@@ -792,13 +846,27 @@ class AsyncOptimizely:
         if variation is not None:
             if enabled:
                 raw = config.variable_value(variable, variation)
-                _log.info('Got variable value "%s" for variable "%s" of feature flag "%s".', raw, variable.key, flag.key)
+                _log.info(
+                    'Got variable value "%s" for variable "%s" of feature flag "%s".',
+                    raw,
+                    variable.key,
+                    flag.key,
+                )
             else:
-                _log.info('Feature "%s" is not enabled for user "%s". Returning the default variable value "%s".',
-                          flag.key, user_id, raw)
+                _log.info(
+                    'Feature "%s" is not enabled for user "%s". Returning the default variable value "%s".',
+                    flag.key,
+                    user_id,
+                    raw,
+                )
         else:
-            _log.info('User "%s" is not in any variation or rollout rule. Returning default value for variable '
-                      '"%s" of feature flag "%s".', user_id, variable.key, flag.key)
+            _log.info(
+                'User "%s" is not in any variation or rollout rule. Returning default value for variable '
+                '"%s" of feature flag "%s".',
+                user_id,
+                variable.key,
+                flag.key,
+            )
         value = _typed(raw, variable.type)
         if self.notification_center.has_listeners(_DECISION):
             source_info: dict[str, Any] = {}
@@ -808,7 +876,10 @@ class AsyncOptimizely:
                     "variation_key": variation.key if variation else None,
                 }
             await self.notification_center.send_notifications(
-                _DECISION, "feature-variable", user_id, attrs,
+                _DECISION,
+                "feature-variable",
+                user_id,
+                attrs,
                 {
                     "feature_key": flag.key,
                     "feature_enabled": enabled,
@@ -857,7 +928,10 @@ class AsyncOptimizely:
                         "variation_key": variation.key if variation else None,
                     }
                 await self.notification_center.send_notifications(
-                    _DECISION, "all-feature-variables", user_id, attrs,
+                    _DECISION,
+                    "all-feature-variables",
+                    user_id,
+                    attrs,
                     {
                         "feature_key": flag.key,
                         "feature_enabled": enabled,
@@ -890,4 +964,9 @@ class AsyncOptimizely:
 
 def _log_event(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     """The official ``LogEvent.__dict__`` shape that TRACK, ACTIVATE and LOG_EVENT listeners receive."""
-    return {"url": url, "params": payload, "http_verb": "POST", "headers": {"Content-Type": "application/json"}}
+    return {
+        "url": url,
+        "params": payload,
+        "http_verb": "POST",
+        "headers": {"Content-Type": "application/json"},
+    }

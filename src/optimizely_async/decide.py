@@ -44,7 +44,9 @@ def coerce_options(options: Iterable[DecideOption | str] | None) -> tuple[Decide
         return ()
     out: list[DecideOption] = []
     for option in options:
-        member = option if isinstance(option, DecideOption) else _BY_VALUE.get(option) if isinstance(option, str) else None
+        member = (
+            option if isinstance(option, DecideOption) else _BY_VALUE.get(option) if isinstance(option, str) else None
+        )
         if member is None:
             _log.debug("Ignoring unknown decide option %r.", option)
         elif member not in out:

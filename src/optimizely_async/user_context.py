@@ -39,6 +39,10 @@ class OptimizelyForcedDecision:
     variation_key: str | None
 
 
+_Context = OptimizelyDecisionContext
+_Forced = OptimizelyForcedDecision
+
+
 class OptimizelyUserContext:
     """A user (id and attributes) to decide for. Create it with ``client.create_user_context``."""
 
@@ -75,20 +79,18 @@ class OptimizelyUserContext:
 
     # ------------------------------------------------------------------ forced decisions
 
-    def set_forced_decision(
-        self, decision_context: OptimizelyDecisionContext, decision: OptimizelyForcedDecision
-    ) -> bool:
+    def set_forced_decision(self, decision_context: _Context, decision: _Forced) -> bool:
         """Force a variation for a flag (rule_key None) or a rule of it. Always True, as the official SDK."""
         self._forced[(decision_context.flag_key, decision_context.rule_key)] = decision.variation_key
         return True
 
-    def get_forced_decision(self, decision_context: OptimizelyDecisionContext) -> OptimizelyForcedDecision | None:
+    def get_forced_decision(self, decision_context: _Context) -> _Forced | None:
         key = (decision_context.flag_key, decision_context.rule_key)
         if key not in self._forced:
             return None
-        return OptimizelyForcedDecision(self._forced[key])
+        return _Forced(self._forced[key])
 
-    def remove_forced_decision(self, decision_context: OptimizelyDecisionContext) -> bool:
+    def remove_forced_decision(self, decision_context: _Context) -> bool:
         return self._forced.pop((decision_context.flag_key, decision_context.rule_key), _ABSENT) is not _ABSENT
 
     def remove_all_forced_decisions(self) -> bool:
@@ -97,9 +99,7 @@ class OptimizelyUserContext:
 
     # ------------------------------------------------------------------ decide
 
-    async def decide(
-        self, key: str, options: Sequence[DecideOption | str] | None = None
-    ) -> OptimizelyDecision:
+    async def decide(self, key: str, options: Sequence[DecideOption | str] | None = None) -> OptimizelyDecision:
         """Decide one flag; sends its impression unless DISABLE_DECISION_EVENT. Never raises."""
         snapshot = self._clone()
         client = self.client
@@ -113,12 +113,16 @@ class OptimizelyUserContext:
             if not isinstance(key, str):
                 _log.error("Key parameter is invalid")
                 return OptimizelyDecision(
-                    flag_key=key, user_context=snapshot, reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)]
+                    flag_key=key,
+                    user_context=snapshot,
+                    reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
             if key not in config.flags_by_key:
                 _log.error("No feature flag was found for key '%s'.", key)
                 return OptimizelyDecision(
-                    flag_key=key, user_context=snapshot, reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)]
+                    flag_key=key,
+                    user_context=snapshot,
+                    reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
             merged = _merge(client, options, ignore_defaults=False)
             merged = tuple(o for o in merged if o is not DecideOption.ENABLED_FLAGS_ONLY)
@@ -155,7 +159,11 @@ class OptimizelyUserContext:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_all".')
                 return {}
             return await _decide_for_keys(
-                client, config, snapshot, list(config.flags_by_key), _merge(client, options, ignore_defaults=False)
+                client,
+                config,
+                snapshot,
+                list(config.flags_by_key),
+                _merge(client, options, ignore_defaults=False),
             )
         except Exception:
             _log.exception("Unexpected error in decide_all.")
@@ -250,14 +258,28 @@ async def _finish(
     holdout = decision.holdout
     if send and holdout is not None and decision.source != HOLDOUT:
         await client._send_impression(
-            config, holdout.experiment, holdout.variation, flag.key,
-            holdout.experiment.key if holdout.experiment else "", HOLDOUT,
-            holdout.variation is not None and bool(holdout.variation.feature_enabled), user.user_id, attributes,
+            config,
+            holdout.experiment,
+            holdout.variation,
+            flag.key,
+            holdout.experiment.key if holdout.experiment else "",
+            HOLDOUT,
+            holdout.variation is not None and bool(holdout.variation.feature_enabled),
+            user.user_id,
+            attributes,
         )
         dispatched = True
     if send and (decision.source in (FEATURE_TEST, HOLDOUT) or config.send_flag_decisions):
         await client._send_impression(
-            config, experiment, variation, flag.key, rule_key or "", decision.source, enabled, user.user_id, attributes
+            config,
+            experiment,
+            variation,
+            flag.key,
+            rule_key or "",
+            decision.source,
+            enabled,
+            user.user_id,
+            attributes,
         )
         dispatched = True
     variables: dict[str, Any] = {}
@@ -270,7 +292,10 @@ async def _finish(
     center = client.notification_center
     if center.has_listeners(NotificationType.DECISION):
         await center.send_notifications(
-            NotificationType.DECISION, "flag", user.user_id, attributes,
+            NotificationType.DECISION,
+            "flag",
+            user.user_id,
+            attributes,
             {
                 "flag_key": flag.key,
                 "enabled": enabled,

@@ -181,9 +181,7 @@ def _variation(v: df.Variation) -> VariationInfo:
     return VariationInfo(v.id, v.key, v.featureEnabled)
 
 
-def _experiment(
-    e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None
-) -> ExperimentInfo:
+def _experiment(e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None) -> ExperimentInfo:
     variations = [_variation(v) for v in e.variations]
     allocation = _allocation(e.trafficAllocation)
     if extra is not None:
@@ -228,7 +226,7 @@ def _load_conditions(audience: df.Audience, *, typed: bool) -> Any:
         return audience.conditions
     if not isinstance(audience.conditions, str):
         raise InvalidDatafileError(
-            f'audiences[id={audience.id}].conditions: expected a JSON string, got {type(audience.conditions).__name__}'
+            f"audiences[id={audience.id}].conditions: expected a JSON string, got {type(audience.conditions).__name__}"
         )
     try:
         return json.loads(audience.conditions)
@@ -274,9 +272,7 @@ def _validate(data: str | bytes | bytearray | Mapping[str, Any]) -> tuple[df.Dat
         except ValueError as json_exc:
             raise InvalidDatafileError(f"datafile is not valid JSON: {json_exc}") from None
         if not isinstance(decoded, dict):
-            raise InvalidDatafileError(
-                f"datafile must be a JSON object, not {type(decoded).__name__}"
-            ) from None
+            raise InvalidDatafileError(f"datafile must be a JSON object, not {type(decoded).__name__}") from None
         if "version" in decoded:
             _check_version(decoded["version"])
         raise InvalidDatafileError(_validation_message(exc)) from None
@@ -368,11 +364,11 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
             rules.extend(rollout_rules)
         by_id: dict[str, VariationInfo] = {}
         for rule in rules:
-            for v in rule.variations:
-                by_id.setdefault(v.id, v)
+            for info in rule.variations:
+                by_id.setdefault(info.id, info)
         by_key: dict[str, VariationInfo] = {}
-        for v in by_id.values():
-            by_key.setdefault(v.key, v)
+        for info in by_id.values():
+            by_key.setdefault(info.key, info)
         flags[flag.key] = FlagInfo(
             id=flag.id,
             key=flag.key,
@@ -384,9 +380,7 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
             variations_by_key=by_key,
         )
 
-    global_holdouts = tuple(
-        h for h in (_holdout(x, local=False) for x in d.holdouts) if h.running
-    )
+    global_holdouts = tuple(h for h in (_holdout(x, local=False) for x in d.holdouts) if h.running)
     rule_holdouts: dict[str, list[HoldoutInfo]] = {}
     for x in d.localHoldouts:
         if x.includedRules is None:

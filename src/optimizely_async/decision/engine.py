@@ -121,7 +121,9 @@ def bucket(
         variation = entity.variations_by_id.get(variation_id)
         if variation is None:
             _log.error(
-                'Variation with id "%s" not defined in the datafile for experiment "%s".', variation_id, entity.id
+                'Variation with id "%s" not defined in the datafile for experiment "%s".',
+                variation_id,
+                entity.id,
             )
         return variation
     _emit(reasons, _INFO, _EMPTY_RANGE)
@@ -151,9 +153,7 @@ def _forced_variation(
     return variation
 
 
-def _whitelisted_variation(
-    experiment: ExperimentInfo, user_id: str, reasons: list[str] | None
-) -> VariationInfo | None:
+def _whitelisted_variation(experiment: ExperimentInfo, user_id: str, reasons: list[str] | None) -> VariationInfo | None:
     forced = experiment.forced_variations
     if not forced or user_id not in forced:
         return None
@@ -210,19 +210,26 @@ def decide_experiment(
                     )
                 return variation
             _log.error('Variation ID "%s" is not in datafile.', stored_id)
-    if not audience_check(
-        experiment.audience_tree, config.audiences, attributes, experiment.audience_label, reasons
-    ):
+    if not audience_check(experiment.audience_tree, config.audiences, attributes, experiment.audience_label, reasons):
         if _wants(reasons, _INFO):
-            _emit(reasons, _INFO, f'User "{user_id}" does not meet conditions to be in experiment "{experiment.key}".')
+            _emit(
+                reasons,
+                _INFO,
+                f'User "{user_id}" does not meet conditions to be in experiment "{experiment.key}".',
+            )
         return None
     bucketing_id = bucketing_id_for(user_id, attributes, reasons)
     if experiment.cmab is not None:
-        return _cmab_unsupported(experiment, user_id, bucketing_id, reasons)
+        _cmab_unsupported(experiment, user_id, bucketing_id, reasons)
+        return None
     variation = bucket(experiment, user_id, bucketing_id, reasons)
     if variation is not None:
         if _wants(reasons, _INFO):
-            _emit(reasons, _INFO, f'User "{user_id}" is in variation "{variation.key}" of experiment {experiment.key}.')
+            _emit(
+                reasons,
+                _INFO,
+                f'User "{user_id}" is in variation "{variation.key}" of experiment {experiment.key}.',
+            )
         if tracker is not None:
             tracker.record(experiment.id, variation.id)
         return variation
@@ -231,9 +238,7 @@ def decide_experiment(
     return None
 
 
-def _cmab_unsupported(
-    experiment: ExperimentInfo, user_id: str, bucketing_id: str, reasons: list[str] | None
-) -> None:
+def _cmab_unsupported(experiment: ExperimentInfo, user_id: str, bucketing_id: str, reasons: list[str] | None) -> None:
     # Contextual bandits need a prediction service this SDK does not call: users in the CMAB traffic get no
     # variation, as the official SDK gives when its prediction request fails.
     cmab = experiment.cmab or {}
@@ -246,9 +251,8 @@ def _cmab_unsupported(
                 _INFO,
                 f'User "{user_id}" not in CMAB experiment "{experiment.key}" due to traffic allocation.',
             )
-        return None
+        return
     _emit(reasons, _ERROR, f"Failed to fetch CMAB data for experiment {experiment.key}.")
-    return None
 
 
 def _holdout_variation(
@@ -273,7 +277,11 @@ def _holdout_variation(
             )
         return variation
     if _wants(reasons, _INFO):
-        _emit(reasons, _INFO, f"User '{user_id}' is not bucketed into any variation for holdout '{holdout.key}'.")
+        _emit(
+            reasons,
+            _INFO,
+            f"User '{user_id}' is not bucketed into any variation for holdout '{holdout.key}'.",
+        )
     return None
 
 
@@ -445,6 +453,10 @@ def _decide_rollout(
                     )
                 skip_to_everyone_else = True
         elif _wants(reasons, _DEBUG):
-            _emit(reasons, _DEBUG, f'User "{user_id}" does not meet audience conditions for targeting rule {label}.')
+            _emit(
+                reasons,
+                _DEBUG,
+                f'User "{user_id}" does not meet audience conditions for targeting rule {label}.',
+            )
         index = last if skip_to_everyone_else else index + 1
     return NO_ROLLOUT_DECISION

@@ -34,9 +34,7 @@ def _valid_value(value: object) -> bool:
     return False
 
 
-def build_attributes(
-    config: ProjectConfig, attributes: Mapping[str, Any] | None
-) -> tuple[VisitorAttribute, ...]:
+def build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None) -> tuple[VisitorAttribute, ...]:
     """The visitor attributes sent with an event: valid values only, mapped to attribute ids, then the
     bot-filtering entry when the datafile sets ``botFiltering``."""
     out: list[VisitorAttribute] = []
@@ -66,7 +64,7 @@ def build_attributes(
 
 
 def _now_ms() -> int:
-    return int(round(time.time() * 1000))
+    return round(time.time() * 1000)
 
 
 def _numeric_id(value: str) -> str | None:
