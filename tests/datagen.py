@@ -63,8 +63,7 @@ OFFICIAL_CRASHES: dict[str, str] = {
     ),
     "semver_empty_suffix": 'semver target "1.2.3-" against user "1.2.3-4": ValueError from int("")',
     "semver_unicode_digit": (
-        'semver version with a character that str.isdigit() accepts but int() rejects (user "1.\u00b2"): '
-        "ValueError"
+        'semver version with a character that str.isdigit() accepts but int() rejects (user "1.\u00b2"): ValueError'
     ),
     "empty_nested_audience_conditions": (
         'an empty list nested in an experiment\'s audienceConditions (["or", [], "id"]): IndexError in '
@@ -327,9 +326,7 @@ def _traffic_allocation(st: _State, entity_ids: list[str]) -> list[dict[str, Jso
     rng = st.rng
     if not entity_ids or rng.random() < 0.04:
         return []
-    mode = rng.choices(
-        ["full", "partial", "gaps", "unknown", "shuffled", "single"], weights=[40, 15, 15, 8, 7, 15]
-    )[0]
+    mode = rng.choices(["full", "partial", "gaps", "unknown", "shuffled", "single"], weights=[40, 15, 15, 8, 7, 15])[0]
     if mode == "single":
         end = 10000 if rng.random() < 0.7 else rng.randint(1000, 9999)
         return [{"entityId": rng.choice(entity_ids), "endOfRange": end}]
@@ -369,9 +366,7 @@ def _variable_value(rng: random.Random, var_type: str, exotic: bool) -> str:
     if var_type == "boolean":
         pool = ["true", "false"] + (["True", "", "1"] if exotic else [])
     elif var_type == "integer":
-        pool = ["0", "42", "-7", "1000000"] + (
-            ["1.5", "abc", " 12 ", "+5", "9007199254740993"] if exotic else []
-        )
+        pool = ["0", "42", "-7", "1000000"] + (["1.5", "abc", " 12 ", "+5", "9007199254740993"] if exotic else [])
     elif var_type == "double":
         pool = ["3.14", "-0.5", "0", "10", "1e3"] + (["abc", "nan", "inf", "-0.0", " 2.5"] if exotic else [])
     elif var_type == "string":
@@ -408,9 +403,7 @@ def _real_type(variable: dict[str, Json]) -> str:
     return str(variable["type"])
 
 
-def _variations(
-    st: _State, count: int, flag_variables: list[dict[str, Json]] | None
-) -> list[dict[str, Json]]:
+def _variations(st: _State, count: int, flag_variables: list[dict[str, Json]] | None) -> list[dict[str, Json]]:
     rng = st.rng
     out: list[dict[str, Json]] = []
     for _ in range(count):
@@ -447,9 +440,7 @@ def _experiment(
         status = "Running" if rng.random() < 0.85 else rng.choice(["Paused", "Not started", "Archived"])
         n_variations = 1 if rng.random() < 0.85 else 2
     else:
-        status = rng.choices(
-            ["Running", "Paused", "Not started", "Archived", "Launched"], weights=[74, 7, 7, 7, 5]
-        )[0]
+        status = rng.choices(["Running", "Paused", "Not started", "Archived", "Launched"], weights=[74, 7, 7, 7, 5])[0]
         n_variations = rng.choices([0, 1, 2, 3, 4], weights=[3, 22, 35, 28, 12])[0]
     variations = _variations(st, n_variations, flag_variables)
     experiment_id = st.ids()
@@ -489,9 +480,7 @@ def _experiment(
 
 def _group(st: _State, policy: str, flag_pool: list[dict[str, Json]]) -> dict[str, Json]:
     rng = st.rng
-    experiments = [
-        _experiment(st, prefix="group_exp") for _ in range(rng.randint(2, 3) if policy == "random" else 2)
-    ]
+    experiments = [_experiment(st, prefix="group_exp") for _ in range(rng.randint(2, 3) if policy == "random" else 2)]
     flag_pool.extend(experiments)
     group: dict[str, Json] = {"id": st.ids(), "policy": policy, "experiments": experiments}
     if policy == "random":
@@ -543,9 +532,7 @@ def _audiences(st: _State) -> tuple[list[dict[str, Json]], list[dict[str, Json]]
         st.audience_ids.append(audience_id)
         name = st.key("audience")
         if st.v4 and rng.random() < 0.6:
-            typed.append(
-                {"id": audience_id, "name": name, "conditions": _audience_conditions(st, legacy=False)}
-            )
+            typed.append({"id": audience_id, "name": name, "conditions": _audience_conditions(st, legacy=False)})
             roll = rng.random()
             if roll < 0.6:  # the app's placeholder twin; the typed audience replaces it
                 legacy.append({"id": audience_id, "name": name, "conditions": DUMMY_LEGACY_CONDITIONS})
@@ -558,9 +545,7 @@ def _audiences(st: _State) -> tuple[list[dict[str, Json]], list[dict[str, Json]]
                     }
                 )
         else:
-            legacy.append(
-                {"id": audience_id, "name": name, "conditions": json.dumps(_audience_conditions(st, True))}
-            )
+            legacy.append({"id": audience_id, "name": name, "conditions": json.dumps(_audience_conditions(st, True))})
     rng.shuffle(legacy)
     return legacy, typed
 
@@ -568,9 +553,7 @@ def _audiences(st: _State) -> tuple[list[dict[str, Json]], list[dict[str, Json]]
 # --------------------------------------------------------------------------------------------- datafile
 
 
-def generate_datafile(
-    seed: int | random.Random, *, version: str | None = None, safe: bool = True
-) -> dict[str, Json]:
+def generate_datafile(seed: int | random.Random, *, version: str | None = None, safe: bool = True) -> dict[str, Json]:
     """A valid datafile as a dict, reproducible from ``seed``.
 
     ``safe=True`` leaves out every input listed in :data:`OFFICIAL_CRASHES`.
@@ -628,9 +611,7 @@ def generate_datafile(
         {
             "id": st.ids(),
             "key": st.key("event"),
-            "experimentIds": rng.sample(
-                all_experiment_ids, k=rng.randint(0, min(3, len(all_experiment_ids)))
-            ),
+            "experimentIds": rng.sample(all_experiment_ids, k=rng.randint(0, min(3, len(all_experiment_ids)))),
         }
         for _ in range(rng.randint(0, 4))
     ]
@@ -751,9 +732,7 @@ def _versions_near(rng: random.Random, target: Json, safe: bool) -> list[str]:
             out.append(prefix)
             out.append(".".join(parts[:-1]) or prefix)
             out.append(prefix + ".0" if len(parts) < 3 else prefix)
-            out.append(
-                prefix + rng.choice(["-alpha", "-beta", "-beta.2", "-rc.1+build", "+build.9", "-zeta"])
-            )
+            out.append(prefix + rng.choice(["-alpha", "-beta", "-beta.2", "-rc.1+build", "+build.9", "-zeta"]))
     out += ["1.2.3.4", "a.b.c", "", "1. 2", "v1.2.3", "1.\u0663"]  # invalid, then an Arabic-Indic digit
     if not safe:
         out += ["1.2.3-4", "1.\u00b2", "1.2.3-0"]
@@ -780,9 +759,7 @@ def _values_for_leaf(rng: random.Random, leaf: dict[str, Json], safe: bool) -> l
     return ["anything", 0, None, [1]]
 
 
-def generate_users(
-    seed: int | random.Random, datafile: dict[str, Json], n: int, *, safe: bool = True
-) -> list[User]:
+def generate_users(seed: int | random.Random, datafile: dict[str, Json], n: int, *, safe: bool = True) -> list[User]:
     """``n`` users whose attribute values sit near the datafile's condition values."""
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     leaves_by_name: dict[str, list[dict[str, Json]]] = {}
@@ -855,9 +832,7 @@ class HazardCase:
     crashes_at: str = "decide"
 
 
-def _hazard_base(
-    seed: int, leaf: dict[str, Json] | None = None, audience_conditions: Json = None
-) -> dict[str, Json]:
+def _hazard_base(seed: int, leaf: dict[str, Json] | None = None, audience_conditions: Json = None) -> dict[str, Json]:
     """A minimal valid v4 datafile: one running experiment (also a feature test) with one audience."""
     rng = random.Random(seed)
     ids = _Ids(rng)
@@ -907,9 +882,7 @@ def hazard_cases() -> list[HazardCase]:
     def semver(name: str, target: str, user_version: str, match: str = "semver_eq") -> None:
         leaf = {"name": "app_version", "type": "custom_attribute", "match": match, "value": target}
         df = _hazard_base(len(cases), leaf)
-        cases.append(
-            HazardCase(name, df, User("u1", {"app_version": user_version}), "hazard_exp", "hazard_flag")
-        )
+        cases.append(HazardCase(name, df, User("u1", {"app_version": user_version}), "hazard_exp", "hazard_flag"))
 
     semver("semver_prerelease_vs_numeric", "1.2.3-beta", "1.2.3-4")
     semver("semver_prerelease_vs_numeric", "1.2-beta", "1.2.3", "semver_gt")
@@ -921,9 +894,7 @@ def hazard_cases() -> list[HazardCase]:
     df = _hazard_base(100, leaf)
     audience_id = df["typedAudiences"][0]["id"]
     df["experiments"][0]["audienceConditions"] = ["or", [], audience_id]
-    cases.append(
-        HazardCase("empty_nested_audience_conditions", df, User("u1", {}), "hazard_exp", "hazard_flag")
-    )
+    cases.append(HazardCase("empty_nested_audience_conditions", df, User("u1", {}), "hazard_exp", "hazard_flag"))
     df = _hazard_base(101, leaf)
     df["experiments"][0]["audienceConditions"] = ["and", audience_id, ["not", []]]
     cases.append(
@@ -937,20 +908,14 @@ def hazard_cases() -> list[HazardCase]:
     )
     df = _hazard_base(102, audience_conditions=["and", []])
     cases.append(
-        HazardCase(
-            "empty_audience_condition_list", df, User("u1", {"app_version": "1"}), "hazard_exp", "hazard_flag"
-        )
+        HazardCase("empty_audience_condition_list", df, User("u1", {"app_version": "1"}), "hazard_exp", "hazard_flag")
     )
     df = _hazard_base(103, leaf)
     df["audiences"] = [{"id": df["typedAudiences"][0]["id"], "name": "legacy", "conditions": "[]"}]
     df["typedAudiences"] = []
-    cases.append(
-        HazardCase("empty_audience_condition_list", df, User("u1", None), "hazard_exp", "hazard_flag")
-    )
+    cases.append(HazardCase("empty_audience_condition_list", df, User("u1", None), "hazard_exp", "hazard_flag"))
     df = _hazard_base(104, audience_conditions=["and", "x"])
-    cases.append(
-        HazardCase("string_leaf_in_audience_conditions", df, User("u1", {}), "hazard_exp", "hazard_flag")
-    )
+    cases.append(HazardCase("string_leaf_in_audience_conditions", df, User("u1", {}), "hazard_exp", "hazard_flag"))
 
     df = _hazard_base(105, leaf)
     df["experiments"][0]["audienceConditions"] = [["or", audience_id, audience_id]]

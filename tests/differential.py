@@ -75,9 +75,7 @@ def make_official(
     def on_decision(kind: Any, user_id: Any, attributes: Any, info: Any) -> None:
         notes.append((kind, user_id, copy.deepcopy(attributes), copy.deepcopy(info)))
 
-    client.notification_center.add_notification_listener(
-        official_enums.NotificationTypes.DECISION, on_decision
-    )
+    client.notification_center.add_notification_listener(official_enums.NotificationTypes.DECISION, on_decision)
     return client, notes, dispatcher
 
 
@@ -98,9 +96,7 @@ def make_ours(
             "AsyncOptimizely must accept http_client= (DESIGN.md section 3) so tests never dispatch to logx"
         )
     http_client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    client = AsyncOptimizely(
-        datafile=datafile, user_profile_service=user_profile_service, http_client=http_client
-    )
+    client = AsyncOptimizely(datafile=datafile, user_profile_service=user_profile_service, http_client=http_client)
     notes: list[Notification] = []
 
     def on_decision(kind: Any, user_id: Any, attributes: Any, info: Any) -> None:

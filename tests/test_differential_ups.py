@@ -161,9 +161,7 @@ async def run_ups_seed(seed: int, flavour: str, check_lookups: bool) -> None:
                     await pair.call("set_forced_variation", experiment["key"], user_id, variation)
             for round_no in range(3):
                 for index, user in enumerate(users):
-                    pair.context = (
-                        f"seed {seed}, {flavour} UPS, round {round_no}, user #{index} {user.user_id!r}"
-                    )
+                    pair.context = f"seed {seed}, {flavour} UPS, round {round_no}, user #{index} {user.user_id!r}"
                     attributes = user.attributes
                     if round_no == 1:  # the audience stops matching: stored decisions must stick
                         attributes = rng.choice([None, {}, users[(index + 1) % len(users)].attributes])
@@ -176,17 +174,14 @@ async def run_ups_seed(seed: int, flavour: str, check_lookups: bool) -> None:
                     for flag, variable, _ in rng.sample(variables, k=min(2, len(variables))):
                         await pair.call("get_feature_variable", flag, variable, user.user_id, attributes)
                     if flags and rng.random() < 0.3:
-                        await pair.call(
-                            "get_all_feature_variables", rng.choice(flags), user.user_id, attributes
-                        )
+                        await pair.call("get_all_feature_variables", rng.choice(flags), user.user_id, attributes)
                     if rng.random() < 0.3:
                         await pair.call("get_enabled_features", user.user_id, attributes)
     finally:
         official.close()
     if not same(official_ups.profiles, our_ups.profiles):
         pair.mismatch(
-            f"final stores differ: official {short(official_ups.profiles, 800)} / ours "
-            f"{short(our_ups.profiles, 800)}"
+            f"final stores differ: official {short(official_ups.profiles, 800)} / ours {short(our_ups.profiles, 800)}"
         )
     pair.raise_if_any()
 

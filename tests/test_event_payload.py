@@ -197,9 +197,7 @@ def test_conversion_matches_official(tags: dict[Any, Any] | None) -> None:
     assert "decisions" not in ours_payload["visitors"][0]["snapshots"][0]
 
 
-json_leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5)
-)
+json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5))
 tag_keys = st.one_of(st.sampled_from(["revenue", "value", "tags", "decisions", "events", "k"]), st.text(max_size=4))
 json_values = st.recursive(
     json_leaves,
@@ -305,7 +303,5 @@ def test_split_batches_on_project_or_revision_change() -> None:
 
 def test_split_ignores_account_and_endpoint() -> None:
     a = _with("p", "1")
-    b = a.model_copy(
-        update={"context": a.context.model_copy(update={"account_id": "other", "endpoint": "http://eu"})}
-    )
+    b = a.model_copy(update={"context": a.context.model_copy(update={"account_id": "other", "endpoint": "http://eu"})})
     assert split_batches([a, b]) == [[a, b]]

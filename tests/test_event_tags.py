@@ -65,9 +65,7 @@ def test_revenue_matches_official(value: Any) -> None:
 
 
 @given(value=tag_values)
-def test_value_matches_official_including_logs(
-    value: Any, logs: tuple[_Records, _Records, logging.Logger]
-) -> None:
+def test_value_matches_official_including_logs(value: Any, logs: tuple[_Records, _Records, logging.Logger]) -> None:
     ours, theirs, their_logger = logs
     ours.records.clear()
     theirs.records.clear()

@@ -7,12 +7,13 @@ work (event queue, datafile poller) in one task group it owns, and delegates dec
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import httpx
@@ -271,7 +272,7 @@ class AsyncOptimizely:
             self._pending.clear()
         report = await self._queue.close(self._close_timeout if timeout is None else timeout)
         if self._pending_dropped:
-            report = report.with_drops("not_ready", self._pending_dropped)
+            report = _with_not_ready(report, 0, self._pending_dropped)
         self._report = report
         if self._source is not None:
             await self._source.aclose()
@@ -308,7 +309,7 @@ class AsyncOptimizely:
         """Event counters: queued, in flight, delivered, retries and drops by reason."""
         stats = self._queue.stats()
         if self._pending or self._pending_dropped:
-            stats = stats.with_pending(len(self._pending), self._pending_dropped)
+            stats = _with_not_ready(stats, len(self._pending), self._pending_dropped)
         return stats
 
     # ------------------------------------------------------------------ config
@@ -358,8 +359,10 @@ class AsyncOptimizely:
 
     # ------------------------------------------------------------------ events
 
-    async def _on_dispatch(self, payload: Mapping[str, Any], url: str) -> None:
+    async def _on_dispatch(self, payload: Mapping[str, Any]) -> None:
         if self.notification_center.has_listeners(NotificationType.LOG_EVENT):
+            context = self._context
+            url = context.endpoint if context is not None else ""
             await self.notification_center.send_notifications(NotificationType.LOG_EVENT, _log_event(url, payload))
 
     async def _enqueue(self, event: UserEvent) -> None:
@@ -960,6 +963,19 @@ class AsyncOptimizely:
         from .user_context import OptimizelyUserContext
 
         return OptimizelyUserContext(self, user_id, attributes)
+
+
+_S = TypeVar("_S", QueueStats, DeliveryReport)
+
+
+def _with_not_ready(stats: _S, waiting: int, dropped: int) -> _S:
+    """Fold the track() calls held (or dropped) before any datafile into the queue's counters."""
+    drops = dict(stats.dropped)
+    if dropped:
+        drops["not_ready"] = drops.get("not_ready", 0) + dropped
+    return dataclasses.replace(
+        stats, submitted=stats.submitted + waiting + dropped, queued=stats.queued + waiting, dropped=drops
+    )
 
 
 def _log_event(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
