@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _sink_server import Reply, serve_sink
 from optimizely_async.errors import ConfigurationError
 from optimizely_async.events.dispatcher import (
     DispatchResult,
@@ -18,8 +19,6 @@ from optimizely_async.events.dispatcher import (
     parse_retry_after,
     retry_delay,
 )
-
-from _sink_server import Reply, serve_sink
 
 pytestmark = pytest.mark.anyio
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import anyio
 import pytest
-from _sink_server import Reply, SinkServer, serve_sink
 
+from _sink_server import Reply, SinkServer, serve_sink
 from optimizely_async.errors import ConfigurationError
 from optimizely_async.events.dispatcher import DispatchResult, EventRequest, HttpDispatcher
 from optimizely_async.events.models import ConversionEvent, EventContext, UserEvent

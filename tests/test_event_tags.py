@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from optimizely import entities
 from optimizely.event import event_factory as official_factory
 from optimizely.event import user_event as official_user_event
 from optimizely.helpers import event_tag_utils as official_tags
@@ -194,8 +195,8 @@ def test_unencodable_tags_are_reported(tags: dict[Any, Any], mentions: str) -> N
 def test_check_agrees_with_what_breaks_the_official_payload(tags: dict[Any, Any]) -> None:
     """Where the official SDK cannot build its payload, check_json_encodable objects, and vice versa."""
     context = official_user_event.EventContext("1", "2", "3", False, "US")
-    event = official_factory.entities.Event(id="9", key="k", experimentIds=[])
-    conversion = official_user_event.ConversionEvent(context, event, "u", [], tags)
+    event = entities.Event(id="9", key="k", experimentIds=[])
+    conversion = official_user_event.ConversionEvent(context, event, "u", [], tags)  # type: ignore[arg-type]
     try:
         official_factory.EventFactory.create_log_event(conversion, logging.getLogger("tests.official"))
         official_ok = True

@@ -244,6 +244,9 @@ class AsyncOptimizely:
             raise
         self._task_group = task_group
         self._state = _State.OPEN
+        if self._config is not None and self._pending:
+            # track() calls made before a large static datafile was parsed (just above).
+            await self._replay_pending()
         return self
 
     async def __aexit__(
@@ -254,6 +257,8 @@ class AsyncOptimizely:
             with anyio.CancelScope(shield=exc_type is not None):
                 await self.close()
         finally:
+            if self._ready is not None:
+                self._ready.set()  # release wait_until_ready() callers: no config can arrive any more
             if task_group is not None:
                 self._task_group = None
                 task_group.cancel_scope.cancel()
@@ -286,6 +291,13 @@ class AsyncOptimizely:
         """Wait until a datafile is loaded (at once for a static one); False when ``timeout`` passes first."""
         if self._config is not None:
             return True
+        if self._state is _State.CLOSED:
+            return False  # nothing polls any more
+        if self._state is _State.UNOPENED and self._source is not None:
+            _log.warning(
+                "wait_until_ready() before `async with client`: the datafile is fetched only once the client "
+                "is entered."
+            )
         if self._ready is None:
             self._ready = anyio.Event()
         with anyio.move_on_after(timeout):
@@ -332,11 +344,17 @@ class AsyncOptimizely:
             old,
             config.revision,
         )
-        await self.notification_center.send_notifications(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
+        # Held track() calls go first, so a slow CONFIG_UPDATE listener does not hold them back.
         if self._pending:
-            pending, self._pending = self._pending, []
-            for event_key, user_id, attributes, event_tags in pending:
-                await self.track(event_key, user_id, attributes, event_tags)
+            await self._replay_pending()
+        await self.notification_center.send_notifications(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
+
+    async def _replay_pending(self) -> None:
+        """Send the track() calls held while no datafile was loaded, in the order they were made."""
+        pending, self._pending = self._pending, []
+        _log.info("A datafile is loaded: sending %d held track() calls.", len(pending))
+        for event_key, user_id, attributes, event_tags in pending:
+            await self.track(event_key, user_id, attributes, event_tags)
 
     def _usable_config(self, method: str) -> ProjectConfig | None:
         config = self._config
@@ -349,9 +367,9 @@ class AsyncOptimizely:
         config = self._usable_config("get_optimizely_config")
         if config is None:
             return None
-        from .config.optimizely_config import optimizely_config_for
-
         try:
+            from .config.optimizely_config import optimizely_config_for
+
             return optimizely_config_for(config)
         except Exception:
             _log.exception("Could not build the OptimizelyConfig.")

@@ -132,8 +132,12 @@ class EventInfo:
     experiment_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ProjectConfig:
+class _WeakReferenceable:
+    __slots__ = ("__weakref__",)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ProjectConfig(_WeakReferenceable):
     """One datafile revision, parsed and indexed. Build it with :func:`parse_config`."""
 
     datafile: df.Datafile
