@@ -43,10 +43,8 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the mkdocs site into site/ with --strict: any warning (a broken link, a bad docstring) fails."""
-    session.install("-e", ".[docs]", "ruff")  # ruff: mkdocstrings formats signatures with it
-    session.run(
-        "mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"}
-    )
+    session.install("-e", ".[docs]", "ruff")  # mkdocstrings formats signatures with ruff
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -70,6 +70,9 @@ def make_official(
         logger=logger,
         settings=OptimizelySdkSettings(odp_disabled=True),
     )
+    if client.config_manager.get_config() is None:
+        client.close()
+        raise AssertionError("the official SDK rejected the generated datafile (schema or ProjectConfig)")
     notes: list[Notification] = []
 
     def on_decision(kind: Any, user_id: Any, attributes: Any, info: Any) -> None:

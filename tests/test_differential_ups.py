@@ -13,10 +13,13 @@ Environment: UPS_SEEDS (default 20) datafiles per UPS flavour on asyncio, UPS_TR
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import os
 import random
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio.lowlevel
@@ -29,6 +32,18 @@ UPS_SEEDS = int(os.environ.get("UPS_SEEDS", "20"))
 UPS_TRIO_SEEDS = int(os.environ.get("UPS_TRIO_SEEDS", "3"))
 UPS_USERS = 8
 MISSING_VARIATION_ID = "999999999"
+TOTALS: collections.Counter[str] = collections.Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_totals() -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    if TOTALS:
+        print(
+            f"\ndifferential UPS: {TOTALS['scenarios']} scenarios, {TOTALS['calls']} calls and "
+            f"{TOTALS['saves']} saved profiles compared, {time.perf_counter() - started:.1f}s"
+        )
 
 
 class DictUPS:
@@ -179,6 +194,7 @@ async def run_ups_seed(seed: int, flavour: str, check_lookups: bool) -> None:
                         await pair.call("get_enabled_features", user.user_id, attributes)
     finally:
         official.close()
+    TOTALS.update(scenarios=1, calls=pair.calls, saves=len(official_ups.saves))
     if not same(official_ups.profiles, our_ups.profiles):
         pair.mismatch(
             f"final stores differ: official {short(official_ups.profiles, 800)} / ours {short(our_ups.profiles, 800)}"

@@ -387,6 +387,30 @@ async def test_cancelling_a_waiting_put_counts_the_event() -> None:
     assert drops.dropped() == {"cancelled": 1}
 
 
+async def test_cancelling_a_waiting_put_against_the_real_server() -> None:
+    async with serve_sink() as sink, HttpDispatcher(timeout=0.5) as dispatcher, anyio.create_task_group() as tg:
+        sink.script(Reply(200, delay=60))  # the first attempt times out, its retry succeeds
+        queue = EventQueue(
+            dispatcher, batch_size=1, max_queue_size=1, max_concurrent_requests=1, enqueue_timeout=60, **FAST_RETRY
+        )
+        await tg.start(queue.run)
+        first, second, third = make_events(3, sink.url)
+        await queue.put(first)
+        await wait_until(lambda: queue.stats().in_flight == 1)
+        await queue.put(second)
+        results: list[bool] = []
+        scope = anyio.CancelScope()
+        tg.start_soon(_put_into, queue, third, results, scope)
+        await anyio.wait_all_tasks_blocked()
+        scope.cancel()
+        await queue.flush()
+        report = await queue.close()
+    assert results == []
+    assert_accounted(report, 3)
+    assert (report.delivered, report.dropped, report.retries) == (2, {"cancelled": 1}, 1)
+    assert sink.delivered_visitors() == 2
+
+
 async def _put_into(queue: EventQueue, event: UserEvent, results: list[bool], scope: anyio.CancelScope) -> None:
     with scope:
         results.append(await queue.put(event))

@@ -20,7 +20,9 @@ from typing import Any
 
 import anyio
 
-from . import AsyncOptimizely, DispatchResult, EventRequest, NotificationType, __version__
+from . import AsyncOptimizely, DispatchResult, EventRequest, NotificationType, OptimizelyError, __version__
+
+DESCRIPTION = "Decide for simulated users against a datafile, offline, and summarise what happened."
 
 #: Users whose decisions are explained at the end (the first one is whitelisted in the example datafile).
 SHOWCASE: dict[str, dict[str, Any]] = {
@@ -97,12 +99,14 @@ def audience_text(experiment: dict[str, Any], names: dict[str, str]) -> str:
 
 
 async def run(datafile: str, users: int, seed: int) -> None:
+    sink = LocalSink()
+    client = AsyncOptimizely(datafile=datafile, event_dispatcher=sink, batch_size=50, flush_interval=1.0)
     data = json.loads(datafile)
-    flag_tests = {eid for flag in data["featureFlags"] for eid in flag["experimentIds"]}
+    flag_tests = {eid for flag in data.get("featureFlags", []) for eid in flag["experimentIds"]}
     grouped = [e for group in data["groups"] for e in group["experiments"]]
     experiments = {e["key"]: e for e in [*data["experiments"], *grouped]}
     group_keys = [[e["key"] for e in group["experiments"]] for group in data["groups"]]
-    flags = [flag["key"] for flag in data["featureFlags"]]
+    flags = [flag["key"] for flag in data.get("featureFlags", [])]
     audience_names = {a["id"]: a["name"] for a in [*data["audiences"], *data.get("typedAudiences", [])]}
 
     rng = random.Random(seed)
@@ -132,8 +136,6 @@ async def run(datafile: str, users: int, seed: int) -> None:
                 why = f"targets: {audience_text(exp, audience_names)}"
         explained[user_id][key] = f"{kinds[kind]:<10} {key:<22} -> {result:<14} {why}"
 
-    sink = LocalSink()
-    client = AsyncOptimizely(datafile=datafile, event_dispatcher=sink, batch_size=50, flush_interval=1.0)
     client.notification_center.add_notification_listener(NotificationType.DECISION, on_decision)
     started = time.perf_counter()
     async with client:
@@ -168,9 +170,7 @@ async def run(datafile: str, users: int, seed: int) -> None:
     )
     print("Experiments: users per variation")
     for key, exp in experiments.items():
-        kind = (
-            "flag test" if exp["id"] in flag_tests else "A/B test" + (", grouped" if exp in grouped else "")
-        )
+        kind = "flag test" if exp["id"] in flag_tests else "A/B test" + (", grouped" if exp in grouped else "")
         print(f"  {key}  [{kind}, {exp['status']}, targets: {audience_text(exp, audience_names)}]")
         for variation, count in sorted(tally[key].items()):
             print(f"    {variation:<22} {count:>7}  {100 * count / total:5.1f}%")
@@ -200,7 +200,7 @@ async def run(datafile: str, users: int, seed: int) -> None:
         f"  events delivered   {report.delivered:>9}  in {sink.requests} requests ({report.requests} tries, "
         f"{report.retries} retries), {sink.bytes / 1e6:.1f} MB of JSON"
     )
-    print(f"  dropped            {dropped:>9}  {dict(report.dropped) or ''}")
+    print(f"  dropped            {dropped:>9}  {dict(report.dropped) if dropped else ''}".rstrip())
     print(f"  undelivered        {report.undelivered:>9}  (close timed out: {report.timed_out})")
     print(
         f"  throughput         {report.delivered / elapsed:>9.0f}  events/s; {calls} API calls in "
@@ -209,7 +209,7 @@ async def run(datafile: str, users: int, seed: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m optimizely_async", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m optimizely_async", description=DESCRIPTION)
     parser.add_argument("--users", type=int, default=5000, help="random users to simulate (default 5000)")
     parser.add_argument("--datafile", type=Path, help="a datafile JSON (default: the bundled example)")
     parser.add_argument("--seed", type=int, default=7, help="random seed for user attributes (default 7)")
@@ -221,7 +221,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         datafile = args.datafile.read_text(encoding="utf-8")
     else:
         datafile = resources.files("optimizely_async").joinpath("example_datafile.json").read_text("utf-8")
-    anyio.run(run, datafile, args.users, args.seed, backend=args.backend)
+    try:
+        anyio.run(run, datafile, args.users, args.seed, backend=args.backend)
+    except OptimizelyError as exc:
+        parser.exit(1, f"{parser.prog}: {type(exc).__name__}: {exc}\n")
 
 
 if __name__ == "__main__":
