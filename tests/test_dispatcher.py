@@ -93,7 +93,7 @@ async def test_connection_refused_is_retryable_then_server_comes_up() -> None:
 
 
 async def test_slow_response_beyond_timeout_is_retryable() -> None:
-    async with serve_sink() as sink, HttpDispatcher(timeout=0.2) as dispatcher:
+    async with serve_sink() as sink, HttpDispatcher(timeout=0.5) as dispatcher:
         sink.script(Reply(200, delay=30))
         slow = await dispatcher.dispatch(make_request(sink.url))
         fast = await dispatcher.dispatch(make_request(sink.url))  # the pool recovers

@@ -15,6 +15,7 @@ from typing import Any
 import pydantic
 
 from .. import defaults
+from ..decision.compiled import Matcher, compile_audience_check
 from ..errors import InvalidDatafileError
 from ..events.models import EventContext
 from . import datafile as df
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
+
+
+def _everyone(attributes: Mapping[str, Any]) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,8 @@ class ExperimentInfo:
     cmab: Mapping[str, Any] | None = None
     #: How audience messages name it: ``experiment "<key>"``.
     audience_label: str = ""
+    #: The audience check compiled for the fast path (no reasons, no INFO logging).
+    matcher: Matcher = _everyone
 
     @property
     def running(self) -> bool:
@@ -92,6 +99,7 @@ class HoldoutInfo:
     included_rules: tuple[str, ...]
     exclude_targeted_deliveries: bool
     audience_label: str = ""
+    matcher: Matcher = _everyone
 
     @property
     def running(self) -> bool:
@@ -185,12 +193,15 @@ def _variation(v: df.Variation) -> VariationInfo:
     return VariationInfo(v.id, v.key, v.featureEnabled)
 
 
-def _experiment(e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None) -> ExperimentInfo:
+def _experiment(
+    e: df.Experiment, audiences: Mapping[str, Any], group: GroupInfo | None = None, extra: VariationInfo | None = None
+) -> ExperimentInfo:
     variations = [_variation(v) for v in e.variations]
     allocation = _allocation(e.trafficAllocation)
     if extra is not None:
         variations.append(extra)
         allocation = (*allocation, (extra.id, defaults.MAX_TRAFFIC_VALUE))
+    audience_tree = e.audienceConditions if e.audienceConditions is not None else e.audienceIds
     return ExperimentInfo(
         id=e.id,
         key=e.key,
@@ -201,16 +212,18 @@ def _experiment(e: df.Experiment, group: GroupInfo | None = None, extra: Variati
         variations_by_id={v.id: v for v in variations},
         variations_by_key={v.key: v for v in variations},
         allocation=allocation,
-        audience_tree=e.audienceConditions if e.audienceConditions is not None else e.audienceIds,
+        audience_tree=audience_tree,
         forced_variations=dict(e.forcedVariations),
         group=group,
         cmab=e.cmab,
         audience_label=f'experiment "{e.key}"',
+        matcher=compile_audience_check(audience_tree, audiences),
     )
 
 
-def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
+def _holdout(h: df.Holdout, audiences: Mapping[str, Any], *, local: bool) -> HoldoutInfo:
     variations = [_variation(v) for v in h.variations]
+    audience_tree = h.audienceConditions if h.audienceConditions is not None else h.audienceIds
     return HoldoutInfo(
         id=h.id,
         key=h.key,
@@ -218,10 +231,11 @@ def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
         variations_by_id={v.id: v for v in variations},
         variations_by_key={v.key: v for v in variations},
         allocation=_allocation(h.trafficAllocation),
-        audience_tree=h.audienceConditions if h.audienceConditions is not None else h.audienceIds,
+        audience_tree=audience_tree,
         included_rules=tuple(h.includedRules or ()) if local else (),
         exclude_targeted_deliveries=h.excludeTargetedDeliveries,
         audience_label=f'experiment "{h.key}"',
+        matcher=compile_audience_check(audience_tree, audiences),
     )
 
 
@@ -295,6 +309,12 @@ def parse_config(data: str | bytes | bytearray | Mapping[str, Any]) -> ProjectCo
 
 
 def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
+    audiences: dict[str, Any] = {}
+    for a in d.audiences:
+        audiences[a.id] = _load_conditions(a, typed=False)
+    for a in d.typedAudiences:
+        audiences[a.id] = _load_conditions(a, typed=True)
+
     groups = {g.id: GroupInfo(g.id, g.policy, _allocation(g.trafficAllocation)) for g in d.groups}
 
     # Rollout rules that belong to flags with a feature-rollout ("fr") experiment need the flag's
@@ -324,7 +344,7 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
     experiments_by_id: dict[str, ExperimentInfo] = {}
     for exp_id, (e, group) in raw_experiments.items():
         extra = fr_extra.get(exp_id) if e.type == "fr" else None
-        experiments_by_id[exp_id] = _experiment(e, group, extra)
+        experiments_by_id[exp_id] = _experiment(e, audiences, group, extra)
     experiments_by_key = {e.key: e for e in experiments_by_id.values()}
 
     variable_usages: dict[str, dict[str, str]] = {}
@@ -335,12 +355,6 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
         info2 = experiments_by_id.get(exp_id)
         if info2 is not None and info2.type == "fr":
             variable_usages.setdefault(extra.id, {})
-
-    audiences: dict[str, Any] = {}
-    for a in d.audiences:
-        audiences[a.id] = _load_conditions(a, typed=False)
-    for a in d.typedAudiences:
-        audiences[a.id] = _load_conditions(a, typed=True)
 
     flags: dict[str, FlagInfo] = {}
     experiment_flags: dict[str, str] = {}
@@ -384,12 +398,12 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
             variations_by_key=by_key,
         )
 
-    global_holdouts = tuple(h for h in (_holdout(x, local=False) for x in d.holdouts) if h.running)
+    global_holdouts = tuple(h for h in (_holdout(x, audiences, local=False) for x in d.holdouts) if h.running)
     rule_holdouts: dict[str, list[HoldoutInfo]] = {}
     for x in d.localHoldouts:
         if x.includedRules is None:
             continue
-        h = _holdout(x, local=True)
+        h = _holdout(x, audiences, local=True)
         if not h.running:
             continue
         for rule_id in h.included_rules:

@@ -76,6 +76,19 @@ def _emit(reasons: list[str] | None, level: int, message: str) -> None:
         reasons.append(message)
 
 
+def _audience_ok(
+    entity: ExperimentInfo | HoldoutInfo,
+    config: ProjectConfig,
+    attributes: Mapping[str, Any],
+    label: str,
+    reasons: list[str] | None,
+) -> bool:
+    """The compiled matcher on the fast path; the message-writing tree walk when reasons or logs want it."""
+    if reasons is None and not _log.isEnabledFor(_INFO):
+        return entity.matcher(attributes)
+    return audience_check(entity.audience_tree, config.audiences, attributes, label, reasons)
+
+
 def bucketing_id_for(user_id: str, attributes: Mapping[str, Any], reasons: list[str] | None) -> str:
     """``$opt_bucketing_id`` when it is a string, else the user id."""
     value = attributes.get(BUCKETING_ID_ATTRIBUTE)
@@ -210,7 +223,7 @@ def decide_experiment(
                     )
                 return variation
             _log.error('Variation ID "%s" is not in datafile.', stored_id)
-    if not audience_check(experiment.audience_tree, config.audiences, attributes, experiment.audience_label, reasons):
+    if not _audience_ok(experiment, config, attributes, experiment.audience_label, reasons):
         if _wants(reasons, _INFO):
             _emit(
                 reasons,
@@ -263,7 +276,7 @@ def _holdout_variation(
     reasons: list[str] | None,
 ) -> VariationInfo | None:
     bucketing_id = bucketing_id_for(user_id, attributes, reasons)
-    if not audience_check(holdout.audience_tree, config.audiences, attributes, holdout.audience_label, reasons):
+    if not _audience_ok(holdout, config, attributes, holdout.audience_label, reasons):
         if _wants(reasons, _DEBUG):
             _emit(reasons, _DEBUG, f"User '{user_id}' does not meet the conditions for holdout '{holdout.key}'.")
         return None
@@ -435,7 +448,7 @@ def _decide_rollout(
         everyone_else = index == last
         label = "Everyone Else" if everyone_else else str(index + 1)
         skip_to_everyone_else = False
-        if audience_check(rule.audience_tree, config.audiences, attributes, f"rule {label}", reasons):
+        if _audience_ok(rule, config, attributes, "rule " + label, reasons):
             if _wants(reasons, _DEBUG):
                 _emit(reasons, _DEBUG, f'User "{user_id}" meets audience conditions for targeting rule {label}.')
             variation = bucket(rule, user_id, bucketing_id, reasons)

@@ -247,7 +247,7 @@ class EventQueue:
             due = (
                 len(buffer) >= self._batch_size
                 or self._closing
-
+                or self._ledger.taken < self._flush_upto
                 or now >= deadline
             )
             if not due:

@@ -1,0 +1,83 @@
+"""Shared helpers for the benchmarks: datafile and users, timing, and the official SDK set up alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import datagen  # noqa: E402
+
+logging.getLogger("optimizely_async").setLevel(logging.CRITICAL)
+
+
+def bench_datafile(seed: int = 7) -> dict[str, Any]:
+    """A generated datafile with several experiments, a group, flags with feature tests and rollouts."""
+    best: dict[str, Any] | None = None
+    for s in range(seed, seed + 40):
+        df = datagen.generate_datafile(s, version="4")
+        if best is None or len(df.get("featureFlags", [])) + len(datagen.all_experiments(df)) > len(
+            best.get("featureFlags", [])
+        ) + len(datagen.all_experiments(best)):
+            best = df
+    assert best is not None
+    return best
+
+
+def bench_users(df: dict[str, Any], n: int = 500, seed: int = 11) -> list[tuple[str, dict[str, Any] | None]]:
+    return [(u.user_id, u.attributes) for u in datagen.generate_users(random.Random(seed), df, n)]
+
+
+class NoOpDispatcher:
+    """An official-SDK event dispatcher that sends nothing."""
+
+    @staticmethod
+    def dispatch_event(event: Any) -> None:
+        return None
+
+
+def official_client(df: dict[str, Any]) -> Any:
+    from optimizely import optimizely as official
+
+    return official.Optimizely(datafile=json.dumps(df), event_dispatcher=NoOpDispatcher())
+
+
+def time_sync(fn: Callable[[], int], repeat: int = 5) -> float:
+    """Best-of-``repeat`` seconds per operation; ``fn`` runs a batch and returns its operation count."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        count = fn()
+        samples.append((time.perf_counter() - start) / count)
+    return min(samples)
+
+
+async def time_async(fn: Callable[[], Awaitable[int]], repeat: int = 5) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        count = await fn()
+        samples.append((time.perf_counter() - start) / count)
+    return min(samples)
+
+
+def row(name: str, official_s: float, ours_s: float, target: float | None = None) -> str:
+    ratio = official_s / ours_s
+    verdict = "" if target is None else ("  ok" if ratio >= target else f"  below the {target:g}x target")
+    return (
+        f"{name:<28} official {1 / official_s:>11,.0f} ops/s ({official_s * 1e6:7.2f} us)   "
+        f"ours {1 / ours_s:>11,.0f} ops/s ({ours_s * 1e6:7.2f} us)   ratio {ratio:5.1f}x{verdict}"
+    )
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,82 @@
+"""get_variation, is_feature_enabled and get_feature_variable: ours against the official SDK, one run.
+
+Run: ``python bench/decisions.py`` (or ``nox -s bench``). Prints ops/s per call for each SDK and the ratio.
+"""
+
+from __future__ import annotations
+
+import anyio
+from _common import bench_datafile, bench_users, datagen, official_client, row, time_async, time_sync
+
+from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
+
+TARGET = 8.0
+
+
+class NullSink:
+    async def dispatch(self, request: EventRequest) -> DispatchResult:
+        return DispatchResult(delivered=True, status=200)
+
+
+async def main() -> None:
+    df = bench_datafile()
+    users = bench_users(df)
+    experiments = [e["key"] for e in datagen.all_experiments(df)]
+    flags = [f["key"] for f in df["featureFlags"]]
+    variables = [(f["key"], v["key"]) for f in df["featureFlags"] for v in f.get("variables", [])]
+    official = official_client(df)
+    print(
+        f"datafile: {len(experiments)} experiments/rules, {len(flags)} flags, {len(variables)} variables; "
+        f"{len(users)} users"
+    )
+
+    def off_gv() -> int:
+        for user_id, attrs in users:
+            for key in experiments:
+                official.get_variation(key, user_id, attrs)
+        return len(users) * len(experiments)
+
+    def off_fe() -> int:
+        for user_id, attrs in users:
+            for key in flags:
+                official.is_feature_enabled(key, user_id, attrs)
+        return len(users) * len(flags)
+
+    def off_fv() -> int:
+        for user_id, attrs in users:
+            for flag, var in variables:
+                official.get_feature_variable(flag, var, user_id, attrs)
+        return len(users) * len(variables)
+
+    async with AsyncOptimizely(datafile=df, event_dispatcher=NullSink()) as ours:
+
+        async def our_gv() -> int:
+            for user_id, attrs in users:
+                for key in experiments:
+                    await ours.get_variation(key, user_id, attrs)
+            return len(users) * len(experiments)
+
+        async def our_fe() -> int:
+            for user_id, attrs in users:
+                for key in flags:
+                    await ours.is_feature_enabled(key, user_id, attrs)
+            return len(users) * len(flags)
+
+        async def our_fv() -> int:
+            for user_id, attrs in users:
+                for flag, var in variables:
+                    await ours.get_feature_variable(flag, var, user_id, attrs)
+            return len(users) * len(variables)
+
+        results = [
+            ("get_variation", time_sync(off_gv), await time_async(our_gv)),
+            ("is_feature_enabled", time_sync(off_fe), await time_async(our_fe)),
+            ("get_feature_variable", time_sync(off_fv), await time_async(our_fv)),
+        ]
+    official.close()
+    for name, off_s, our_s in results:
+        print(row(name, off_s, our_s, TARGET))
+
+
+if __name__ == "__main__":
+    anyio.run(main)
