@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import datagen
 import pytest
 
+import datagen
 from optimizely_async.config.project_config import parse_config
 from optimizely_async.decision.audiences import audience_check
 from optimizely_async.decision.compiled import compile_audience_check
