@@ -553,12 +553,31 @@ def _audiences(st: _State) -> tuple[list[dict[str, Json]], list[dict[str, Json]]
 # --------------------------------------------------------------------------------------------- datafile
 
 
-def generate_datafile(seed: int | random.Random, *, version: str | None = None, safe: bool = True) -> dict[str, Json]:
+def generate_datafile(
+    seed: int | random.Random,
+    *,
+    version: str | None = None,
+    safe: bool = True,
+    holdouts: bool = False,
+    rule_types: bool = False,
+) -> dict[str, Json]:
     """A valid datafile as a dict, reproducible from ``seed``.
 
-    ``safe=True`` leaves out every input listed in :data:`OFFICIAL_CRASHES`.
+    ``safe=True`` leaves out every input listed in :data:`OFFICIAL_CRASHES`. The opt-in features are added
+    after the base datafile is built (so a seed gives the same base datafile with or without them):
+    ``holdouts=True`` adds global ``holdouts`` and ``localHoldouts`` (:func:`add_holdouts`),
+    ``rule_types=True`` types feature-test experiments "ab", "fr" or "td" (:func:`add_rule_types`).
     """
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    datafile = _generate_datafile(rng, version=version, safe=safe)
+    if rule_types:
+        add_rule_types(datafile, random.Random(rng.random()))
+    if holdouts:
+        add_holdouts(datafile, random.Random(rng.random()))
+    return datafile
+
+
+def _generate_datafile(rng: random.Random, *, version: str | None, safe: bool) -> dict[str, Json]:
     if version is None:
         version = rng.choices(["4", "3", "2"], weights=[82, 10, 8])[0]
     st = _State(rng=rng, version=version, safe=safe, ids=_Ids(rng))
@@ -658,6 +677,133 @@ def _attach_variables(st: _State, experiment: dict[str, Json], variables: list[d
             for var in variables
             if rng.random() < 0.75
         ]
+
+
+# --------------------------------------------------------------------------------------------- opt-in features
+
+
+def _fresh_ids(datafile: dict[str, Json]) -> _Ids:
+    """An id source above every numeric id already in the datafile, so new ids never collide."""
+    top = 0
+
+    def walk(node: Json) -> None:
+        nonlocal top
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("id", "entityId", "projectId", "accountId", "layerId") and isinstance(value, str):
+                    if value.isdigit():
+                        top = max(top, int(value))
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(datafile)
+    ids = _Ids(random.Random(0))
+    ids._next = top + 1000
+    return ids
+
+
+def flag_rules(datafile: dict[str, Json]) -> list[dict[str, Json]]:
+    """The rules flags use: their feature-test experiments (in ``experimentIds`` order), then their rollout
+    rules, each once."""
+    by_id = {e["id"]: e for e in all_experiments(datafile)}
+    rollouts = {r["id"]: r for r in datafile.get("rollouts", [])}
+    out: dict[str, dict[str, Json]] = {}
+    for flag in datafile.get("featureFlags", []):
+        for experiment_id in flag["experimentIds"]:
+            out.setdefault(experiment_id, by_id[experiment_id])
+        rollout = rollouts.get(flag["rolloutId"]) if flag["rolloutId"] else None
+        for rule in rollout["experiments"] if rollout else []:
+            out.setdefault(rule["id"], rule)
+    return list(out.values())
+
+
+def add_rule_types(datafile: dict[str, Json], rng: random.Random) -> None:
+    """Give feature-test experiments an experiment ``type``: "ab", "fr" (feature rollout: the SDKs append the
+    flag's "everyone else" variation, so a partial allocation is left for it) or "td" (targeted delivery: still
+    evaluated when a global holdout that ``excludeTargetedDeliveries`` matched)."""
+    by_id = {e["id"]: e for e in all_experiments(datafile)}
+    for flag in datafile.get("featureFlags", []):
+        for experiment_id in flag["experimentIds"]:
+            experiment = by_id[experiment_id]
+            roll = rng.random()
+            if roll < 0.4:
+                continue
+            kind = "ab" if roll < 0.55 else ("fr" if roll < 0.8 else "td")
+            experiment["type"] = kind
+            if kind == "fr" and experiment["variations"] and rng.random() < 0.7:
+                experiment["trafficAllocation"] = [
+                    {"entityId": experiment["variations"][0]["id"], "endOfRange": rng.choice([0, 2500, 5000, 9000])}
+                ]
+
+
+def _holdout_entity(
+    rng: random.Random, ids: _Ids, key: str, audience_ids: list[str], *, exclude_td: bool
+) -> dict[str, Json]:
+    variations = [
+        {"id": ids(), "key": f"{key}_{'off' if j == 0 else 'v2'}", "featureEnabled": rng.random() < 0.1, "variables": []}
+        for j in range(rng.choices([0, 1, 2], weights=[5, 80, 15])[0])
+    ]
+    allocation: list[dict[str, Json]] = []
+    if variations and rng.random() < 0.95:
+        top = rng.choice([0, 1500, 3000, 5000, 5000, 8000, 10000])
+        if len(variations) == 2:
+            allocation = [
+                {"entityId": variations[0]["id"], "endOfRange": top // 2},
+                {"entityId": variations[1]["id"], "endOfRange": top},
+            ]
+        else:
+            allocation = [{"entityId": variations[0]["id"], "endOfRange": top}]
+    holdout: dict[str, Json] = {
+        "id": ids(),
+        "key": key,
+        "status": rng.choices(["Running", "Draft", "Concluded", "Archived"], weights=[82, 6, 6, 6])[0],
+        "variations": variations,
+        "trafficAllocation": allocation,
+        "audienceIds": rng.sample(audience_ids, k=min(len(audience_ids), rng.choice([0, 0, 1, 2]))),
+    }
+    if holdout["audienceIds"] and rng.random() < 0.3:
+        holdout["audienceConditions"] = ["or", *holdout["audienceIds"]]
+    if exclude_td:
+        holdout["excludeTargetedDeliveries"] = True
+    elif rng.random() < 0.2:
+        holdout["excludeTargetedDeliveries"] = False
+    return holdout
+
+
+def add_holdouts(datafile: dict[str, Json], rng: random.Random) -> None:
+    """Add global ``holdouts`` (some with ``excludeTargetedDeliveries``, a few with an ``includedRules`` the
+    SDKs ignore) and ``localHoldouts`` whose ``includedRules`` name real rule ids (plus an unknown id now and
+    then; a few have no ``includedRules`` and are dropped by both SDKs). Every status; keys and ids unique."""
+    ids = _fresh_ids(datafile)
+    audience_ids = [a["id"] for a in datafile.get("audiences", [])] + [
+        a["id"] for a in datafile.get("typedAudiences", [])
+    ]
+    audience_ids = list(dict.fromkeys(audience_ids))
+    rules = [r["id"] for r in flag_rules(datafile)]
+    global_holdouts = []
+    for i in range(rng.choices([0, 1, 2, 3], weights=[20, 40, 25, 15])[0]):
+        holdout = _holdout_entity(rng, ids, f"global_holdout_{i + 1}", audience_ids, exclude_td=rng.random() < 0.4)
+        if rules and rng.random() < 0.1:
+            holdout["includedRules"] = [rng.choice(rules)]
+        global_holdouts.append(holdout)
+    local_holdouts = []
+    for i in range(rng.choices([0, 1, 2, 3], weights=[20, 35, 30, 15])[0] if rules else 0):
+        holdout = _holdout_entity(rng, ids, f"local_holdout_{i + 1}", audience_ids, exclude_td=False)
+        roll = rng.random()
+        if roll < 0.06:
+            pass  # no includedRules: invalid, excluded from evaluation
+        elif roll < 0.1:
+            holdout["includedRules"] = []
+        else:
+            included = rng.sample(rules, k=min(len(rules), rng.randint(1, 3)))
+            if rng.random() < 0.1:
+                included.append(ids())  # a rule that is not in the datafile
+            holdout["includedRules"] = included
+        local_holdouts.append(holdout)
+    datafile["holdouts"] = global_holdouts
+    datafile["localHoldouts"] = local_holdouts
 
 
 # --------------------------------------------------------------------------------------------- walking

@@ -59,6 +59,7 @@ def make_official(
     datafile: dict[str, Any],
     user_profile_service: Any = None,
     logger: Any = None,
+    default_decide_options: list[str] | None = None,
 ) -> tuple[official_sdk.Optimizely, list[Notification], RecordingDispatcher]:
     """The official client on ``json.dumps(datafile)``, synchronous events, no ODP, DECISIONs recorded."""
     dispatcher = RecordingDispatcher()
@@ -69,6 +70,7 @@ def make_official(
         user_profile_service=user_profile_service,
         logger=logger,
         settings=OptimizelySdkSettings(odp_disabled=True),
+        default_decide_options=default_decide_options,
     )
     if client.config_manager.get_config() is None:
         client.close()
@@ -83,9 +85,12 @@ def make_official(
 
 
 def make_ours(
-    datafile: dict[str, Any], user_profile_service: Any = None
+    datafile: dict[str, Any], user_profile_service: Any = None, **client_options: Any
 ) -> tuple[Any, list[Notification], list[httpx.Request]]:
-    """Our client on the datafile dict; its events go to an in-memory transport, never to the network."""
+    """Our client on the datafile dict; its events go to an in-memory transport, never to the network.
+
+    ``client_options`` go to ``AsyncOptimizely`` as they are (e.g. ``event_dispatcher=``, ``batch_size=``).
+    """
     from optimizely_async import AsyncOptimizely, NotificationType
 
     requests: list[httpx.Request] = []
@@ -99,7 +104,9 @@ def make_ours(
             "AsyncOptimizely must accept http_client= (DESIGN.md section 3) so tests never dispatch to logx"
         )
     http_client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    client = AsyncOptimizely(datafile=datafile, user_profile_service=user_profile_service, http_client=http_client)
+    client = AsyncOptimizely(
+        datafile=datafile, user_profile_service=user_profile_service, http_client=http_client, **client_options
+    )
     notes: list[Notification] = []
 
     def on_decision(kind: Any, user_id: Any, attributes: Any, info: Any) -> None:

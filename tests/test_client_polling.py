@@ -203,11 +203,13 @@ def make_client(server: DatafileServer, dispatcher: RecordingDispatcher, **kwarg
 
 @pytest.mark.anyio
 async def test_ready_after_the_first_fetch(server: DatafileServer, dispatcher: RecordingDispatcher) -> None:
-    client = make_client(server, dispatcher)
+    client = make_client(server, dispatcher, update_interval=1.0)
     assert not client.is_ready
     assert client.config is None
     async with client:
         assert await client.wait_until_ready(GUARD) is True
+        # Woken by the first fetch itself, not by the timeout or a later poll.
+        assert len(server.requests) == 1
         assert client.is_ready
         assert revision_of(client) == "1"
         assert isinstance(client.config, ProjectConfig)

@@ -304,6 +304,7 @@ async def test_close_timeout_abandons_requests_in_flight() -> None:
         report = await queue.close(timeout=0.3)
         assert not await queue.put(make_events(1, sink.url)[0])  # closed
     assert report.timed_out
+    assert (await queue.close()).timed_out  # idempotent: the same verdict
     assert_accounted(report, 23)
     assert (report.delivered, report.undelivered) == (0, 23)
     assert drops.dropped() == {"close_timeout": 23, "closed": 1}
@@ -391,7 +392,13 @@ async def test_cancelling_a_waiting_put_against_the_real_server() -> None:
     async with serve_sink() as sink, HttpDispatcher(timeout=0.5) as dispatcher, anyio.create_task_group() as tg:
         sink.script(Reply(200, delay=60))  # the first attempt times out, its retry succeeds
         queue = EventQueue(
-            dispatcher, batch_size=1, max_queue_size=1, max_concurrent_requests=1, enqueue_timeout=60, **FAST_RETRY
+            dispatcher,
+            batch_size=1,
+            max_queue_size=1,
+            max_concurrent_requests=1,
+            enqueue_timeout=60,
+            retry_backoff_base=0.001,
+            retry_backoff_max=0.01,
         )
         await tg.start(queue.run)
         first, second, third = make_events(3, sink.url)

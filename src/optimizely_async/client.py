@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -35,6 +34,9 @@ from .config.project_config import (
     VariableInfo,
     VariationInfo,
     parse_config,
+)
+from .config.project_config import (
+    typed_value as _typed,
 )
 from .decision.engine import FEATURE_TEST, HOLDOUT, ROLLOUT, Decision, decide_experiment, decide_flag
 from .decision.user_profile import UserProfileService, UserProfileTracker, load_profile, save_profile
@@ -71,26 +73,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-def _cast(value: str | None, variable_type: str) -> Any:
-    if variable_type == "boolean":
-        return value == "true"
-    if variable_type == "integer":
-        return int(value)  # type: ignore[arg-type]
-    if variable_type == "double":
-        return float(value)  # type: ignore[arg-type]
-    if variable_type == "json":
-        return json.loads(value)  # type: ignore[arg-type]
-    return value
-
-
-def _typed(value: str | None, variable_type: str) -> Any:
-    try:
-        return _cast(value, variable_type)
-    except Exception:
-        _log.error("Unable to cast value. Returning None.")
-        return None
 
 
 def _feature_enabled(variation: VariationInfo | None) -> bool:
@@ -171,6 +153,7 @@ class AsyncOptimizely:
         from .decide import coerce_options
 
         self._default_decide_options: tuple[DecideOption, ...] = coerce_options(default_decide_options)
+        self._decide_options_cache: dict[tuple[Any, ...], Any] = {}
 
         self.notification_center = NotificationCenter()
         self._sdk_key = sdk_key

@@ -54,7 +54,7 @@ def coerce_options(options: Iterable[DecideOption | str] | None) -> tuple[Decide
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OptimizelyDecision:
     """The result of ``decide`` for one flag."""
 

@@ -6,12 +6,12 @@ forced decisions taken when it starts, so a concurrent ``set_attribute`` never c
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .config.project_config import typed_value as _typed
 from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
 from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
 from .decision.user_profile import load_profile, save_profile
@@ -71,7 +71,8 @@ class OptimizelyUserContext:
 
     def _clone(self) -> OptimizelyUserContext:
         clone = OptimizelyUserContext(self.client, self.user_id, self._attributes)
-        clone._forced = copy.deepcopy(self._forced)
+        if self._forced:
+            clone._forced = dict(self._forced)  # keys and values are immutable: a shallow copy is a snapshot
         return clone
 
     def __repr__(self) -> str:
@@ -124,10 +125,9 @@ class OptimizelyUserContext:
                     user_context=snapshot,
                     reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
-            merged = _merge(client, options, ignore_defaults=False)
-            merged = tuple(o for o in merged if o is not DecideOption.ENABLED_FLAGS_ONLY)
-            decisions = await _decide_for_keys(client, config, snapshot, [key], merged)
-            return decisions[key]
+            return await _decide_one(
+                client, config, snapshot, config.flags_by_key[key], _options(client, options, True)
+            )
         except Exception:
             _log.exception('Unexpected error in decide("%s").', key)
             return OptimizelyDecision(flag_key=key if isinstance(key, str) else None, user_context=snapshot)
@@ -142,9 +142,7 @@ class OptimizelyUserContext:
             if client is None or client.config is None:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_for_keys".')
                 return {}
-            return await _decide_for_keys(
-                client, client.config, snapshot, list(keys), _merge(client, options, ignore_defaults=False)
-            )
+            return await _decide_for_keys(client, client.config, snapshot, list(keys), _options(client, options))
         except Exception:
             _log.exception("Unexpected error in decide_for_keys.")
             return {}
@@ -159,11 +157,7 @@ class OptimizelyUserContext:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_all".')
                 return {}
             return await _decide_for_keys(
-                client,
-                config,
-                snapshot,
-                list(config.flags_by_key),
-                _merge(client, options, ignore_defaults=False),
+                client, config, snapshot, list(config.flags_by_key), _options(client, options)
             )
         except Exception:
             _log.exception("Unexpected error in decide_all.")
@@ -180,16 +174,67 @@ class OptimizelyUserContext:
 _ABSENT: Any = object()
 
 
-def _merge(
-    client: AsyncOptimizely, options: Sequence[DecideOption | str] | None, *, ignore_defaults: bool
-) -> tuple[DecideOption, ...]:
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """Decide options merged with the client's defaults, as booleans."""
+
+    disable_event: bool
+    enabled_only: bool
+    ignore_ups: bool
+    include_reasons: bool
+    exclude_variables: bool
+
+    @classmethod
+    def of(cls, options: tuple[DecideOption, ...]) -> _Options:
+        return cls(
+            DecideOption.DISABLE_DECISION_EVENT in options,
+            DecideOption.ENABLED_FLAGS_ONLY in options,
+            DecideOption.IGNORE_USER_PROFILE_SERVICE in options,
+            DecideOption.INCLUDE_REASONS in options,
+            DecideOption.EXCLUDE_VARIABLES in options,
+        )
+
+
+def _options(client: AsyncOptimizely, options: Sequence[DecideOption | str] | None, single: bool = False) -> _Options:
+    """Merge with the defaults (cached per distinct option list); ``decide`` ignores ENABLED_FLAGS_ONLY."""
     if options is not None and not isinstance(options, (list, tuple)):
         _log.debug("Provided decide options is not an array. Using default decide options.")
-        return client._default_decide_options
-    merged = coerce_options(options)
-    if ignore_defaults:
-        return merged
-    return merged + tuple(o for o in client._default_decide_options if o not in merged)
+        options = None
+    key = (tuple(options) if options else (), single)
+    cache = client._decide_options_cache
+    merged = cache.get(key)
+    if merged is None:
+        given = coerce_options(options)
+        combined = given + tuple(o for o in client._default_decide_options if o not in given)
+        if single:
+            combined = tuple(o for o in combined if o is not DecideOption.ENABLED_FLAGS_ONLY)
+        merged = _Options.of(combined)
+        if len(cache) < 256:
+            cache[key] = merged
+    return merged
+
+
+def _forced_flag_decision(user: OptimizelyUserContext, flag: FlagInfo, reasons: list[str] | None) -> Decision | None:
+    if not user._forced:
+        return None
+    variation = forced_decision_variation(flag, None, user.user_id, user._forced, reasons)
+    return Decision(None, variation, FEATURE_TEST) if variation is not None else None
+
+
+async def _decide_one(
+    client: AsyncOptimizely, config: ProjectConfig, user: OptimizelyUserContext, flag: FlagInfo, options: _Options
+) -> OptimizelyDecision:
+    reasons: list[str] | None = [] if options.include_reasons else None
+    decision = _forced_flag_decision(user, flag, reasons)
+    if decision is None:
+        ups = None if options.ignore_ups else client._ups
+        tracker = await load_profile(ups, user.user_id) if ups is not None else None
+        decision = decide_flag(
+            config, flag, user.user_id, user._attributes, client._forced, tracker, reasons, user._forced or None
+        )
+        if tracker is not None:
+            await save_profile(ups, tracker)
+    return await _finish(client, config, user, flag, decision, reasons, options)
 
 
 async def _decide_for_keys(
@@ -197,12 +242,8 @@ async def _decide_for_keys(
     config: ProjectConfig,
     user: OptimizelyUserContext,
     keys: list[str],
-    options: tuple[DecideOption, ...],
+    options: _Options,
 ) -> dict[str, OptimizelyDecision]:
-    include_reasons = DecideOption.INCLUDE_REASONS in options
-    ignore_ups = DecideOption.IGNORE_USER_PROFILE_SERVICE in options
-    attributes = user._attributes
-    forced = user._forced
     results: dict[str, OptimizelyDecision] = {}
     todo: list[tuple[str, FlagInfo, Decision | None, list[str] | None]] = []
     for key in keys:
@@ -210,29 +251,30 @@ async def _decide_for_keys(
         if flag is None:
             results[key] = OptimizelyDecision(flag_key=key, user_context=user)
             continue
-        reasons: list[str] | None = [] if include_reasons else None
-        forced_decision: Decision | None = None
-        if forced:
-            variation = forced_decision_variation(flag, None, user.user_id, forced, reasons)
-            if variation is not None:
-                forced_decision = Decision(None, variation, FEATURE_TEST)
-        todo.append((key, flag, forced_decision, reasons))
+        reasons: list[str] | None = [] if options.include_reasons else None
+        todo.append((key, flag, _forced_flag_decision(user, flag, reasons), reasons))
 
-    ups = None if ignore_ups else client._ups
+    # One user-profile lookup and one save for the whole call.
+    ups = None if options.ignore_ups else client._ups
     tracker = await load_profile(ups, user.user_id) if ups is not None else None
-    decided: list[tuple[str, FlagInfo, Decision, list[str] | None]] = []
-    for key, flag, forced_decision, reasons in todo:
-        decision = forced_decision or decide_flag(
-            config, flag, user.user_id, attributes, client._forced, tracker, reasons, forced or None
+    decided = [
+        (
+            key,
+            flag,
+            forced
+            or decide_flag(
+                config, flag, user.user_id, user._attributes, client._forced, tracker, reasons, user._forced or None
+            ),
+            reasons,
         )
-        decided.append((key, flag, decision, reasons))
+        for key, flag, forced, reasons in todo
+    ]
     if tracker is not None:
         await save_profile(ups, tracker)
 
-    enabled_only = DecideOption.ENABLED_FLAGS_ONLY in options
     for key, flag, decision, reasons in decided:
-        result = await _finish(client, config, user, flag, decision, reasons or [], options)
-        if not enabled_only or result.enabled:
+        result = await _finish(client, config, user, flag, decision, reasons, options)
+        if not options.enabled_only or result.enabled:
             results[key] = result
     return results
 
@@ -243,17 +285,15 @@ async def _finish(
     user: OptimizelyUserContext,
     flag: FlagInfo,
     decision: Decision,
-    reasons: list[str],
-    options: tuple[DecideOption, ...],
+    reasons: list[str] | None,
+    options: _Options,
 ) -> OptimizelyDecision:
-    from .client import _typed
-
     variation = decision.variation
     experiment = decision.experiment
     enabled = variation is not None and bool(variation.feature_enabled)
     rule_key = experiment.key if experiment is not None else None
     attributes = user._attributes
-    send = DecideOption.DISABLE_DECISION_EVENT not in options
+    send = not options.disable_event
     dispatched = False
     holdout = decision.holdout
     if send and holdout is not None and decision.source != HOLDOUT:
@@ -283,11 +323,11 @@ async def _finish(
         )
         dispatched = True
     variables: dict[str, Any] = {}
-    if DecideOption.EXCLUDE_VARIABLES not in options:
+    if not options.exclude_variables:
         for key, variable in flag.variables.items():
             raw = config.variable_value(variable, variation) if enabled and variation else variable.default_value
             variables[key] = _typed(raw, variable.type)
-    shown_reasons = reasons if DecideOption.INCLUDE_REASONS in options else []
+    shown_reasons = reasons if reasons is not None else []
     variation_key = variation.key if variation is not None else None
     center = client.notification_center
     if center.has_listeners(NotificationType.DECISION):

@@ -270,9 +270,7 @@ class _Builder:
 
     def experiment(self, exp: df.Experiment, feature_id: str | None = None) -> OptimizelyExperiment:
         variations = [
-            _Variation(
-                v.id, v.key, v.featureEnabled if "featureEnabled" in v.model_fields_set else None, v.variables
-            )
+            _Variation(v.id, v.key, v.featureEnabled if "featureEnabled" in v.model_fields_set else None, v.variables)
             for v in exp.variations
         ]
         variations.extend(self.extra.get(id(exp), ()))

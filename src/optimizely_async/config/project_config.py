@@ -8,6 +8,7 @@ can share one, and a config update is an atomic swap of the reference.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "VariableInfo",
     "VariationInfo",
     "parse_config",
+    "typed_value",
 ]
 
 VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
@@ -183,6 +185,26 @@ class ProjectConfig(_WeakReferenceable):
         if usages is None:
             return None
         return usages.get(variable.id, variable.default_value)
+
+
+def _cast(value: str | None, variable_type: str) -> Any:
+    if variable_type == "boolean":
+        return value == "true"
+    if variable_type == "integer":
+        return int(value)  # type: ignore[arg-type]
+    if variable_type == "double":
+        return float(value)  # type: ignore[arg-type]
+    if variable_type == "json":
+        return json.loads(value)  # type: ignore[arg-type]
+    return value
+
+
+def typed_value(value: str | None, variable_type: str) -> Any:
+    try:
+        return _cast(value, variable_type)
+    except Exception:
+        logging.getLogger("optimizely_async").error("Unable to cast value. Returning None.")
+        return None
 
 
 def _allocation(items: list[df.TrafficAllocation]) -> tuple[tuple[str, int | None], ...]:

@@ -134,13 +134,9 @@ class PollingConfigSource:
         if not isinstance(sdk_key, str) or not sdk_key.strip():
             raise ConfigurationError("sdk_key must be a non-empty string.")
         if access_token is not None and (not isinstance(access_token, str) or not access_token.strip()):
-            raise ConfigurationError(
-                "datafile_access_token cannot be empty; pass None to poll the public CDN."
-            )
+            raise ConfigurationError("datafile_access_token cannot be empty; pass None to poll the public CDN.")
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
-            raise ConfigurationError(
-                f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}."
-            )
+            raise ConfigurationError(f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}.")
         if not callable(on_config):
             raise ConfigurationError("on_config must be callable.")
         self._update_interval = _check_positive("update_interval", update_interval)
@@ -148,9 +144,7 @@ class PollingConfigSource:
 
         if url_template is None:
             url_template = (
-                defaults.DATAFILE_URL_TEMPLATE
-                if access_token is None
-                else defaults.AUTHENTICATED_DATAFILE_URL_TEMPLATE
+                defaults.DATAFILE_URL_TEMPLATE if access_token is None else defaults.AUTHENTICATED_DATAFILE_URL_TEMPLATE
             )
         self._sdk_key = sdk_key
         self._token = access_token
@@ -245,12 +239,8 @@ class PollingConfigSource:
                 return self._fail(str(exc))
 
             if response.status_code == 304:
-                logger.debug(
-                    "Datafile not modified since the last fetch (revision %s).", self._stats.revision
-                )
-                self._stats = replace(
-                    self._stats, not_modified=self._stats.not_modified + 1, consecutive_failures=0
-                )
+                logger.debug("Datafile not modified since the last fetch (revision %s).", self._stats.revision)
+                self._stats = replace(self._stats, not_modified=self._stats.not_modified + 1, consecutive_failures=0)
                 return FetchResult.NOT_MODIFIED
             if response.status_code != 200:
                 hint = " (check the datafile access token)" if response.status_code in (401, 403) else ""
@@ -283,9 +273,7 @@ class PollingConfigSource:
 
     def _build_url(self, template: str, sdk_key: str) -> httpx.URL:
         if not isinstance(template, str) or "{sdk_key}" not in template:
-            raise ConfigurationError(
-                f"url_template must be a string containing '{{sdk_key}}', got {template!r}."
-            )
+            raise ConfigurationError(f"url_template must be a string containing '{{sdk_key}}', got {template!r}.")
         try:
             url = httpx.URL(template.format(sdk_key=sdk_key))
         except (KeyError, IndexError, ValueError, httpx.InvalidURL) as exc:
@@ -316,9 +304,7 @@ class PollingConfigSource:
             hop_headers = dict(headers)
             if self._token is not None and _origin(url) == origin:
                 hop_headers["Authorization"] = f"Bearer {self._token}"
-            response = await client.get(
-                url, headers=hop_headers, follow_redirects=False, timeout=self._request_timeout
-            )
+            response = await client.get(url, headers=hop_headers, follow_redirects=False, timeout=self._request_timeout)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECT_STATUSES or location is None:
                 return response
@@ -328,9 +314,7 @@ class PollingConfigSource:
                 raise _FetchError(f"redirect to an invalid URL: {exc}") from None
             if url.scheme not in ("http", "https"):
                 raise _FetchError(f"redirect to a non-HTTP URL ({url.scheme})")
-            logger.debug(
-                "Datafile request redirected (%s) to %s.", response.status_code, self._scrub(str(url))
-            )
+            logger.debug("Datafile request redirected (%s) to %s.", response.status_code, self._scrub(str(url)))
         raise _FetchError(f"more than {MAX_REDIRECTS} redirects")
 
     async def _deliver(self, config: ProjectConfig) -> FetchResult:

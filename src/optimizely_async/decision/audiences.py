@@ -121,9 +121,7 @@ def _condition_leaf(node: Any, attributes: Mapping[str, Any]) -> bool | None:
     return None
 
 
-def _audience_leaf(
-    audience_id: Any, context: tuple[Mapping[str, Any], Mapping[str, Any], bool]
-) -> bool | None:
+def _audience_leaf(audience_id: Any, context: tuple[Mapping[str, Any], Mapping[str, Any], bool]) -> bool | None:
     """One leaf of an experiment's audience tree: an audience id, evaluated through that audience's tree."""
     audiences, attributes, debug = context
     try:
@@ -137,9 +135,7 @@ def _audience_leaf(
         return _evaluate(conditions, _condition_leaf, attributes)
     logger.debug(f'Starting to evaluate audience "{audience_id}" with conditions: {_dumps(conditions)}.')
     result = _evaluate(conditions, _condition_leaf, attributes)
-    logger.debug(
-        f'Audience "{audience_id}" evaluated to {"UNKNOWN" if result is None else str(result).upper()}.'
-    )
+    logger.debug(f'Audience "{audience_id}" evaluated to {"UNKNOWN" if result is None else str(result).upper()}.')
     return result
 
 

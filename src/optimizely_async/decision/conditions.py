@@ -52,8 +52,7 @@ _UNKNOWN_VALUE: Final = (
     "You may need to upgrade to a newer release of the Optimizely SDK."
 )
 _UNEXPECTED_TYPE: Final = (
-    'Audience condition "{}" evaluated to UNKNOWN because a value of type "{}" was passed '
-    'for user attribute "{}".'
+    'Audience condition "{}" evaluated to UNKNOWN because a value of type "{}" was passed for user attribute "{}".'
 )
 _OUT_OF_RANGE: Final = (
     'Audience condition "{}" evaluated to UNKNOWN because the number value '

@@ -107,6 +107,7 @@ class EventQueue:
         self._flush_upto = 0  # sequence below which flush() asked for everything to be sent
         self._state = _NEW
         self._closing = False
+        self._timed_out = False
         self._senders: TaskGroup | None = None
         self._drained: anyio.Event | None = None
         self._slots: anyio.Semaphore | None = None
@@ -196,7 +197,7 @@ class EventQueue:
         self._wake()
         await waiter.wait()
 
-    async def close(self, timeout: float = defaults.CLOSE_TIMEOUT) -> DeliveryReport:  # noqa: ASYNC109
+    async def close(self, timeout: float = defaults.CLOSE_TIMEOUT) -> DeliveryReport:
         """Stop accepting events, deliver what is queued within ``timeout`` seconds, and report.
 
         Later ``put()`` calls are dropped (``closed``). Whatever is still queued or in flight when the time
@@ -208,21 +209,20 @@ class EventQueue:
             if self._space is not None:
                 self._space.set()  # put() calls waiting for room now see the queue closed
                 self._space = None
-        timed_out = False
         if self._state == _RUNNING and self._drained is not None:
             with anyio.move_on_after(max(0.0, timeout)):
                 await self._drained.wait()
             if not self._drained.is_set():
-                timed_out = True
+                self._timed_out = True
                 logger.warning("The event queue did not drain within %s s; abandoning the rest.", timeout)
                 self._abandon("close_timeout")
                 if self._senders is not None:
                     self._senders.cancel_scope.cancel()
         elif self._state == _NEW and self._buffer:
-            timed_out = True
+            self._timed_out = True
             logger.warning("The event queue was closed before it ran; %d events not sent.", len(self._buffer))
             self._abandon("close_timeout")
-        return DeliveryReport(**vars(self.stats()), timed_out=timed_out)
+        return DeliveryReport(**vars(self.stats()), timed_out=self._timed_out)
 
     def stats(self) -> QueueStats:
         """A snapshot of the counters."""
@@ -308,9 +308,7 @@ class EventQueue:
                 if result.delivered:
                     ledger.settle(batch, None)
                 elif not result.retryable:
-                    logger.error(
-                        "Event request rejected (%s); dropping %d events.", result.reason, request.event_count
-                    )
+                    logger.error("Event request rejected (%s); dropping %d events.", result.reason, request.event_count)
                     ledger.settle(batch, result.reason)
                 elif attempt >= self._max_retries:
                     logger.error(
@@ -321,9 +319,7 @@ class EventQueue:
                     )
                     ledger.settle(batch, "retries_exhausted")
                 else:
-                    delay = retry_delay(
-                        attempt, result.retry_after, base=self._backoff_base, cap=self._backoff_max
-                    )
+                    delay = retry_delay(attempt, result.retry_after, base=self._backoff_base, cap=self._backoff_max)
                     attempt += 1
                     ledger.retries += 1
                     logger.info(
@@ -352,6 +348,8 @@ class EventQueue:
             request, bad = await anyio.to_thread.run_sync(build_request, events)
         else:
             request, bad = build_request(events)
+        if batch.settled:  # abandoned by close() while it was being encoded
+            return None
         if bad:
             bad_ids = {id(event) for event in bad}
             batch.events = [event for event in events if id(event) not in bad_ids]

@@ -1,0 +1,506 @@
+"""Datafile benchmarks: config build time against the official SDK, and event-loop stalls during live updates.
+
+Run from the repository root::
+
+    python bench/datafile.py            # about 30-40 s
+    python bench/datafile.py --quick    # fewer runs, for a smoke test
+
+1. **Config build.** A generated ~1 MB datafile (hundreds of flags with feature tests and multi-rule rollouts,
+   variables of every type, typed and legacy audiences, mutual-exclusion groups, events) is turned into a config
+   by ``optimizely_async.config.project_config.parse_config(bytes)`` and by the official SDK 5.x:
+   ``ProjectConfig(datafile_str, logger, error_handler)`` (no JSON-schema validation), its
+   ``StaticConfigManager`` (JSON-schema validation, ``ProjectConfig`` and the ``OptimizelyConfig`` projection)
+   and the whole ``Optimizely(datafile=...)`` constructor. Medians of several runs, in one process.
+2. **Event-loop stalls.** A client polls a local HTTP server (``tests/_datafile_server.py``) every 50 ms while
+   the server flips between two ~1 MB revisions; decision tasks run flat out and a ticker task sleeps 1 ms in a
+   loop and records how late it wakes. The longest lateness is the longest stall of the event loop. The same
+   load without updates gives the baseline. Runs on asyncio and trio.
+
+Nothing here asserts: it prints a table. Targets: parse at least 3x faster than the official ``ProjectConfig``;
+the longest stall while updates are applied under 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the test suite's datafile server
+
+from _datafile_server import DatafileServer  # noqa: E402
+
+from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType  # noqa: E402
+from optimizely_async.config.project_config import parse_config  # noqa: E402
+
+Json = Any
+
+# ---------------------------------------------------------------------------------------------- the datafile
+
+COUNTRIES = ("US", "GB", "DE", "FR", "JP", "BR", "IN", "CA", "AU", "ES")
+PLANS = ("free", "basic", "pro", "enterprise")
+DEVICES = ("iphone", "android", "desktop", "tablet")
+VARIABLE_TYPES = ("boolean", "integer", "double", "string", "json")
+
+
+class _Ids:
+    """Numeric string ids, as real datafiles have."""
+
+    def __init__(self) -> None:
+        self._next = 10_000_000
+
+    def __call__(self) -> str:
+        self._next += 1
+        return str(self._next)
+
+
+def _leaf(rng: random.Random, attributes: list[str]) -> dict[str, Json]:
+    kind = rng.randrange(8)
+    if kind == 0:
+        return {"type": "custom_attribute", "name": "country", "match": "exact", "value": rng.choice(COUNTRIES)}
+    if kind == 1:
+        return {"type": "custom_attribute", "name": "plan", "match": "exact", "value": rng.choice(PLANS)}
+    if kind == 2:
+        return {"type": "custom_attribute", "name": "age", "match": rng.choice(("gt", "ge", "lt", "le")),
+                "value": rng.randrange(13, 70)}
+    if kind == 3:
+        return {"type": "custom_attribute", "name": "app_version", "match": rng.choice(("semver_ge", "semver_lt")),
+                "value": f"{rng.randrange(1, 6)}.{rng.randrange(0, 10)}.{rng.randrange(0, 20)}"}
+    if kind == 4:
+        return {"type": "custom_attribute", "name": "email", "match": "substring", "value": rng.choice(
+            ("@example.com", "@corp.example", ".edu"))}
+    if kind == 5:
+        return {"type": "custom_attribute", "name": "beta_tester", "match": "exact", "value": rng.random() < 0.5}
+    if kind == 6:
+        return {"type": "custom_attribute", "name": rng.choice(attributes), "match": "exists"}
+    return {"type": "custom_attribute", "name": "lifetime_value", "match": "gt", "value": round(rng.uniform(0, 500), 2)}
+
+
+def _tree(rng: random.Random, attributes: list[str], depth: int) -> list[Json]:
+    op = rng.choice(("and", "or", "or", "not"))
+    count = 1 if op == "not" else rng.randrange(1, 4)
+    children: list[Json] = [
+        _tree(rng, attributes, depth - 1) if depth > 0 and rng.random() < 0.3 else _leaf(rng, attributes)
+        for _ in range(count)
+    ]
+    return [op, *children]
+
+
+def _variable_value(rng: random.Random, var_type: str) -> str:
+    if var_type == "boolean":
+        return rng.choice(("true", "false"))
+    if var_type == "integer":
+        return str(rng.randrange(-1000, 100_000))
+    if var_type == "double":
+        return repr(round(rng.uniform(-100, 100), 4))
+    if var_type == "json":
+        return json.dumps({"title": f"Title {rng.randrange(1000)}", "items": [rng.randrange(100) for _ in range(4)],
+                           "style": {"color": rng.choice(("red", "blue", "green")), "size": rng.randrange(8, 32)}})
+    return f"text-{rng.randrange(1_000_000)}"
+
+
+def _allocation(rng: random.Random, ids: list[str], total: int = 10_000) -> list[dict[str, Json]]:
+    cuts = sorted(rng.sample(range(1, total), len(ids) - 1)) if len(ids) > 1 else []
+    return [{"entityId": entity, "endOfRange": end} for entity, end in zip(ids, [*cuts, total], strict=True)]
+
+
+def build_datafile(revision: str, *, flags: int = 240, seed: int = 20240101) -> dict[str, Json]:
+    """A large, valid datafile. The same ``seed`` gives the same structure; ``revision`` also reshuffles the
+    traffic splits, so two revisions decide differently."""
+    rng = random.Random(seed)
+    traffic = random.Random(f"{seed}-{revision}")
+    new_id = _Ids()
+
+    attribute_keys = ["country", "plan", "age", "app_version", "email", "beta_tester", "lifetime_value", "device"]
+    attribute_keys += [f"custom_attr_{i}" for i in range(24)]
+    attributes = [{"id": new_id(), "key": key} for key in attribute_keys]
+
+    typed_audiences: list[dict[str, Json]] = []
+    audiences: list[dict[str, Json]] = []
+    dummy = json.dumps(["or", {"match": "exact", "name": "$opt_dummy_attribute", "type": "custom_attribute",
+                               "value": "$opt_dummy_value"}])
+    for i in range(120):
+        audience_id = new_id()
+        name = f"Audience {i}"
+        conditions = ["and", ["or", _tree(rng, attribute_keys, 2)]]
+        typed_audiences.append({"id": audience_id, "name": name, "conditions": conditions})
+        audiences.append({"id": audience_id, "name": name, "conditions": dummy})
+    for i in range(30):  # legacy audiences with string conditions
+        leaf = {"name": "device", "type": "custom_attribute", "value": rng.choice(DEVICES)}
+        audiences.append({"id": new_id(), "name": f"Legacy {i}", "conditions": json.dumps(["and", ["or", ["or", leaf]]])})
+    audience_ids = [a["id"] for a in typed_audiences]
+
+    def audience_conditions() -> list[Json]:
+        picked = rng.sample(audience_ids, rng.randrange(1, 4))
+        return [rng.choice(("or", "and")), *picked] if len(picked) > 1 else ["or", *picked]
+
+    experiments: list[dict[str, Json]] = []
+    grouped: list[dict[str, Json]] = []
+    feature_flags: list[dict[str, Json]] = []
+    rollouts: list[dict[str, Json]] = []
+    for f in range(flags):
+        variables = []
+        for t, var_type in enumerate(VARIABLE_TYPES * (1 + f % 2)):
+            variable: dict[str, Json] = {
+                "id": new_id(),
+                "key": f"var_{t}_{var_type}",
+                "type": "string" if var_type == "json" else var_type,
+                "defaultValue": _variable_value(rng, var_type),
+            }
+            if var_type == "json":
+                variable["subType"] = "json"
+            variables.append(variable)
+
+        def variations(count: int, prefix: str, flag_vars: list[dict[str, Json]] = variables) -> list[dict[str, Json]]:
+            out = []
+            for v in range(count):
+                out.append({
+                    "id": new_id(),
+                    "key": f"{prefix}_{v}",
+                    "featureEnabled": v > 0 or rng.random() < 0.3,
+                    "variables": [
+                        {"id": var["id"], "value": _variable_value(rng, var.get("subType", var["type"]))}
+                        for var in flag_vars
+                        if rng.random() < 0.8
+                    ],
+                })
+            return out
+
+        experiment_ids: list[str] = []
+        layer = new_id()
+        exp_variations = variations(rng.randrange(2, 5), f"flag{f}_var")
+        experiment = {
+            "id": new_id(),
+            "key": f"flag_{f}_test",
+            "status": "Running" if rng.random() < 0.9 else "Paused",
+            "layerId": layer,
+            "audienceIds": [],
+            "audienceConditions": audience_conditions(),
+            "variations": exp_variations,
+            "trafficAllocation": _allocation(traffic, [v["id"] for v in exp_variations], traffic.randrange(2000, 10_001)),
+            "forcedVariations": {f"qa_user_{f}": exp_variations[0]["key"]},
+        }
+        experiment_ids.append(experiment["id"])
+        (grouped if f % 8 == 0 else experiments).append(experiment)
+
+        rules = []
+        rollout_id = new_id()
+        for r in range(4):
+            rule_variations = variations(1, f"flag{f}_rule{r}")
+            everyone_else = r == 3
+            rules.append({
+                "id": new_id(),
+                "key": "everyone_else" if everyone_else else f"flag_{f}_rule_{r}",
+                "status": "Running",
+                "layerId": rollout_id,
+                "audienceIds": [] if everyone_else else [rng.choice(audience_ids)],
+                **({} if everyone_else else {"audienceConditions": audience_conditions()}),
+                "variations": rule_variations,
+                "trafficAllocation": [{"entityId": rule_variations[0]["id"],
+                                       "endOfRange": traffic.randrange(1000, 10_001)}],
+                "forcedVariations": {},
+            })
+        rollouts.append({"id": rollout_id, "experiments": rules})
+        feature_flags.append({
+            "id": new_id(),
+            "key": f"flag_{f}",
+            "rolloutId": rollout_id,
+            "experimentIds": experiment_ids,
+            "variables": variables,
+        })
+
+    groups = []
+    for g in range(0, len(grouped), 5):
+        members = grouped[g:g + 5]
+        groups.append({
+            "id": new_id(),
+            "policy": "random",
+            "trafficAllocation": _allocation(traffic, [e["id"] for e in members]),
+            "experiments": members,
+        })
+
+    all_experiment_ids = [e["id"] for e in experiments] + [e["id"] for e in grouped]
+    events = [
+        {"id": new_id(), "key": f"event_{i}", "experimentIds": rng.sample(all_experiment_ids, rng.randrange(0, 6))}
+        for i in range(150)
+    ]
+    return {
+        "version": "4",
+        "accountId": "12133785640",
+        "projectId": "6460519658291200",
+        "revision": revision,
+        "sdkKey": "BenchSdkKey",
+        "environmentKey": "production",
+        "anonymizeIP": True,
+        "botFiltering": False,
+        "sendFlagDecisions": True,
+        "attributes": attributes,
+        "audiences": audiences,
+        "typedAudiences": typed_audiences,
+        "experiments": experiments,
+        "groups": groups,
+        "featureFlags": feature_flags,
+        "rollouts": rollouts,
+        "events": events,
+        "integrations": [],
+    }
+
+
+def describe(datafile: dict[str, Json], size: int) -> str:
+    rules = sum(len(r["experiments"]) for r in datafile["rollouts"])
+    grouped = sum(len(g["experiments"]) for g in datafile["groups"])
+    variables = sum(len(f["variables"]) for f in datafile["featureFlags"])
+    return (
+        f"{size / 1e6:.2f} MB: {len(datafile['featureFlags'])} flags, {len(datafile['experiments']) + grouped} "
+        f"experiments ({grouped} in {len(datafile['groups'])} groups), {rules} rollout rules, {variables} variables, "
+        f"{len(datafile['typedAudiences'])} typed + {len(datafile['audiences'])} legacy audiences, "
+        f"{len(datafile['events'])} events"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- config build
+
+
+def median_ms(fn: Callable[[], object], *, runs: int, budget: float) -> tuple[float, int]:
+    """Median wall time of ``fn`` in ms: one warm-up, then up to ``runs`` runs (at least 3) within ``budget`` s."""
+    fn()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < runs and (len(times) < 3 or time.perf_counter() - started < budget):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), len(times)
+
+
+def bench_parse(body: bytes, *, runs: int, budget: float) -> list[tuple[str, float, int]]:
+    from optimizely import optimizely as official
+    from optimizely import project_config
+    from optimizely.config_manager import StaticConfigManager
+    from optimizely.error_handler import NoOpErrorHandler
+    from optimizely.logger import NoOpLogger
+
+    text = body.decode()
+    logger, error_handler = NoOpLogger(), NoOpErrorHandler()
+
+    # Check that both sides accept the datafile before timing anything.
+    ours = parse_config(body)
+    theirs = project_config.ProjectConfig(text, logger, error_handler)
+    assert ours.revision == theirs.revision
+    manager = StaticConfigManager(datafile=text, logger=logger, error_handler=error_handler)
+    if manager.get_config() is None:
+        raise SystemExit("the official SDK rejected the generated datafile (JSON schema)")
+
+    def official_client() -> None:
+        client = official.Optimizely(datafile=text, logger=logger)
+        if not client.is_valid:
+            raise SystemExit("the official SDK rejected the generated datafile")
+        client.close()
+
+    results = []
+    for name, fn in (
+        ("ours: parse_config(bytes)", lambda: parse_config(body)),
+        ("official: ProjectConfig(str)", lambda: project_config.ProjectConfig(text, logger, error_handler)),
+        ("official: StaticConfigManager (schema)",
+         lambda: StaticConfigManager(datafile=text, logger=logger, error_handler=error_handler)),
+        ("official: Optimizely(datafile=...)", official_client),
+    ):
+        gc.collect()
+        ms, n = median_ms(fn, runs=runs, budget=budget)
+        results.append((name, ms, n))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- stalls
+
+
+class NullDispatcher:
+    """Accepts every event request without sending it anywhere."""
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    async def dispatch(self, request: EventRequest) -> DispatchResult:
+        self.events += request.event_count
+        return DispatchResult(delivered=True, status=204)
+
+
+@dataclass
+class StallResult:
+    backend: str
+    baseline_max_ms: float = 0.0
+    update_max_ms: float = 0.0
+    update_p99_ms: float = 0.0
+    updates: int = 0
+    flips: int = 0
+    decisions: int = 0
+    events: int = 0
+    max_gc_ms: float = 0.0
+    lateness: list[float] = field(default_factory=list)
+
+
+class GcTimer:
+    """Longest garbage-collector pause (any thread) while installed."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._start)
+
+    def __enter__(self) -> GcTimer:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+async def measure_stalls(
+    backend: str, bodies: tuple[bytes, bytes], revisions: tuple[str, str], *, flips: int, baseline: float
+) -> StallResult:
+    result = StallResult(backend)
+    flag_keys = [f"flag_{i}" for i in range(0, 240, 7)]
+    dispatcher = NullDispatcher()
+    with DatafileServer() as server:
+        server.set_datafile(bodies[0])
+        client = AsyncOptimizely(
+            sdk_key="BenchSdkKey",
+            datafile_url_template=server.url + "/datafiles/{sdk_key}.json",
+            update_interval=0.05,
+            event_dispatcher=dispatcher,
+            batch_size=50,
+        )
+        updates = 0
+
+        def on_update() -> None:
+            nonlocal updates
+            updates += 1
+
+        client.notification_center.add_notification_listener(NotificationType.OPTIMIZELY_CONFIG_UPDATE, on_update)
+        phase = {"name": "warmup"}
+        lateness: dict[str, list[float]] = {"warmup": [], "baseline": [], "updates": []}
+        stop = anyio.Event()
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                await anyio.sleep(0.001)
+                lateness[phase["name"]].append(time.perf_counter() - t0 - 0.001)
+
+        async def decider(worker: int) -> None:
+            rng = random.Random(worker)
+            user = 0
+            while not stop.is_set():
+                user += 1
+                user_id = f"user-{worker}-{user}"
+                attrs = {"country": rng.choice(COUNTRIES), "plan": rng.choice(PLANS), "age": rng.randrange(13, 80),
+                         "app_version": f"{rng.randrange(1, 6)}.{rng.randrange(10)}.0"}
+                flag = rng.choice(flag_keys)
+                if user % 2:
+                    await client.is_feature_enabled(flag, user_id, attrs)
+                else:
+                    context = client.create_user_context(user_id, attrs)
+                    if context is not None:
+                        await context.decide(flag)
+                result.decisions += 1
+                await anyio.sleep(0)
+
+        async with client:
+            if not await client.wait_until_ready(10):
+                raise SystemExit("the client never loaded the datafile")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                for worker in range(4):
+                    tg.start_soon(decider, worker)
+                await anyio.sleep(0.3)
+                phase["name"] = "baseline"
+                await anyio.sleep(baseline)
+                phase["name"] = "updates"
+                with GcTimer() as gc_timer:
+                    for flip in range(flips):
+                        index = (flip + 1) % 2
+                        server.set_datafile(bodies[index])
+                        with anyio.fail_after(10):
+                            while client.config is None or client.config.revision != revisions[index]:
+                                await anyio.sleep(0.005)
+                        result.flips += 1
+                        await anyio.sleep(0.1)
+                stop.set()
+            await client.flush()
+        result.events = dispatcher.events
+    result.updates = updates - 1  # the first load is not an update
+    result.max_gc_ms = gc_timer.longest * 1000
+    base, upd = lateness["baseline"], lateness["updates"]
+    result.baseline_max_ms = max(base) * 1000 if base else float("nan")
+    result.update_max_ms = max(upd) * 1000 if upd else float("nan")
+    result.update_p99_ms = statistics.quantiles(upd, n=100)[98] * 1000 if len(upd) > 100 else float("nan")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and flips (a smoke test)")
+    parser.add_argument("--flags", type=int, default=240, help="flags in the generated datafile")
+    args = parser.parse_args()
+    logging.getLogger("optimizely_async").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    started = time.perf_counter()
+    revisions = ("101", "102")
+    datafiles = [build_datafile(rev, flags=args.flags) for rev in revisions]
+    bodies = (json.dumps(datafiles[0]).encode(), json.dumps(datafiles[1]).encode())
+    print(f"optimizely-async datafile bench: Python {platform.python_version()}, {platform.machine()}")
+    print(f"datafile {describe(datafiles[0], len(bodies[0]))}")
+    print()
+
+    runs, budget = (5, 2.0) if args.quick else (25, 6.0)
+    rows = bench_parse(bodies[0], runs=runs, budget=budget)
+    ours = rows[0][1]
+    print(f"{'config build (median)':<42}{'ms':>9}{'runs':>6}{'vs ours':>10}")
+    for name, ms, n in rows:
+        print(f"{name:<42}{ms:>9.1f}{n:>6}{ms / ours:>9.1f}x")
+    ratio = rows[1][1] / ours
+    print(f"-> parse_config is {ratio:.1f}x faster than the official ProjectConfig (target >= 3x): "
+          f"{'OK' if ratio >= 3 else 'MISSED'}")
+    print()
+
+    flips = 4 if args.quick else 10
+    baseline = 0.5 if args.quick else 1.0
+    results = [
+        anyio.run(measure_stalls, backend, bodies, revisions, flips=flips, baseline=baseline, backend=backend)
+        for backend in ("asyncio", "trio")
+    ]
+    print(f"{'event-loop stall':<12}{'baseline max':>14}{'update max':>12}{'update p99':>12}{'updates':>9}"
+          f"{'decisions':>11}{'events':>8}{'max GC':>9}")
+    for r in results:
+        print(f"{r.backend:<12}{r.baseline_max_ms:>11.2f} ms{r.update_max_ms:>9.2f} ms{r.update_p99_ms:>9.2f} ms"
+              f"{r.updates:>9}{r.decisions:>11}{r.events:>8}{r.max_gc_ms:>6.2f} ms")
+    worst = max(r.update_max_ms for r in results)
+    print(f"-> longest stall while updates were applied: {worst:.2f} ms (target < 5 ms): "
+          f"{'OK' if worst < 5 else 'MISSED'}")
+    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
