@@ -130,7 +130,7 @@ class RecordingDispatcher:
 
     def conversions(self) -> list[tuple[str, str, str]]:
         """(revision, user id, event key) of every conversion."""
-        out = []
+        out: list[tuple[str, str, str]] = []
         for revision, visitor in self.visitors():
             for snapshot in visitor["snapshots"]:
                 if not snapshot.get("decisions"):
@@ -139,7 +139,7 @@ class RecordingDispatcher:
 
     def impressions(self) -> list[tuple[str, str, str]]:
         """(revision, user id, variation key) of every impression."""
-        out = []
+        out: list[tuple[str, str, str]] = []
         for revision, visitor in self.visitors():
             for snapshot in visitor["snapshots"]:
                 out.extend(
@@ -642,10 +642,9 @@ async def test_a_waiter_is_released_when_the_client_closes(
         result.append(await client.wait_until_ready(GUARD * 10))
 
     with anyio.fail_after(GUARD):
-        async with anyio.create_task_group() as tg:
-            async with client:
-                tg.start_soon(waiter)
-                await wait_for_requests(server, 1)
+        async with anyio.create_task_group() as tg, client:
+            tg.start_soon(waiter)
+            await wait_for_requests(server, 1)
     assert result == [False]
 
 
@@ -718,16 +717,26 @@ async def test_get_optimizely_config_follows_updates(server: DatafileServer, dis
     if not HAS_OPTIMIZELY_CONFIG:
         pytest.skip("optimizely_async.config.optimizely_config does not exist yet")
     client = make_client(server, dispatcher)
+    seen_in_listener: list[str | None] = []
+
+    def on_update() -> None:
+        projection = client.get_optimizely_config()
+        seen_in_listener.append(projection.revision if projection is not None else None)
+
+    client.notification_center.add_notification_listener(NotificationType.OPTIMIZELY_CONFIG_UPDATE, on_update)
     async with client:
-        assert client.get_optimizely_config() is None or client.is_ready
         assert await client.wait_until_ready(GUARD)
         first = client.get_optimizely_config()
         assert first is not None
         assert first.revision == "1"
+        assert client.get_optimizely_config() is first  # built once per revision
         server.set_datafile(REV2)
         await wait_until(lambda: revision_of(client) == "2")
         second = client.get_optimizely_config()
         assert second is not None
         assert second.revision == "2"
+        assert second is not first
         assert "checkout" in second.experiments_map
         assert "banner" in second.features_map
+    # A CONFIG_UPDATE listener already sees the projection of the new revision.
+    assert seen_in_listener == ["1", "2"]

@@ -478,6 +478,7 @@ async def test_on_dispatch_sees_each_payload_once(is_async: bool) -> None:
     assert_accounted(stats, 15)
     assert stats.retries == 1
     payloads: list[Mapping[str, Any]] = [call[0] for call in seen.calls]
+    assert {call[1] for call in seen.calls} == {sink.url}
     assert sorted(len(p["visitors"]) for p in payloads) == [5, 10]
     delivered = [r.payload for r in sink.received if r.reply.status == 200]
     assert sorted(delivered, key=len_visitors) == sorted(payloads, key=len_visitors)

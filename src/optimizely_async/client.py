@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -360,10 +361,8 @@ class AsyncOptimizely:
 
     # ------------------------------------------------------------------ events
 
-    async def _on_dispatch(self, payload: Mapping[str, Any]) -> None:
+    async def _on_dispatch(self, payload: Mapping[str, Any], url: str) -> None:
         if self.notification_center.has_listeners(NotificationType.LOG_EVENT):
-            context = self._context
-            url = context.endpoint if context is not None else ""
             await self.notification_center.send_notifications(NotificationType.LOG_EVENT, _log_event(url, payload))
 
     async def _enqueue(self, event: UserEvent) -> None:
@@ -387,6 +386,7 @@ class AsyncOptimizely:
         context = self._context if self._config is config else None
         if context is None:
             context = config.event_context
+        notify = self.notification_center.has_listeners(_ACTIVATE)
         event = build_impression(
             config,
             context,
@@ -398,9 +398,11 @@ class AsyncOptimizely:
             enabled,
             user_id,
             attributes,
+            # listeners see the payload that is sent, so its uuid is fixed now (otherwise at encoding time)
+            event_uuid=str(uuid.uuid4()) if notify else None,
         )
         await self._enqueue(event)
-        if self.notification_center.has_listeners(_ACTIVATE):
+        if notify:
             await self.notification_center.send_notifications(
                 _ACTIVATE,
                 experiment,
@@ -454,6 +456,7 @@ class AsyncOptimizely:
                 tags,
                 parse_revenue(tags) if tags else None,
                 parse_value(tags) if tags else None,
+                event_uuid=str(uuid.uuid4()) if self.notification_center.has_listeners(_TRACK) else None,
             )
             await self._enqueue(event)
             if _log.isEnabledFor(logging.INFO):

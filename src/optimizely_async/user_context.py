@@ -226,14 +226,16 @@ async def _decide_one(
 ) -> OptimizelyDecision:
     reasons: list[str] | None = [] if options.include_reasons else None
     decision = _forced_flag_decision(user, flag, reasons)
+    # The profile is looked up even when a flag-level forced decision settles the flag, as the official SDK
+    # (and our decide_for_keys) does: one lookup per decide call whenever a service is in use.
+    ups = None if options.ignore_ups else client._ups
+    tracker = await load_profile(ups, user.user_id) if ups is not None else None
     if decision is None:
-        ups = None if options.ignore_ups else client._ups
-        tracker = await load_profile(ups, user.user_id) if ups is not None else None
         decision = decide_flag(
             config, flag, user.user_id, user._attributes, client._forced, tracker, reasons, user._forced or None
         )
-        if tracker is not None:
-            await save_profile(ups, tracker)
+    if tracker is not None:
+        await save_profile(ups, tracker)
     return await _finish(client, config, user, flag, decision, reasons, options)
 
 

@@ -83,6 +83,7 @@ def build_impression(
     user_id: str,
     attributes: Mapping[str, Any] | None,
     cmab_uuid: str | None = None,
+    event_uuid: str | None = None,
 ) -> ImpressionEvent:
     """An impression as the official SDK builds it; a missing experiment is the empty default one."""
     experiment_id = experiment.id if experiment is not None else ""
@@ -111,6 +112,7 @@ def build_impression(
             cmab_uuid=cmab_uuid or None,
         ),
         timestamp=_now_ms(),
+        uuid=event_uuid,
     )
 
 
@@ -121,9 +123,10 @@ def build_conversion(
     event_key: str,
     user_id: str,
     attributes: Mapping[str, Any] | None,
-    tags: dict[str, Any] | None,
+    tags: dict[Any, Any] | None,
     revenue: int | None,
     value: float | None,
+    event_uuid: str | None = None,
 ) -> ConversionEvent:
     return ConversionEvent(
         context=context,
@@ -135,4 +138,5 @@ def build_conversion(
         value=value,
         tags=tags,
         timestamp=_now_ms(),
+        uuid=event_uuid,
     )

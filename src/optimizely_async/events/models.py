@@ -87,7 +87,7 @@ class ConversionEvent(BaseModel):
     event_key: str
     revenue: int | None = None
     value: float | None = None
-    tags: dict[str, Any] | None = None
+    tags: dict[Any, Any] | None = None
     timestamp: int
     uuid: str | None = None
 

@@ -30,8 +30,8 @@ from .payload import build_request
 
 __all__ = ["DeliveryReport", "EventQueue", "OnDispatch", "OnDrop", "QueueStats"]
 
-OnDispatch = Callable[[Mapping[str, Any]], "Awaitable[None] | None"]
-"""``on_dispatch(payload)``: called once per payload, before its first attempt; may be sync or async."""
+OnDispatch = Callable[[Mapping[str, Any], str], "Awaitable[None] | None"]
+"""``on_dispatch(payload, url)``: called once per payload, before its first attempt; may be sync or async."""
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 
@@ -52,7 +52,7 @@ class EventQueue:
         retry_backoff_base: Backoff ceiling before the first retry, doubled for each later one.
         retry_backoff_max: Largest backoff ceiling.
         on_drop: Told ``(events, reason)`` about every event that will not be delivered.
-        on_dispatch: Given each payload dict once, before it is first sent (the client's LOG_EVENT).
+        on_dispatch: Given each payload dict and its URL once, before it is first sent (the client's LOG_EVENT).
     """
 
     def __init__(
@@ -299,7 +299,7 @@ class EventQueue:
             if request is None:
                 return
             if self._on_dispatch is not None:
-                await run_hook(call_hook(self._on_dispatch, "on_dispatch", request.payload), "on_dispatch")
+                await run_hook(call_hook(self._on_dispatch, "on_dispatch", request.payload, request.url), "on_dispatch")
             attempt = 0
             while not batch.settled:
                 result = await self._dispatch_once(request)
