@@ -693,11 +693,6 @@ async def test_access_token_goes_only_to_the_configured_host_and_is_never_logged
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="httpx logs every request URL at INFO ('HTTP Request: GET .../datafiles/<sdk_key>.json'), and the "
-    "SDK key is part of the CDN URL; sources.py would need to bypass httpx's logger to prevent it",
-)
 async def test_sdk_key_appears_in_no_log_record_of_any_logger(
     server: DatafileServer, dispatcher: RecordingDispatcher, caplog: pytest.LogCaptureFixture
 ) -> None:

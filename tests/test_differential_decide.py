@@ -921,7 +921,7 @@ async def test_sdk_not_ready_matches_official() -> None:
         event_processor=ForwardingEventProcessor(dispatcher),
         settings=OptimizelySdkSettings(odp_disabled=True),
     )
-    assert not official.is_valid
+    assert official.config_manager.get_config() is None  # is_valid stays True: "no config" is the path taken
     recorder = EventRecorder()
     ours = AsyncOptimizely(
         sdk_key="dead-sdk-key",
@@ -940,11 +940,14 @@ async def test_sdk_not_ready_matches_official() -> None:
         our_user = ours.create_user_context("u1", {"age": 20})
         assert official_user is not None and our_user is not None
         for options in (None, [], [INCLUDE_REASONS]):
-            for key in ("flag", 42):
+            for key, reason in (
+                ("flag", "Optimizely SDK not configured properly yet."),
+                (42, 'No flag was found for key "42".'),  # the key's type is checked first
+            ):
                 expected = decision_view(official_user.decide(key, options))
                 got = decision_view(await our_user.decide(key, options))
                 assert expected == got
-                assert got["reasons"] == ["Optimizely SDK not configured properly yet."]
+                assert got["reasons"] == [reason]
             assert official_user.decide_for_keys(["flag"], options) == {}
             assert await our_user.decide_for_keys(["flag"], options) == {}
             assert official_user.decide_all(options) == {}

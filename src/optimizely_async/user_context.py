@@ -107,10 +107,7 @@ class OptimizelyUserContext:
         try:
             if client is None:
                 raise ValueError("no client")
-            config = client.config
-            if config is None:
-                _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide".')
-                return OptimizelyDecision(flag_key=key, user_context=snapshot, reasons=[DecisionMessage.SDK_NOT_READY])
+            # The official order: the key's type is checked before the config is looked at.
             if not isinstance(key, str):
                 _log.error("Key parameter is invalid")
                 return OptimizelyDecision(
@@ -118,6 +115,10 @@ class OptimizelyUserContext:
                     user_context=snapshot,
                     reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
+            config = client.config
+            if config is None:
+                _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide".')
+                return OptimizelyDecision(flag_key=key, user_context=snapshot, reasons=[DecisionMessage.SDK_NOT_READY])
             if key not in config.flags_by_key:
                 _log.error("No feature flag was found for key '%s'.", key)
                 return OptimizelyDecision(

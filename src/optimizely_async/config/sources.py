@@ -31,7 +31,7 @@ import httpx
 from anyio.abc import TaskStatus
 
 from optimizely_async import defaults
-from optimizely_async._logging import redact
+from optimizely_async._logging import protect_secret, redact
 from optimizely_async.errors import ClientStateError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -148,6 +148,9 @@ class PollingConfigSource:
             )
         self._sdk_key = sdk_key
         self._token = access_token
+        # httpx logs every request URL at INFO, and the URL holds the SDK key: keep both secrets out of it.
+        protect_secret(sdk_key)
+        protect_secret(access_token)
         self._url = self._build_url(url_template, sdk_key)
         self._safe_url = self._scrub(str(self._url))
 
