@@ -166,6 +166,7 @@ class AsyncOptimizely:
         self._state = _State.UNOPENED
         self._ready: anyio.Event | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._source_scope: anyio.CancelScope | None = None
         self._pending: list[tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]] = []
         self._pending_dropped = 0
         self._report: DeliveryReport | None = None
@@ -221,7 +222,7 @@ class AsyncOptimizely:
         try:
             await task_group.start(self._queue.run)
             if self._source is not None:
-                await task_group.start(self._source.run)
+                await task_group.start(self._run_source)
         except BaseException as exc:
             task_group.cancel_scope.cancel()
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
@@ -267,9 +268,17 @@ class AsyncOptimizely:
             await self._source.aclose()
         if self._owns_dispatcher and isinstance(self._dispatcher, HttpDispatcher):
             await self._dispatcher.aclose()
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
+        # Stop polling, but never cancel the task group here: close() may run inside the `async with` body,
+        # which the group's cancel scope also covers. __aexit__ ends the group.
+        if self._source_scope is not None:
+            self._source_scope.cancel()
         return report
+
+    async def _run_source(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        assert self._source is not None
+        with anyio.CancelScope() as scope:
+            self._source_scope = scope
+            await self._source.run(task_status=task_status)
 
     async def wait_until_ready(self, timeout: float = defaults.READY_TIMEOUT) -> bool:
         """Wait until a datafile is loaded (at once for a static one); False when ``timeout`` passes first."""

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from optimizely_async import (
+    AsyncOptimizely,
+    ClientStateError,
+    ConfigurationError,
+    DispatchResult,
+    EventRequest,
+    InvalidDatafileError,
+    OptimizelyError,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def datafile() -> dict[str, Any]:
+    return {
+        "version": "4",
+        "accountId": "1",
+        "projectId": "2",
+        "revision": "3",
+        "experiments": [],
+        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
+        "audiences": [],
+        "attributes": [],
+        "groups": [],
+        "featureFlags": [],
+        "rollouts": [],
+    }
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.requests: list[EventRequest] = []
+
+    async def dispatch(self, request: EventRequest) -> DispatchResult:
+        self.requests.append(request)
+        return DispatchResult(delivered=True, status=200)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"datafile": 42},
+        {"datafile": datafile(), "sdk_key": ""},
+        {"datafile": datafile(), "batch_size": 0},
+        {"datafile": datafile(), "flush_interval": -1},
+        {"datafile": datafile(), "max_queue_size": "big"},
+        {"datafile": datafile(), "event_endpoint": "logx"},
+        {"datafile": datafile(), "http_client": object()},
+        {"datafile": datafile(), "event_dispatcher": object()},
+        {"datafile": datafile(), "user_profile_service": object()},
+        {"datafile": datafile(), "close_timeout": float("nan")},
+        {"datafile": datafile(), "datafile_access_token": "t"},
+        {"sdk_key": "k", "update_interval": 0},
+    ],
+)
+async def test_unusable_options_raise_one_clear_error(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        AsyncOptimizely(**kwargs)
+    assert isinstance(info.value, OptimizelyError)
+    assert str(info.value)
+
+
+async def test_invalid_static_datafile_raises() -> None:
+    with pytest.raises(InvalidDatafileError):
+        AsyncOptimizely(datafile="{}")
+
+
+async def test_close_inside_the_block_does_not_cancel_the_body() -> None:
+    sink = Sink()
+    reached = False
+    async with AsyncOptimizely(datafile=datafile(), event_dispatcher=sink) as client:
+        await client.track("buy", "u1")
+        report = await client.close()
+        await anyio.sleep(0)  # a checkpoint after close() must not be cancelled
+        reached = True
+    assert reached
+    assert report.delivered == 1
+    assert len(sink.requests) == 1
+
+
+async def test_client_cannot_be_entered_twice_or_reopened() -> None:
+    client = AsyncOptimizely(datafile=datafile(), event_dispatcher=Sink())
+    async with client:
+        with pytest.raises(ClientStateError):
+            await client.__aenter__()
+    with pytest.raises(ClientStateError):
+        async with client:
+            pass
+
+
+async def test_close_is_idempotent_and_reports() -> None:
+    client = AsyncOptimizely(datafile=datafile(), event_dispatcher=Sink())
+    async with client:
+        for i in range(25):
+            await client.track("buy", f"u{i}")
+    first = await client.close()
+    second = await client.close()
+    assert first is second
+    assert first.delivered == 25 and first.submitted == 25
+
+
+async def test_static_datafile_is_ready_at_once() -> None:
+    async with AsyncOptimizely(datafile=datafile(), event_dispatcher=Sink()) as client:
+        assert client.is_ready
+        assert await client.wait_until_ready(0)
+
+
+async def test_large_static_datafile_is_parsed_off_the_loop_on_enter() -> None:
+    big = datafile()
+    big["attributes"] = [{"id": str(i), "key": f"attribute_{i}_" + "x" * 40} for i in range(6000)]
+    client = AsyncOptimizely(datafile=__import__("json").dumps(big), event_dispatcher=Sink())
+    assert not client.is_ready  # parsed in a worker thread when the client starts
+    async with client:
+        assert client.is_ready
+        assert client.config is not None and len(client.config.attribute_ids) == 6000
