@@ -682,6 +682,9 @@ def _attach_variables(st: _State, experiment: dict[str, Json], variables: list[d
 # --------------------------------------------------------------------------------------------- opt-in features
 
 
+_ID_KEYS = frozenset({"id", "entityId", "projectId", "accountId", "layerId"})
+
+
 def _fresh_ids(datafile: dict[str, Json]) -> _Ids:
     """An id source above every numeric id already in the datafile, so new ids never collide."""
     top = 0
@@ -690,9 +693,8 @@ def _fresh_ids(datafile: dict[str, Json]) -> _Ids:
         nonlocal top
         if isinstance(node, dict):
             for key, value in node.items():
-                if key in ("id", "entityId", "projectId", "accountId", "layerId") and isinstance(value, str):
-                    if value.isdigit():
-                        top = max(top, int(value))
+                if key in _ID_KEYS and isinstance(value, str) and value.isdigit():
+                    top = max(top, int(value))
                 walk(value)
         elif isinstance(node, list):
             for item in node:
@@ -742,7 +744,12 @@ def _holdout_entity(
     rng: random.Random, ids: _Ids, key: str, audience_ids: list[str], *, exclude_td: bool
 ) -> dict[str, Json]:
     variations = [
-        {"id": ids(), "key": f"{key}_{'off' if j == 0 else 'v2'}", "featureEnabled": rng.random() < 0.1, "variables": []}
+        {
+            "id": ids(),
+            "key": f"{key}_{'off' if j == 0 else 'v2'}",
+            "featureEnabled": rng.random() < 0.1,
+            "variables": [],
+        }
         for j in range(rng.choices([0, 1, 2], weights=[5, 80, 15])[0])
     ]
     allocation: list[dict[str, Json]] = []

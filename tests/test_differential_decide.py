@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 import os
 import random
 import time
@@ -384,10 +383,9 @@ class DecidePair:
 
     async def call(self, official_user: Any, our_user: Any, method: str, *args: Any) -> Any:
         label = f"{method}{short(args, 300)}"
-        if method == "decide_all":
-            options = args[0] if args else None
-        else:
-            options = args[1] if len(args) == 2 else None
+        # the options argument: decide(key, options), decide_for_keys(keys, options), decide_all(options)
+        position = 0 if method == "decide_all" else 1
+        options = args[position] if len(args) > position else None
         effective = [*(options or []), *self.default_options]
         include_reasons = INCLUDE_REASONS in effective
         # one UPS lookup per call (none when ignored, or for decide of an unknown flag, which stops early)
@@ -616,7 +614,7 @@ async def _decide_rounds(
                 await pair.call(official_user, our_user, "decide", flag)
             else:
                 await pair.call(official_user, our_user, "decide", flag, decide_options)
-        keys = rng.sample(flags, k=rng.randint(0, len(flags))) + [UNKNOWN_FLAG]
+        keys = [*rng.sample(flags, k=rng.randint(0, len(flags))), UNKNOWN_FLAG]
         if flags and not reasons and rng.random() < 0.3:
             keys.append(rng.choice(flags))  # a repeated key (see test_official_decide_quirks for reasons)
         rng.shuffle(keys)
@@ -752,7 +750,9 @@ def hand_datafile() -> dict[str, Any]:
                 "id": "601",
                 "experiments": [
                     _rule("701", "rule_1", [_variation("801", "r1_on", True)], [], ("201",)),
-                    _rule("702", "rule_2", [_variation("802", "r2_on", True)], [{"entityId": "802", "endOfRange": 10000}]),
+                    _rule(
+                        "702", "rule_2", [_variation("802", "r2_on", True)], [{"entityId": "802", "endOfRange": 10000}]
+                    ),
                 ],
             }
         ],
@@ -773,7 +773,7 @@ def hand_datafile() -> dict[str, Any]:
 async def test_official_reason_duplication_is_modelled_exactly() -> None:
     """The duplication model of :func:`undo_official_duplication`, pinned on a literal official list."""
     pair = DecidePair(hand_datafile(), default_options=[], profiles=None, context="duplication model")
-    user = pair.official.create_user_context("u1", {"age": 10, "$opt_bucketing_id": 5})
+    user: Any = pair.official.create_user_context("u1", {"age": 10, "$opt_bucketing_id": 5})  # type: ignore[arg-type]
     ours = pair.ours.create_user_context("u1", {"age": 10, "$opt_bucketing_id": 5})
     async with pair.ours:
         pair.probe.take()
@@ -936,10 +936,11 @@ async def test_sdk_not_ready_matches_official() -> None:
     ours.notification_center.add_notification_listener(NotificationType.DECISION, lambda *a: our_notes.append(a))
 
     async def compare() -> None:
-        official_user = official.create_user_context("u1", {"age": 20})
-        our_user = ours.create_user_context("u1", {"age": 20})
+        official_user: Any = official.create_user_context("u1", {"age": 20})  # type: ignore[arg-type]
+        our_user: Any = ours.create_user_context("u1", {"age": 20})
         assert official_user is not None and our_user is not None
         for options in (None, [], [INCLUDE_REASONS]):
+            key: Any
             for key, reason in (
                 ("flag", "Optimizely SDK not configured properly yet."),
                 (42, 'No flag was found for key "42".'),  # the key's type is checked first
@@ -969,8 +970,8 @@ async def test_official_decide_quirks_we_do_not_copy() -> None:
     datafile = hand_datafile()
     official, _, _ = make_official(datafile, default_decide_options=[ENABLED_FLAGS_ONLY])
     ours, _, _ = make_ours(copy.deepcopy(datafile), default_decide_options=[ENABLED_FLAGS_ONLY])
-    official_user = official.create_user_context("minor", {"age": 10})
-    our_user = ours.create_user_context("minor", {"age": 10})
+    official_user: Any = official.create_user_context("minor", {"age": 10})  # type: ignore[arg-type]
+    our_user: Any = ours.create_user_context("minor", {"age": 10})
     async with ours:
         # 1. decide() on a disabled flag with ENABLED_FLAGS_ONLY both passed and in the defaults: the official
         #    removes only one of the two and then looks the flag up in a dict that left it out -> KeyError.
@@ -1002,17 +1003,22 @@ async def test_generated_decide_inputs_cover_every_path() -> None:
         datafile = datagen.generate_datafile(seed, holdouts=True, rule_types=True)
         fr_rules = {e["key"] for e in datagen.all_experiments(datafile) if e.get("type") == "fr"}
         td_rules = {e["key"] for e in datagen.all_experiments(datafile) if e.get("type") == "td"}
-        own_keys = {v["key"] for e in datagen.all_experiments(datafile) if e["key"] in fr_rules for v in e["variations"]}
+        own_keys = {
+            v["key"] for e in datagen.all_experiments(datafile) if e["key"] in fr_rules for v in e["variations"]
+        }
         ours, _, _ = make_ours(datafile)
         for user in datagen.generate_users(seed, datafile, 12):
-            context = ours.create_user_context(user.user_id, user.attributes if isinstance(user.attributes, dict) else {})
+            context = ours.create_user_context(
+                user.user_id, user.attributes if isinstance(user.attributes, dict) else {}
+            )
             for flag in datafile.get("featureFlags", []):
                 if rng.random() < 0.3:
                     keys = _flag_variation_keys(datafile, flag)
                     rule = rng.choice([None, *_rule_keys(datafile, flag)])
                     variation = rng.choice(keys) if keys and rng.random() < 0.7 else "no_such_variation"
                     context.set_forced_decision(
-                        context.OptimizelyDecisionContext(flag["key"], rule), context.OptimizelyForcedDecision(variation)
+                        context.OptimizelyDecisionContext(flag["key"], rule),
+                        context.OptimizelyForcedDecision(variation),
                     )
             for decision in (await context.decide_all([INCLUDE_REASONS, DISABLE_DECISION_EVENT])).values():
                 text = "\n".join(decision.reasons)
