@@ -22,8 +22,8 @@ Tags on which the official SDK itself crashes (``datagen``-style hazards: a ``da
 ``value`` beyond the float range ...) are not compared; instead our client must drop them at ``track()`` with a
 log and send nothing.
 
-Environment: DIFF_EVENT_SEEDS (default 70) datafiles on asyncio, DIFF_EVENT_USERS (default 6) users per
-datafile, DIFF_EVENT_TRIO_SEEDS (default 4) more on trio. Run with ``-s`` to see the totals compared.
+Environment: DIFF_EVENT_SEEDS (default 180) datafiles on asyncio, DIFF_EVENT_USERS (default 10) users per
+datafile, DIFF_EVENT_TRIO_SEEDS (default 6) more on trio. Run with ``-s`` to see the totals compared.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ from differential import Pair, RecordingDispatcher, make_official, same, short
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType, defaults
 from optimizely_async._version import __version__
 
-EVENT_SEEDS = int(os.environ.get("DIFF_EVENT_SEEDS", "70"))
-EVENT_USERS = int(os.environ.get("DIFF_EVENT_USERS", "6"))
-EVENT_TRIO_SEEDS = int(os.environ.get("DIFF_EVENT_TRIO_SEEDS", "4"))
+EVENT_SEEDS = int(os.environ.get("DIFF_EVENT_SEEDS", "180"))
+EVENT_USERS = int(os.environ.get("DIFF_EVENT_USERS", "10"))
+EVENT_TRIO_SEEDS = int(os.environ.get("DIFF_EVENT_TRIO_SEEDS", "6"))
 
 UNKNOWN_EVENT = "no_such_event"
 UNKNOWN_EXPERIMENT = "no_such_experiment"

@@ -424,6 +424,22 @@ def _decide_rollout(
             _emit(reasons, _DEBUG, f"Rollout {flag.rollout_id} has no experiments.")
         return NO_ROLLOUT_DECISION
     last = len(rules) - 1
+    if reasons is None and not forced_decisions and not config.rule_holdouts and not _log.isEnabledFor(_INFO):
+        # The fast path: nothing to explain, no forced decisions or local holdouts to look for.
+        raw_id = attributes.get(BUCKETING_ID_ATTRIBUTE)
+        if raw_id is None or type(raw_id) is str:
+            bucketing_id = user_id if raw_id is None else raw_id
+            index = 0
+            while index <= last:
+                rule = rules[index]
+                if rule.matcher(attributes):
+                    variation = bucket(rule, user_id, bucketing_id, None)
+                    if variation is not None:
+                        return Decision(rule, variation, ROLLOUT)
+                    index = last if index != last else last + 1  # a miss jumps to "Everyone Else"
+                else:
+                    index += 1
+            return NO_ROLLOUT_DECISION
     index = 0
     while index <= last:
         rule = rules[index]
