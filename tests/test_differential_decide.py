@@ -386,7 +386,7 @@ class DecidePair:
         # the options argument: decide(key, options), decide_for_keys(keys, options), decide_all(options)
         position = 0 if method == "decide_all" else 1
         options = args[position] if len(args) > position else None
-        effective = [*(options or []), *self.default_options]
+        effective = [*(options if isinstance(options, list) else []), *self.default_options]  # non-lists: defaults
         include_reasons = INCLUDE_REASONS in effective
         # one UPS lookup per call (none when ignored, or for decide of an unknown flag, which stops early)
         expected_lookups = int(
@@ -910,6 +910,27 @@ async def test_invalid_flag_keys_match_official() -> None:
         assert (await our_user.decide(42)).reasons == ['No flag was found for key "42".']
     pair.official.close()
     pair.raise_if_any()
+
+
+@pytest.mark.anyio
+async def test_odd_options_match_official() -> None:
+    """Options that are not a list use the defaults; unknown and unhashable items are ignored."""
+    for defaults in ([], [INCLUDE_REASONS, EXCLUDE_VARIABLES]):
+        pair = DecidePair(hand_datafile(), default_options=defaults, profiles={}, context=f"odd options {defaults}")
+        official_user, our_user = pair.users("u1", {"age": 20})
+        async with pair.ours:
+            for options in (
+                "INCLUDE_REASONS",  # a string, not a list: the defaults
+                {"INCLUDE_REASONS": True},
+                [["INCLUDE_REASONS"]],  # unhashable items
+                [{"a": 1}, INCLUDE_REASONS],
+                [INCLUDE_REASONS, INCLUDE_REASONS, None, 3, "include_reasons"],
+            ):
+                await pair.call(official_user, our_user, "decide", "flag", options)
+                await pair.call(official_user, our_user, "decide_for_keys", ["flag", "bare_flag"], options)
+                await pair.call(official_user, our_user, "decide_all", options)
+        pair.official.close()
+        pair.raise_if_any()
 
 
 @pytest.mark.anyio

@@ -51,7 +51,15 @@ class _RedactingFilter(logging.Filter):
 
 
 _redactor = _RedactingFilter()
-_WATCHED_LOGGERS = ("httpx", "httpcore")
+_WATCHED_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 
 
 def protect_secret(secret: str | None) -> None:

@@ -203,14 +203,18 @@ def _options(client: AsyncOptimizely, options: Sequence[DecideOption | str] | No
         options = None
     key = (tuple(options) if options else (), single)
     cache = client._decide_options_cache
-    merged = cache.get(key)
+    cacheable = True
+    try:
+        merged = cache.get(key)
+    except TypeError:  # an unhashable item (a list, a dict): ignored below like any unknown option, not cached
+        merged, cacheable = None, False
     if merged is None:
         given = coerce_options(options)
         combined = given + tuple(o for o in client._default_decide_options if o not in given)
         if single:
             combined = tuple(o for o in combined if o is not DecideOption.ENABLED_FLAGS_ONLY)
         merged = _Options.of(combined)
-        if len(cache) < 256:
+        if cacheable and len(cache) < 256:
             cache[key] = merged
     return merged
 

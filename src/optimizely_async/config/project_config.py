@@ -133,6 +133,11 @@ class FlagInfo:
     #: Every variation of every rule, deduplicated by id, in rule order (forced decisions, impressions).
     variations_by_id: Mapping[str, VariationInfo]
     variations_by_key: Mapping[str, VariationInfo]
+    #: Typed variable values precomputed per enabled variation id (None: the defaults). Each entry holds the
+    #: values that are safe to share, and the raw text of json variables, parsed afresh on every call.
+    typed_variables: Mapping[str | None, tuple[Mapping[str, Any], tuple[tuple[str, str | None], ...]]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,24 @@ class ProjectConfig(_WeakReferenceable):
     def is_feature_experiment(self, experiment_id: str) -> bool:
         return experiment_id in self.experiment_flags
 
+    def flag_variables(self, flag: FlagInfo, variation: VariationInfo | None) -> dict[str, Any]:
+        """Every variable of the flag, typed: the variation's values when it is enabled, else the defaults."""
+        enabled = variation is not None and bool(variation.feature_enabled)
+        cached = flag.typed_variables.get(variation.id if enabled and variation is not None else None)
+        if cached is not None:
+            values, json_raw = cached
+            out = dict(values)
+            for key, raw in json_raw:
+                out[key] = typed_value(raw, "json")
+            return out
+        return {
+            key: typed_value(
+                self.variable_value(variable, variation) if enabled and variation is not None else variable.default_value,
+                variable.type,
+            )
+            for key, variable in flag.variables.items()
+        }
+
     def variable_value(self, variable: VariableInfo, variation: VariationInfo) -> str | None:
         """The variation's value of a variable, else its default (None when the variation has no usages)."""
         usages = self.variable_usages.get(variation.id)
@@ -205,6 +228,53 @@ def typed_value(value: str | None, variable_type: str) -> Any:
     except Exception:
         logging.getLogger("optimizely_async").error("Unable to cast value. Returning None.")
         return None
+
+
+_UNCASTABLE: Any = object()
+
+
+def _quiet_cast(value: str | None, variable_type: str) -> Any:
+    try:
+        return _cast(value, variable_type)
+    except Exception:
+        return _UNCASTABLE
+
+
+def _precompute_variables(
+    variables: Mapping[str, VariableInfo],
+    variations: Mapping[str, VariationInfo],
+    usages: Mapping[str, Mapping[str, str]],
+) -> dict[str | None, tuple[Mapping[str, Any], tuple[tuple[str, str | None], ...]]]:
+    """Typed values for the defaults and each enabled variation; a set with a value that does not cast is left
+    out, so the slow path logs the cast error on every call as the official SDK does."""
+    out: dict[str | None, tuple[Mapping[str, Any], tuple[tuple[str, str | None], ...]]] = {}
+    sources: list[tuple[str | None, Mapping[str, str] | None]] = [(None, None)]
+    sources += [(v.id, usages.get(v.id)) for v in variations.values() if v.feature_enabled]
+    for variation_id, variation_usages in sources:
+        if variation_id is not None and variation_usages is None:
+            continue
+        values: dict[str, Any] = {}
+        json_raw: list[tuple[str, str | None]] = []
+        ok = True
+        for key, variable in variables.items():
+            raw: str | None = (
+                variable.default_value if variation_usages is None else variation_usages.get(variable.id, variable.default_value)
+            )
+            if variable.type == "json":
+                if _quiet_cast(raw, "json") is _UNCASTABLE:
+                    ok = False
+                    break
+                values[key] = None  # keeps the key order; replaced by a fresh parse on each call
+                json_raw.append((key, raw))
+                continue
+            typed = _quiet_cast(raw, variable.type)
+            if typed is _UNCASTABLE:
+                ok = False
+                break
+            values[key] = typed
+        if ok:
+            out[variation_id] = (values, tuple(json_raw))
+    return out
 
 
 def _allocation(items: list[df.TrafficAllocation]) -> tuple[tuple[str, int | None], ...]:
@@ -418,6 +488,7 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
             variations_by_key=by_key,
+            typed_variables=_precompute_variables(variables, by_id, variable_usages),
         )
 
     global_holdouts = tuple(h for h in (_holdout(x, audiences, local=False) for x in d.holdouts) if h.running)
