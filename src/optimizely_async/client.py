@@ -932,10 +932,7 @@ class AsyncOptimizely:
             decision = await self._decide_flag(config, flag, user_id, attrs)
             variation = decision.variation
             enabled = _feature_enabled(variation)
-            values: dict[str, Any] = {}
-            for key, variable in flag.variables.items():
-                raw = config.variable_value(variable, variation) if enabled and variation else variable.default_value
-                values[key] = _typed(raw, variable.type)
+            values = config.flag_variables(flag, variation)
             if self.notification_center.has_listeners(_DECISION):
                 source_info: dict[str, Any] = {}
                 if decision.source == FEATURE_TEST:

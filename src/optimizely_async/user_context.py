@@ -11,7 +11,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config.project_config import typed_value as _typed
 from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
 from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
 from .decision.user_profile import load_profile, save_profile
@@ -329,11 +328,7 @@ async def _finish(
             attributes,
         )
         dispatched = True
-    variables: dict[str, Any] = {}
-    if not options.exclude_variables:
-        for key, variable in flag.variables.items():
-            raw = config.variable_value(variable, variation) if enabled and variation else variable.default_value
-            variables[key] = _typed(raw, variable.type)
+    variables: dict[str, Any] = {} if options.exclude_variables else config.flag_variables(flag, variation)
     shown_reasons = reasons if reasons is not None else []
     variation_key = variation.key if variation is not None else None
     center = client.notification_center

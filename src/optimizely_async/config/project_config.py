@@ -194,13 +194,13 @@ class ProjectConfig(_WeakReferenceable):
             for key, raw in json_raw:
                 out[key] = typed_value(raw, "json")
             return out
-        return {
-            key: typed_value(
-                self.variable_value(variable, variation) if enabled and variation is not None else variable.default_value,
-                variable.type,
-            )
-            for key, variable in flag.variables.items()
-        }
+        out = {}
+        for key, variable in flag.variables.items():
+            raw = variable.default_value
+            if enabled and variation is not None:
+                raw = self.variable_value(variable, variation)
+            out[key] = typed_value(raw, variable.type)
+        return out
 
     def variable_value(self, variable: VariableInfo, variation: VariationInfo) -> str | None:
         """The variation's value of a variable, else its default (None when the variation has no usages)."""
@@ -257,9 +257,9 @@ def _precompute_variables(
         json_raw: list[tuple[str, str | None]] = []
         ok = True
         for key, variable in variables.items():
-            raw: str | None = (
-                variable.default_value if variation_usages is None else variation_usages.get(variable.id, variable.default_value)
-            )
+            raw: str | None = variable.default_value
+            if variation_usages is not None:
+                raw = variation_usages.get(variable.id, raw)
             if variable.type == "json":
                 if _quiet_cast(raw, "json") is _UNCASTABLE:
                     ok = False
