@@ -20,6 +20,18 @@ import datagen  # noqa: E402
 logging.getLogger("optimizely_async").setLevel(logging.CRITICAL)
 
 
+def example_datafile() -> dict[str, Any]:
+    """The realistic datafile the package ships for its demo."""
+    path = ROOT / "src" / "optimizely_async" / "example_datafile.json"
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
+def datafiles() -> list[tuple[str, dict[str, Any]]]:
+    """What the benchmarks run on: the shipped example, and a generated one full of edge cases."""
+    return [("example datafile", example_datafile()), ("generated datafile (edge cases)", bench_datafile())]
+
+
 def bench_datafile(seed: int = 7) -> dict[str, Any]:
     """A generated datafile with several experiments, a group, flags with feature tests and rollouts."""
     best: dict[str, Any] | None = None

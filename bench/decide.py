@@ -6,8 +6,10 @@ both sides, so the comparison includes building and queueing the decision events
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
-from _common import bench_datafile, bench_users, official_client, row, time_async, time_sync
+from _common import bench_users, datafiles, official_client, row, time_async, time_sync
 
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
 
@@ -20,7 +22,12 @@ class NullSink:
 
 
 async def main() -> None:
-    df = bench_datafile()
+    for title, df in datafiles():
+        print(f"== {title}")
+        await run(df)
+
+
+async def run(df: dict[str, Any]) -> None:
     users = bench_users(df, n=300)
     flags = [f["key"] for f in df["featureFlags"]]
     official = official_client(df)

@@ -5,8 +5,10 @@ Run: ``python bench/decisions.py`` (or ``nox -s bench``). Prints ops/s per call 
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
-from _common import bench_datafile, bench_users, datagen, official_client, row, time_async, time_sync
+from _common import bench_users, datafiles, datagen, official_client, row, time_async, time_sync
 
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
 
@@ -19,7 +21,12 @@ class NullSink:
 
 
 async def main() -> None:
-    df = bench_datafile()
+    for title, df in datafiles():
+        print(f"== {title}")
+        await run(df)
+
+
+async def run(df: dict[str, Any]) -> None:
     users = bench_users(df)
     experiments = [e["key"] for e in datagen.all_experiments(df)]
     flags = [f["key"] for f in df["featureFlags"]]

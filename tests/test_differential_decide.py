@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import json
 import os
 import random
 import time
@@ -1073,3 +1074,25 @@ async def test_generated_decide_inputs_cover_every_path() -> None:
         if not seen[path]
     ]
     assert not missing, f"never reached: {missing}; seen {dict(seen)}"
+
+
+def test_opt_in_datagen_features_leave_the_base_datafile_alone() -> None:
+    from optimizely.helpers import validator as official_validator
+
+    for seed in range(60):
+        base = datagen.generate_datafile(seed)
+        with_holdouts = datagen.generate_datafile(seed, holdouts=True)
+        assert {k: v for k, v in with_holdouts.items() if k not in ("holdouts", "localHoldouts")} == base, seed
+        full = datagen.generate_datafile(seed, holdouts=True, rule_types=True)
+        assert json.dumps(full) == json.dumps(datagen.generate_datafile(seed, holdouts=True, rule_types=True))
+        assert official_validator.is_datafile_valid(json.dumps(full)), seed
+        holdouts = full["holdouts"] + full["localHoldouts"]
+        ids = [e["id"] for e in datagen.all_experiments(full)] + [h["id"] for h in holdouts]
+        ids += [v["id"] for e in [*datagen.all_experiments(full), *holdouts] for v in e["variations"]]
+        assert len(ids) == len(set(ids)), seed
+        keys = datagen.experiment_keys(full) + [h["key"] for h in holdouts]
+        assert len(keys) == len(set(keys)), seed
+        rule_ids = {r["id"] for r in datagen.flag_rules(full)}
+        for holdout in full["localHoldouts"]:
+            included = holdout.get("includedRules") or []
+            assert not included or set(included) & rule_ids, seed  # real rules (plus an unknown one now and then)

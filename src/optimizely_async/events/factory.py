@@ -57,10 +57,47 @@ def build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None
             else:
                 _log.error('Attribute "%s" is not in datafile.', key)
                 continue
-            out.append(VisitorAttribute(entity_id=attribute_id, key=key, value=value))
+            out.append(_attribute(attribute_id, key, value))
     if isinstance(config.bot_filtering, bool):
-        out.append(VisitorAttribute(entity_id=BOT_FILTERING, key=BOT_FILTERING, value=config.bot_filtering))
+        out.append(_attribute(BOT_FILTERING, BOT_FILTERING, config.bot_filtering))
     return tuple(out)
+
+
+# Event parts are frozen models, so equal ones can be shared between events. These caches keep the hot path
+# to one model validation per event; they are bounded and cleared when full.
+_CACHE_LIMIT = 20_000
+_attributes: dict[tuple[str, str, type, Any], VisitorAttribute] = {}
+_metadata: dict[tuple[str, str, str, str, bool, str | None], DecisionMetadata] = {}
+
+
+def _attribute(entity_id: str, key: str, value: Any) -> VisitorAttribute:
+    # type(value) keeps True, 1 and 1.0 apart: they are equal as dict keys but not on the wire.
+    cache_key = (entity_id, key, type(value), value)
+    found = _attributes.get(cache_key)
+    if found is None:
+        if len(_attributes) >= _CACHE_LIMIT:
+            _attributes.clear()
+        found = _attributes[cache_key] = VisitorAttribute(entity_id=entity_id, key=key, value=value)
+    return found
+
+
+def _decision_metadata(
+    flag_key: str, rule_key: str, rule_type: str, variation_key: str, enabled: bool, cmab_uuid: str | None
+) -> DecisionMetadata:
+    cache_key = (flag_key, rule_key, rule_type, variation_key, enabled, cmab_uuid)
+    found = _metadata.get(cache_key)
+    if found is None:
+        if len(_metadata) >= _CACHE_LIMIT:
+            _metadata.clear()
+        found = _metadata[cache_key] = DecisionMetadata(
+            flag_key=flag_key,
+            rule_key=rule_key,
+            rule_type=rule_type,
+            variation_key=variation_key,
+            enabled=enabled,
+            cmab_uuid=cmab_uuid,
+        )
+    return found
 
 
 def _now_ms() -> int:
@@ -103,13 +140,8 @@ def build_impression(
         campaign_id=campaign_id,
         experiment_id=experiment_id,
         variation_id=_numeric_id(resolved.id) if resolved is not None else None,
-        metadata=DecisionMetadata(
-            flag_key=flag_key,
-            rule_key=rule_key,
-            rule_type=rule_type,
-            variation_key=resolved.key if resolved is not None else "",
-            enabled=enabled,
-            cmab_uuid=cmab_uuid or None,
+        metadata=_decision_metadata(
+            flag_key, rule_key, rule_type, resolved.key if resolved is not None else "", enabled, cmab_uuid or None
         ),
         timestamp=_now_ms(),
         uuid=event_uuid,
