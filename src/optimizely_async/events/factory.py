@@ -41,7 +41,15 @@ def build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None
     if attributes:
         ids = config.attribute_ids
         for key, value in attributes.items():
-            if not isinstance(key, str) or not _valid_value(value):
+            kind = type(value)
+            if kind is str or kind is bool:
+                pass
+            elif kind is int:
+                if not -_MAX_NUMBER <= value <= _MAX_NUMBER:
+                    continue
+            elif not _valid_value(value):
+                continue
+            if type(key) is not str and not isinstance(key, str):
                 continue
             attribute_id = ids.get(key)
             if attribute_id is not None:

@@ -170,8 +170,10 @@ def _conversion(event: ConversionEvent, event_uuid: str) -> dict[str, Any]:
 
 def _attribute(attribute: VisitorAttribute) -> dict[str, Any]:
     body: dict[str, Any] = {"entity_id": attribute.entity_id, "key": attribute.key, "type": attribute.type}
-    if attribute.value is not None:
-        body["value"] = _json_clean(attribute.value)
+    value = attribute.value
+    if value is not None:
+        kind = type(value)
+        body["value"] = value if kind is str or kind is bool or kind is int or kind is float else _json_clean(value)
     return body
 
 
