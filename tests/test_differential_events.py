@@ -191,6 +191,7 @@ _ODD_VALUES: tuple[Any, ...] = (
     False,
     None,
     0,
+    0.0,
     -0.0,
     2**53,
     -(2**53),
@@ -287,7 +288,11 @@ class Note:
 def _listen(center: Any, track_type: Any, activate_type: Any, into: list[Note]) -> None:
     def on_track(event_key: Any, user_id: Any, attributes: Any, event_tags: Any, event: Any) -> None:
         into.append(
-            Note("TRACK", (event_key, user_id, copy.deepcopy(attributes), copy.deepcopy(event_tags)), copy.deepcopy(event))
+            Note(
+                "TRACK",
+                (event_key, user_id, copy.deepcopy(attributes), copy.deepcopy(event_tags)),
+                copy.deepcopy(event),
+            )
         )
 
     def on_activate(experiment: Any, user_id: Any, attributes: Any, variation: Any, event: Any) -> None:
@@ -425,7 +430,9 @@ class EventPair(Pair):
         for i, (a, b) in enumerate(zip(theirs, ours, strict=True)):
             TOTALS["track_notes" if a.kind == "TRACK" else "activate_notes"] += 1
             if a.kind != b.kind or not same(a.args, b.args):
-                self.mismatch(f"{label}: notification #{i}: official {a.kind}{short(a.args)} != ours {b.kind}{short(b.args)}")
+                self.mismatch(
+                    f"{label}: notification #{i}: official {a.kind}{short(a.args)} != ours {b.kind}{short(b.args)}"
+                )
             a_event = {**a.event, "params": scrub(a.event["params"])}
             b_event = {**b.event, "params": scrub(b.event["params"])}
             if not same(a_event, b_event) or _ordered(a_event) != _ordered(b_event):
@@ -473,6 +480,7 @@ async def _bad_input_phase(pair: EventPair, datafile: dict[str, Any]) -> None:
         await pair.call("track", event, bad_user, None, {"revenue": 1})
     for bad_attributes in (["a"], "attributes", AttrDict(browser="chrome"), collections.OrderedDict(a=1), 1, True):
         await pair.call("track", event, "u", bad_attributes, None)
+    falsy: Any
     for falsy in ([], "", 0, False, AttrDict()):  # falsy non-dicts count as no attributes on both
         await pair.call("track", event, "u", falsy, {"revenue": 5})
     for bad_tags in (["revenue", 1], "tags", AttrDict(revenue=1), collections.OrderedDict(value=1.0), 1, True):
@@ -609,7 +617,7 @@ async def test_ours_drops_tags_the_official_crashes_on(case: str, caplog: pytest
     async with AsyncOptimizely(datafile=_small_datafile(), event_dispatcher=recorder, batch_size=1) as ours:
         ours.notification_center.add_notification_listener(NotificationType.TRACK, lambda *args: tracked.append(args))
         with caplog.at_level(logging.ERROR, logger="optimizely_async"):
-            assert await ours.track("purchase", "u1", {"browser": "chrome"}, OFFICIAL_CRASH_TAGS[case]()) is None
+            await ours.track("purchase", "u1", {"browser": "chrome"}, OFFICIAL_CRASH_TAGS[case]())  # must not raise
         await ours.flush()
         assert recorder.requests == [], "nothing may be sent for tags the official SDK cannot encode"
         assert tracked == [], "no TRACK notification for an event that was not recorded"
@@ -637,6 +645,7 @@ async def test_known_tag_divergences_from_the_official_sdk() -> None:
     recorder = EventRecorder()
     try:
         async with AsyncOptimizely(datafile=datafile, event_dispatcher=recorder, batch_size=1) as ours:
+            falsy: Any
             for falsy in ([], "", 0, False):
                 official.track("purchase", "u1", None, falsy)
                 await ours.track("purchase", "u1", None, falsy)
@@ -652,5 +661,28 @@ async def test_known_tag_divergences_from_the_official_sdk() -> None:
                 "thing": {"a": 1}
             }
             assert recorder.requests == []
+    finally:
+        official.close()
+
+
+@pytest.mark.anyio
+async def test_equal_but_different_attribute_values_are_sent_as_given() -> None:
+    """Values that are equal in Python but not on the wire (0.0 and -0.0; 1, 1.0 and True) are each sent as
+    the caller gave them, as the official SDK sends them, however often they repeat."""
+    datafile = _small_datafile()
+    key = datafile["attributes"][0]["key"]
+    official, dispatcher = _official_with_recorder(datafile)
+    recorder = EventRecorder()
+    values: list[Any] = [0.0, -0.0, 0, False, 1, 1.0, True, -0.0, 0.0, 1.0, 1]
+    try:
+        async with AsyncOptimizely(datafile=datafile, event_dispatcher=recorder, batch_size=1) as ours:
+            for value in values:
+                official.track("purchase", "u1", {key: value}, None)
+                await ours.track("purchase", "u1", {key: value}, None)
+            await ours.flush()
+        theirs = [_ordered(e.params["visitors"][0]["attributes"]) for e in dispatcher.events]
+        mine = [_ordered(r.payload["visitors"][0]["attributes"]) for r in recorder.requests]
+        assert mine == theirs
+        assert len(set(theirs)) == 7
     finally:
         official.close()

@@ -79,7 +79,10 @@ _metadata: dict[tuple[str, str, str, str, bool, str | None], DecisionMetadata] =
 
 
 def _attribute(entity_id: str, key: str, value: Any) -> VisitorAttribute:
-    # type(value) keeps True, 1 and 1.0 apart: they are equal as dict keys but not on the wire.
+    # type(value) keeps True, 1 and 1.0 apart: they are equal as dict keys but not on the wire. So are 0.0
+    # and -0.0 (same type too), so float zeros are never shared.
+    if value == 0 and type(value) is float:
+        return VisitorAttribute(entity_id=entity_id, key=key, value=value)
     cache_key = (entity_id, key, type(value), value)
     found = _attributes.get(cache_key)
     if found is None:
