@@ -27,6 +27,7 @@ from ._validation import (
     is_non_empty_str,
     number,
 )
+from .config.loader import Pacer
 from .config.project_config import (
     ExperimentInfo,
     FlagInfo,
@@ -214,7 +215,7 @@ class AsyncOptimizely:
             raise ClientStateError("This AsyncOptimizely client is closed; create a new one.")
         if self._raw_datafile is not None:
             raw, self._raw_datafile = self._raw_datafile, None
-            self._set_config(await anyio.to_thread.run_sync(parse_config, raw))
+            self._set_config(await anyio.to_thread.run_sync(lambda: parse_config(raw, Pacer())))
             if self._source is not None and self._config is not None:
                 self._source.adopt(self._config)
         task_group = anyio.create_task_group()

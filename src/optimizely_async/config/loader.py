@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -40,8 +41,13 @@ _SECTIONS: Final[Mapping[str, type[pydantic.BaseModel]]] = {
     "holdouts": df.Holdout,
     "localHoldouts": df.Holdout,
 }
-_WHITESPACE = json.decoder.WHITESPACE
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace
 _DECODER = json.JSONDecoder()
+
+
+def sections() -> tuple[str, ...]:
+    """The names of the top-level arrays handled element by element."""
+    return tuple(_SECTIONS)
 
 
 def no_pause() -> None:
@@ -103,7 +109,7 @@ def _text(data: str | bytes | bytearray) -> str:
 
 def _skip(text: str, index: int) -> int:
     match = _WHITESPACE.match(text, index)
-    return match.end() if match else index
+    return match.end() if match is not None else index
 
 
 def _decode(text: str, index: int) -> tuple[Any, int]:
@@ -116,9 +122,7 @@ def _decode(text: str, index: int) -> tuple[Any, int]:
 def _expect(text: str, index: int, char: str) -> int:
     if text[index : index + 1] != char:
         found = text[index : index + 1] or "end of data"
-        raise InvalidDatafileError(
-            f"datafile is not valid JSON: expected '{char}' but found {found!r} at char {index}"
-        )
+        raise InvalidDatafileError(f"datafile is not valid JSON: expected '{char}' but found {found!r} at char {index}")
     return index + 1
 
 
@@ -183,7 +187,9 @@ def _raise(problems: list[str]) -> None:
 
 def check_version(version: object) -> None:
     if version not in df.SUPPORTED_VERSIONS:
-        raise InvalidDatafileError(f'unsupported datafile version {version!r}: this SDK reads versions "2", "3" and "4"')
+        raise InvalidDatafileError(
+            f'unsupported datafile version {version!r}: this SDK reads versions "2", "3" and "4"'
+        )
 
 
 def load_datafile(data: str | bytes | bytearray, pause: Pause = no_pause) -> df.Datafile:
@@ -204,6 +210,7 @@ def load_datafile(data: str | bytes | bytearray, pause: Pause = no_pause) -> df.
                 validated.append(model.model_validate(item))
             except pydantic.ValidationError as exc:
                 problems.extend(_problems(exc, f"{key}[{i}]"))
+            value[i] = None  # free each decoded element now, not all at once at the end
             pause()
         fields[key] = validated
     try:

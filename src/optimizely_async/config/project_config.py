@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pydantic
-
 from .. import defaults
 from ..decision.compiled import Matcher, compile_audience_check
 from ..errors import InvalidDatafileError
 from ..events.models import EventContext
 from . import datafile as df
+from .loader import Pause, gc_paused, load_datafile, no_pause
+from .loader import sections as loader_sections
 
 __all__ = [
     "EventInfo",
@@ -155,7 +155,6 @@ class _WeakReferenceable:
 class ProjectConfig(_WeakReferenceable):
     """One datafile revision, parsed and indexed. Build it with :func:`parse_config`."""
 
-    datafile: df.Datafile
     raw: bytes = field(repr=False)
     revision: str
     account_id: str
@@ -180,6 +179,11 @@ class ProjectConfig(_WeakReferenceable):
     global_holdouts: tuple[HoldoutInfo, ...]
     rule_holdouts: Mapping[str, tuple[HoldoutInfo, ...]]
     event_context: EventContext
+
+    @property
+    def datafile(self) -> df.Datafile:
+        """The datafile's models, validated again from ``raw`` (the indexes do not keep them alive)."""
+        return df.Datafile.model_validate_json(self.raw)
 
     def is_feature_experiment(self, experiment_id: str) -> bool:
         return experiment_id in self.experiment_flags
@@ -286,7 +290,11 @@ def _variation(v: df.Variation) -> VariationInfo:
 
 
 def _experiment(
-    e: df.Experiment, audiences: Mapping[str, Any], group: GroupInfo | None = None, extra: VariationInfo | None = None
+    e: df.Experiment,
+    audiences: Mapping[str, Any],
+    compiled: dict[str, Any],
+    group: GroupInfo | None = None,
+    extra: VariationInfo | None = None,
 ) -> ExperimentInfo:
     variations = [_variation(v) for v in e.variations]
     allocation = _allocation(e.trafficAllocation)
@@ -309,7 +317,7 @@ def _experiment(
         group=group,
         cmab=e.cmab,
         audience_label=f'experiment "{e.key}"',
-        matcher=compile_audience_check(audience_tree, audiences),
+        matcher=compile_audience_check(audience_tree, audiences, compiled),
     )
 
 
@@ -327,7 +335,7 @@ def _holdout(h: df.Holdout, audiences: Mapping[str, Any], *, local: bool) -> Hol
         included_rules=tuple(h.includedRules or ()) if local else (),
         exclude_targeted_deliveries=h.excludeTargetedDeliveries,
         audience_label=f'experiment "{h.key}"',
-        matcher=compile_audience_check(audience_tree, audiences),
+        matcher=compile_audience_check(audience_tree, audiences, {}),
     )
 
 
@@ -344,68 +352,52 @@ def _load_conditions(audience: df.Audience, *, typed: bool) -> Any:
         raise InvalidDatafileError(f"audiences[id={audience.id}].conditions: invalid JSON ({exc})") from exc
 
 
-def _validation_message(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-        parts.append(f"{loc or '<root>'}: {err['msg']}")
-    more = exc.error_count() - len(parts)
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "invalid datafile: " + "; ".join(parts)
-
-
-def _check_version(version: object) -> None:
-    if version not in df.SUPPORTED_VERSIONS:
-        raise InvalidDatafileError(
-            f'unsupported datafile version {version!r}: this SDK reads versions "2", "3" and "4"'
-        )
-
-
-def _validate(data: str | bytes | bytearray | Mapping[str, Any]) -> tuple[df.Datafile, bytes]:
+def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> bytes:
     if isinstance(data, Mapping):
         try:
-            raw = json.dumps(data).encode()
+            return json.dumps(data).encode()
         except (TypeError, ValueError) as exc:
             raise InvalidDatafileError(f"datafile dict is not JSON-serialisable: {exc}") from exc
-    elif isinstance(data, (bytes, bytearray)):
-        raw = bytes(data)
-    elif isinstance(data, str):
-        raw = data.encode()
-    else:
-        raise InvalidDatafileError(f"datafile must be str, bytes or dict, not {type(data).__name__}")
-    try:
-        model = df.Datafile.model_validate_json(raw)
-    except pydantic.ValidationError as exc:
-        try:
-            decoded = json.loads(raw)
-        except ValueError as json_exc:
-            raise InvalidDatafileError(f"datafile is not valid JSON: {json_exc}") from None
-        if not isinstance(decoded, dict):
-            raise InvalidDatafileError(f"datafile must be a JSON object, not {type(decoded).__name__}") from None
-        if "version" in decoded:
-            _check_version(decoded["version"])
-        raise InvalidDatafileError(_validation_message(exc)) from None
-    _check_version(model.version)
-    return model, raw
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode()
+    raise InvalidDatafileError(f"datafile must be str, bytes or dict, not {type(data).__name__}")
 
 
-def parse_config(data: str | bytes | bytearray | Mapping[str, Any]) -> ProjectConfig:
+def _release(model: df.Datafile, pause: Pause) -> None:
+    """Free the transient models a few at a time: dropping the whole tree at once is one long GIL hold."""
+    for name in loader_sections():
+        items: list[Any] = getattr(model, name)
+        while items:
+            del items[-32:]
+            pause()
+
+
+def parse_config(data: str | bytes | bytearray | Mapping[str, Any], pause: Pause = no_pause) -> ProjectConfig:
     """Parse, validate and index a datafile.
 
     Raises :class:`~optimizely_async.errors.InvalidDatafileError` naming the problem (and the path of a bad
-    field). CPU-bound: the async shell runs it in a worker thread for large datafiles.
+    field). CPU-bound: the async shell runs it in a worker thread with a :class:`~.loader.Pacer` as
+    ``pause``, which yields the GIL between small steps so the event loop keeps running.
     """
-    model, raw = _validate(data)
-    return _index(model, raw)
+    raw = _raw(data)
+    with gc_paused():
+        model = load_datafile(raw, pause)
+        try:
+            return _index(model, raw, pause)
+        finally:
+            _release(model, pause)
 
 
-def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
+def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig:
     audiences: dict[str, Any] = {}
     for a in d.audiences:
         audiences[a.id] = _load_conditions(a, typed=False)
+        pause()
     for a in d.typedAudiences:
         audiences[a.id] = _load_conditions(a, typed=True)
+        pause()
 
     groups = {g.id: GroupInfo(g.id, g.policy, _allocation(g.trafficAllocation)) for g in d.groups}
 
@@ -429,14 +421,17 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
     for r in d.rollouts:
         for e in r.experiments:
             raw_experiments[e.id] = (e, None)
+        pause()
     for g in d.groups:
         for e in g.experiments:
             raw_experiments[e.id] = (e, groups[g.id])
 
     experiments_by_id: dict[str, ExperimentInfo] = {}
+    compiled: dict[str, Any] = {}  # audiences compiled once, shared by every experiment that names them
     for exp_id, (e, group) in raw_experiments.items():
         extra = fr_extra.get(exp_id) if e.type == "fr" else None
-        experiments_by_id[exp_id] = _experiment(e, audiences, group, extra)
+        experiments_by_id[exp_id] = _experiment(e, audiences, compiled, group, extra)
+        pause()
     experiments_by_key = {e.key: e for e in experiments_by_id.values()}
 
     variable_usages: dict[str, dict[str, str]] = {}
@@ -490,6 +485,7 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
             variations_by_key=by_key,
             typed_variables=_precompute_variables(variables, by_id, variable_usages),
         )
+        pause()
 
     global_holdouts = tuple(h for h in (_holdout(x, audiences, local=False) for x in d.holdouts) if h.running)
     rule_holdouts: dict[str, list[HoldoutInfo]] = {}
@@ -511,7 +507,6 @@ def _index(d: df.Datafile, raw: bytes) -> ProjectConfig:
         endpoint=defaults.EVENT_ENDPOINTS.get(region, defaults.EVENT_ENDPOINTS[defaults.DEFAULT_REGION]),
     )
     return ProjectConfig(
-        datafile=d,
         raw=raw,
         revision=d.revision,
         account_id=d.accountId,

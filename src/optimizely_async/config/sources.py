@@ -79,9 +79,11 @@ class PollingStats:
 
 
 def _default_parse(body: bytes) -> ProjectConfig:
+    from optimizely_async.config.loader import Pacer
     from optimizely_async.config.project_config import parse_config
 
-    return parse_config(body)
+    # Runs in a worker thread: the pacer yields the GIL every millisecond so the event loop keeps going.
+    return parse_config(body, Pacer())
 
 
 def _check_positive(name: str, value: object) -> float:

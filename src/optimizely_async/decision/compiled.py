@@ -102,11 +102,17 @@ def _condition_leaf(node: Any) -> _Node:
     return _unknown
 
 
-def compile_audience_check(audience_tree: Any, audiences: Mapping[str, Any]) -> Matcher:
-    """A function ``attributes -> bool`` equal to ``audience_check(audience_tree, audiences, ...)``."""
+def compile_audience_check(
+    audience_tree: Any, audiences: Mapping[str, Any], compiled_audiences: dict[str, Any] | None = None
+) -> Matcher:
+    """A function ``attributes -> bool`` equal to ``audience_check(audience_tree, audiences, ...)``.
+
+    ``compiled_audiences`` may be shared by every call for one config, so each audience compiles once.
+    """
     if audience_tree is None or (isinstance(audience_tree, (list, tuple)) and not audience_tree):
         return _everyone
-    compiled_audiences: dict[str, _Node] = {}
+    if compiled_audiences is None:
+        compiled_audiences = {}
 
     def audience_leaf(audience_id: Any) -> _Node:
         try:
