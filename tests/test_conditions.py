@@ -98,9 +98,7 @@ def assert_same_as_official(leaf: Mapping[str, Any], attributes: dict[str, Any])
     assert logs == expected_logs
 
 
-def leaf(
-    value: Any, match: str | None = "exact", name: Any = "a", kind: Any = "custom_attribute"
-) -> dict[str, Any]:
+def leaf(value: Any, match: str | None = "exact", name: Any = "a", kind: Any = "custom_attribute") -> dict[str, Any]:
     return {"name": name, "value": value, "type": kind, "match": match}
 
 
@@ -430,8 +428,7 @@ def test_numeric_comparisons_in_range(value: float, user_value: float) -> None:
 
 
 @given(
-    st.integers(BIG + 1, 2**80)
-    | st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not math.isfinite(x))
+    st.integers(BIG + 1, 2**80) | st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not math.isfinite(x))
 )
 def test_out_of_range_numbers_are_unknown(number: float) -> None:
     for sign in (1, -1):
@@ -455,18 +452,14 @@ structured_version = st.builds(
 noisy_version = st.text(alphabet="0123456789.-+ab \t²٣_", max_size=9)
 versions = structured_version | noisy_version | st.sampled_from(["1.2.3-beta", "1.2.3-4", "1.2", "1.2.3+b"])
 scalars = st.none() | st.booleans() | numbers | st.text(max_size=6) | versions
-json_values = (
-    scalars | st.lists(scalars, max_size=2) | st.dictionaries(st.text(max_size=3), scalars, max_size=2)
-)
+json_values = scalars | st.lists(scalars, max_size=2) | st.dictionaries(st.text(max_size=3), scalars, max_size=2)
 user_values = json_values | st.sampled_from([Decimal("1"), Fraction(1, 2), b"x", object(), 1 + 2j])
 names = st.sampled_from(["a", "b", "", None])
 leaves = st.fixed_dictionaries(
     {
         "name": names,
         "value": json_values,
-        "type": st.sampled_from(
-            ["custom_attribute", "custom_attribute", "third_party_dimension", "custom", None]
-        ),
+        "type": st.sampled_from(["custom_attribute", "custom_attribute", "third_party_dimension", "custom", None]),
     },
     optional={"match": st.sampled_from([*ALL_MATCHES, None, "regex", "EXACT"])},
 )
@@ -478,9 +471,7 @@ attribute_sets = st.dictionaries(st.sampled_from(["a", "b", "c"]), user_values, 
 @example({"name": "a", "value": True, "type": "custom_attribute", "match": "exact"}, {"a": 1})
 @example({"name": "a", "value": 1, "type": "custom_attribute", "match": "exact"}, {"a": 1.0})
 @example({"name": "a", "value": 1, "type": "custom_attribute", "match": "gt"}, {"a": BIG + 1})
-@example(
-    {"name": "a", "value": "1.2.3-beta", "type": "custom_attribute", "match": "semver_eq"}, {"a": "1.2.3-4"}
-)
+@example({"name": "a", "value": "1.2.3-beta", "type": "custom_attribute", "match": "semver_eq"}, {"a": "1.2.3-4"})
 def test_leaf_matches_official(condition: dict[str, Any], attributes: dict[str, Any]) -> None:
     assert_same_as_official(condition, attributes)
 

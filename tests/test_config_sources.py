@@ -135,9 +135,7 @@ async def test_not_modified_sends_conditional_headers_and_does_not_redeliver(
 
 
 @pytest.mark.anyio
-async def test_last_modified_alone_is_used_when_there_is_no_etag(
-    server: DatafileServer, recorder: Recorder
-) -> None:
+async def test_last_modified_alone_is_used_when_there_is_no_etag(server: DatafileServer, recorder: Recorder) -> None:
     server.set_datafile(datafile("1"), etag=None, last_modified="Tue, 02 Jan 2024 10:00:00 GMT")
     source = make_source(server, recorder)
     try:
@@ -150,9 +148,7 @@ async def test_last_modified_alone_is_used_when_there_is_no_etag(
 
 
 @pytest.mark.anyio
-async def test_a_changed_datafile_is_delivered_once_per_revision(
-    server: DatafileServer, recorder: Recorder
-) -> None:
+async def test_a_changed_datafile_is_delivered_once_per_revision(server: DatafileServer, recorder: Recorder) -> None:
     source = make_source(server, recorder)
     try:
         assert await source.fetch_once() is FetchResult.UPDATED
@@ -193,9 +189,7 @@ async def test_invalid_json_then_good_datafile_with_the_same_validators_is_picke
 
 
 @pytest.mark.anyio
-async def test_unsupported_version_keeps_the_last_good_config(
-    server: DatafileServer, recorder: Recorder
-) -> None:
+async def test_unsupported_version_keeps_the_last_good_config(server: DatafileServer, recorder: Recorder) -> None:
     source = make_source(server, recorder)
     try:
         await source.fetch_once()
@@ -241,9 +235,7 @@ async def test_slow_response_times_out(server: DatafileServer, recorder: Recorde
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(("status", "hint"), [(403, "access token"), (404, "404"), (500, "500")])
-async def test_error_statuses_fail(
-    server: DatafileServer, recorder: Recorder, status: int, hint: str
-) -> None:
+async def test_error_statuses_fail(server: DatafileServer, recorder: Recorder, status: int, hint: str) -> None:
     server.enqueue(Status(status, b"nope"))
     source = make_source(server, recorder)
     try:
@@ -255,9 +247,7 @@ async def test_error_statuses_fail(
 
 
 @pytest.mark.anyio
-async def test_initial_config_revision_counts_as_delivered(
-    server: DatafileServer, recorder: Recorder
-) -> None:
+async def test_initial_config_revision_counts_as_delivered(server: DatafileServer, recorder: Recorder) -> None:
     initial = parse_config(datafile("1"))
     source = make_source(server, recorder, initial_config=initial)
     try:
@@ -271,9 +261,7 @@ async def test_initial_config_revision_counts_as_delivered(
 
 
 @pytest.mark.anyio
-async def test_adopted_config_revision_counts_as_delivered(
-    server: DatafileServer, recorder: Recorder
-) -> None:
+async def test_adopted_config_revision_counts_as_delivered(server: DatafileServer, recorder: Recorder) -> None:
     source = make_source(server, recorder)
     adopted = parse_config(datafile("1"))
     source.adopt(adopted)
@@ -339,9 +327,7 @@ async def test_access_token_is_sent_as_bearer(
     server: DatafileServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="optimizely_async")
-    source = make_source(
-        server, recorder, access_token=TOKEN, url_template=server.url + "/auth/{sdk_key}.json"
-    )
+    source = make_source(server, recorder, access_token=TOKEN, url_template=server.url + "/auth/{sdk_key}.json")
     try:
         assert await source.fetch_once() is FetchResult.UPDATED
         assert await source.fetch_once() is FetchResult.NOT_MODIFIED
@@ -489,9 +475,7 @@ async def test_run_retries_after_500s_and_keeps_the_last_good_config(
 
 
 @pytest.mark.anyio
-async def test_run_retries_after_timeout_and_dropped_connection(
-    server: DatafileServer, recorder: Recorder
-) -> None:
+async def test_run_retries_after_timeout_and_dropped_connection(server: DatafileServer, recorder: Recorder) -> None:
     server.enqueue(Slow(30), Drop())
     source = make_source(server, recorder, request_timeout=0.3)
     async with anyio.create_task_group() as tg:

@@ -260,7 +260,7 @@ def scrub(node: Any) -> Any:
 #: (a rollout that matched nothing, sent with ``sendFlagDecisions``), the official ACTIVATE listener receives
 #: ``Experiment.get_default()`` (id "" and key ""), ours receives None. While True, the comparison treats
 #: those two as equal; set it to False to see the difference.
-ACTIVATE_NONE_EXPERIMENT_IS_DEFAULT = True
+ACTIVATE_NONE_EXPERIMENT_IS_DEFAULT = False
 
 
 def _entity(entity: Any, *, experiment: bool = False) -> tuple[Any, Any]:

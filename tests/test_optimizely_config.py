@@ -118,9 +118,7 @@ AUDIENCES = {"a1": "us", "a2": "female", "a3": "adult", "a4": "mobile"}
 
 def rich_datafile() -> dict[str, Any]:
     """Typed audiences, groups, rollouts, json variables, an "fr" experiment, duplicate keys."""
-    legacy_cond = json.dumps(
-        ["and", ["or", ["or", {"name": "c", "type": "custom_attribute", "value": "us"}]]]
-    )
+    legacy_cond = json.dumps(["and", ["or", ["or", {"name": "c", "type": "custom_attribute", "value": "us"}]]])
     typed_cond = ["and", ["or", {"name": "age", "type": "custom_attribute", "match": "gt", "value": 18}]]
     return base(
         sdkKey="sdk-123",

@@ -29,6 +29,7 @@ from ._validation import (
 )
 from .config.loader import Pacer
 from .config.project_config import (
+    EMPTY_EXPERIMENT,
     ExperimentInfo,
     FlagInfo,
     HoldoutInfo,
@@ -415,7 +416,7 @@ class AsyncOptimizely:
         if notify:
             await self.notification_center.send_notifications(
                 _ACTIVATE,
-                experiment,
+                experiment if experiment is not None else EMPTY_EXPERIMENT,
                 user_id,
                 attributes,
                 variation,

@@ -89,6 +89,10 @@ class ExperimentInfo:
         return self.layer_id or self.id
 
 
+#: The official SDK's ``Experiment.get_default()``: what ACTIVATE listeners get for an impression with no rule.
+EMPTY_EXPERIMENT: ExperimentInfo
+
+
 @dataclass(frozen=True, slots=True)
 class HoldoutInfo:
     id: str
@@ -279,6 +283,21 @@ def _precompute_variables(
         if ok:
             out[variation_id] = (values, tuple(json_raw))
     return out
+
+
+EMPTY_EXPERIMENT = ExperimentInfo(
+    id="",
+    key="",
+    status="",
+    layer_id="",
+    type=None,
+    variations=(),
+    variations_by_id={},
+    variations_by_key={},
+    allocation=(),
+    audience_tree=[],
+    forced_variations={},
+)
 
 
 def _allocation(items: list[df.TrafficAllocation]) -> tuple[tuple[str, int | None], ...]:

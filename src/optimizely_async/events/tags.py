@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,9 @@ __all__ = ["REVENUE_TAG", "VALUE_TAG", "EventTags", "check_json_encodable", "par
 
 EventTags = Mapping[str, Any]
 """What ``track()`` accepts as event tags: string keys, JSON-encodable values."""
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_FLOAT_MAX = int(sys.float_info.max)
 
 REVENUE_TAG = "revenue"
 VALUE_TAG = "value"
@@ -38,7 +42,9 @@ def parse_revenue(tags: Mapping[Any, Any] | None) -> int | None:
     if not isinstance(tags, Mapping):
         return None
     raw = tags.get(REVENUE_TAG)
-    if isinstance(raw, bool) or not isinstance(raw, numbers.Integral):
+    if type(raw) is int:
+        return raw
+    if raw is None or isinstance(raw, bool) or not isinstance(raw, numbers.Integral):
         return None
     return int(raw)
 
@@ -92,6 +98,12 @@ def check_json_encodable(tags: Mapping[Any, Any] | None) -> str | None:
     """
     if tags is None:
         return None
+    value = tags.get(VALUE_TAG) if isinstance(tags, Mapping) else None
+    if type(value) is int and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+        # JSON could carry it, but as a 300-digit number in a payload the events API would reject whole.
+        return f"Event tag 'value' (an integer of {len(str(abs(value)))} digits) is beyond the range of a double."
+    if isinstance(tags, dict) and all(type(k) is str and type(v) in _PLAIN for k, v in tags.items()):
+        return None  # the common case: flat tags of plain values, no need to encode
     try:
         json.dumps(tags)
     except (TypeError, ValueError, RecursionError) as exc:
