@@ -121,3 +121,22 @@ async def test_large_static_datafile_is_parsed_off_the_loop_on_enter() -> None:
     async with client:
         assert client.is_ready
         assert client.config is not None and len(client.config.attribute_ids) == 6000
+
+
+async def test_track_snapshots_its_input_before_the_event_is_built() -> None:
+    sink = Sink()
+    df = datafile()
+    df["attributes"] = [{"id": "100", "key": "plan"}]
+    attributes: dict[str, Any] = {"plan": "gold"}
+    tags: dict[str, Any] = {"revenue": 100, "note": "first"}
+    async with AsyncOptimizely(datafile=df, event_dispatcher=sink) as client:
+        await client.track("buy", "u1", attributes, tags)
+        attributes["plan"] = "silver"  # the queued event must not see changes made after track() returned
+        tags["revenue"] = 999
+        tags["note"] = "changed"
+    assert len(sink.requests) == 1
+    visitor = sink.requests[0].payload["visitors"][0]
+    assert visitor["attributes"] == [{"entity_id": "100", "key": "plan", "type": "custom", "value": "gold"}]
+    event = visitor["snapshots"][0]["events"][0]
+    assert event["revenue"] == 100
+    assert event["tags"] == {"revenue": 100, "note": "first"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -46,7 +47,7 @@ from .decision.user_profile import UserProfileService, UserProfileTracker, load_
 from .errors import ClientStateError, ConfigurationError
 from .events.dispatcher import Dispatcher, HttpDispatcher
 from .events.factory import build_conversion, build_impression
-from .events.models import EventContext, UserEvent
+from .events.models import ConversionEvent, EventContext, PendingEvent, QueuedEvent
 from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .events.tags import check_json_encodable, parse_revenue, parse_value
@@ -376,7 +377,7 @@ class AsyncOptimizely:
         if self.notification_center.has_listeners(NotificationType.LOG_EVENT):
             await self.notification_center.send_notifications(NotificationType.LOG_EVENT, _log_event(url, payload))
 
-    async def _enqueue(self, event: UserEvent) -> None:
+    async def _enqueue(self, event: QueuedEvent) -> None:
         if self._state is _State.UNOPENED and not getattr(self, "_warned_unopened", False):
             self._warned_unopened = True
             _log.warning("Events are queued but not sent: enter the client with `async with` to start sending.")
@@ -457,30 +458,42 @@ class AsyncOptimizely:
                     return
             context = self._context if self._config is config else config.event_context
             assert context is not None
-            event = build_conversion(
-                config,
-                context,
-                event_info.id,
-                event_key,
-                user_id,
-                attributes,
-                tags,
-                parse_revenue(tags) if tags else None,
-                parse_value(tags) if tags else None,
-                event_uuid=str(uuid.uuid4()) if self.notification_center.has_listeners(_TRACK) else None,
+            if not self.notification_center.has_listeners(_TRACK):
+                # The model is built by the queue's task: the caller pays for a snapshot of its input only.
+                snapshot = dict(attributes) if attributes else None
+                await self._enqueue(
+                    PendingEvent(
+                        context,
+                        functools.partial(
+                            _conversion,
+                            config,
+                            context,
+                            event_info.id,
+                            event_key,
+                            user_id,
+                            snapshot,
+                            dict(tags) if tags is not None else None,
+                        ),
+                    )
+                )
+                if _log.isEnabledFor(logging.INFO):
+                    _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+                return
+            # TRACK listeners get the payload that is sent, so the event is built (with its uuid) now.
+            event = _conversion(
+                config, context, event_info.id, event_key, user_id, attributes, tags, event_uuid=str(uuid.uuid4())
             )
             await self._enqueue(event)
             if _log.isEnabledFor(logging.INFO):
                 _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
-            if self.notification_center.has_listeners(_TRACK):
-                await self.notification_center.send_notifications(
-                    _TRACK,
-                    event_key,
-                    user_id,
-                    attributes,
-                    event_tags,
-                    _log_event(context.endpoint, build_payload([event])),
-                )
+            await self.notification_center.send_notifications(
+                _TRACK,
+                event_key,
+                user_id,
+                attributes,
+                event_tags,
+                _log_event(context.endpoint, build_payload([event])),
+            )
         except Exception:
             _log.exception('Unexpected error in track("%s"); the event was not recorded.', event_key)
 
@@ -987,6 +1000,30 @@ def _with_not_ready(stats: _S, waiting: int, dropped: int) -> _S:
         drops["not_ready"] = drops.get("not_ready", 0) + dropped
     return dataclasses.replace(
         stats, submitted=stats.submitted + waiting + dropped, queued=stats.queued + waiting, dropped=drops
+    )
+
+
+def _conversion(
+    config: ProjectConfig,
+    context: EventContext,
+    event_id: str,
+    event_key: str,
+    user_id: str,
+    attributes: dict[str, Any] | None,
+    tags: dict[Any, Any] | None,
+    event_uuid: str | None = None,
+) -> ConversionEvent:
+    return build_conversion(
+        config,
+        context,
+        event_id,
+        event_key,
+        user_id,
+        attributes,
+        tags,
+        parse_revenue(tags) if tags else None,
+        parse_value(tags) if tags else None,
+        event_uuid=event_uuid,
     )
 
 

@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._logging import logger
-from .models import UserEvent
+from .models import PendingEvent, QueuedEvent, UserEvent, materialize
 
 __all__ = ["Batch", "DeliveryReport", "Ledger", "OnDrop", "QueueStats", "call_hook", "run_hook"]
 
@@ -63,7 +63,7 @@ class Batch:
 
     __slots__ = ("events", "settled", "start")
 
-    def __init__(self, events: list[UserEvent], start: int) -> None:
+    def __init__(self, events: list[QueuedEvent], start: int) -> None:
         self.events = events
         self.start = start  # sequence of the first event; batches are taken in FIFO order
         self.settled = False
@@ -87,7 +87,7 @@ class Ledger:
         self._flush_waiters: list[tuple[int, anyio.Event]] = []
         self._last_warned: dict[str, float] = {}
 
-    def take(self, events: list[UserEvent]) -> Batch:
+    def take(self, events: list[QueuedEvent]) -> Batch:
         """Register ``events`` (just popped from the buffer) as an in-flight batch."""
         batch = Batch(events, self.taken)
         self.taken += len(events)
@@ -106,7 +106,7 @@ class Ledger:
             self.drop(batch.events, reason)
         self._release_flush_waiters()
 
-    def abandon(self, queued: list[UserEvent], reason: str) -> None:
+    def abandon(self, queued: list[QueuedEvent], reason: str) -> None:
         """Give up on every in-flight batch and on ``queued`` (already removed from the buffer)."""
         for batch in list(self._in_flight):
             batch.settled = True
@@ -153,14 +153,14 @@ class Ledger:
             requests=self.requests,
         )
 
-    def reject(self, event: UserEvent, reason: str, *, await_inline: bool = False) -> Awaitable[Any] | None:
+    def reject(self, event: QueuedEvent, reason: str, *, await_inline: bool = False) -> Awaitable[Any] | None:
         """Count a ``put()`` that was refused."""
         self.rejected += 1
         return self.drop([event], reason, await_inline=await_inline)
 
     def drop(
         self,
-        events: list[UserEvent],
+        events: list[QueuedEvent],
         reason: str,
         *,
         undelivered: bool = False,
@@ -184,7 +184,9 @@ class Ledger:
             logger.debug("Dropping %d event(s): %s.", count, reason)
         if self.on_drop is None:
             return None
-        pending = call_hook(self.on_drop, "on_drop", events, reason)
+        # The callback sees models, as for every other drop (a queued track() may not be built yet).
+        shown = materialize(events)[0] if any(type(e) is PendingEvent for e in events) else events
+        pending = call_hook(self.on_drop, "on_drop", shown, reason)
         if pending is None:
             return None
         if self.hooks is not None:

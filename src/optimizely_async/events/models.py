@@ -8,6 +8,8 @@ which keeps ``uuid4()`` off the caller's hot path.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -17,8 +19,11 @@ __all__ = [
     "DecisionMetadata",
     "EventContext",
     "ImpressionEvent",
+    "PendingEvent",
+    "QueuedEvent",
     "UserEvent",
     "VisitorAttribute",
+    "materialize",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -93,3 +98,40 @@ class ConversionEvent(BaseModel):
 
 
 UserEvent = ImpressionEvent | ConversionEvent
+
+
+class PendingEvent:
+    """A user event whose model is built later, by the queue's task rather than in the caller.
+
+    ``track()`` validates its input, snapshots it and queues one of these: the pydantic model, the attribute
+    list and the reserved-tag parsing then cost the caller nothing (the official SDK defers the same work to
+    its flush thread). ``context`` is set so the queue can batch by project and revision.
+    """
+
+    __slots__ = ("_build", "context")
+
+    def __init__(self, context: EventContext, build: Callable[[], UserEvent]) -> None:
+        self.context = context
+        self._build = build
+
+    def build(self) -> UserEvent:
+        return self._build()
+
+
+QueuedEvent = UserEvent | PendingEvent
+
+
+def materialize(events: Sequence[QueuedEvent]) -> tuple[list[UserEvent], list[QueuedEvent]]:
+    """Build any pending events: ``(built, failed)``."""
+    built: list[UserEvent] = []
+    failed: list[QueuedEvent] = []
+    for event in events:
+        if isinstance(event, PendingEvent):
+            try:
+                built.append(event.build())
+            except Exception:
+                logging.getLogger("optimizely_async").exception("Could not build a queued event.")
+                failed.append(event)
+        else:
+            built.append(event)
+    return built, failed

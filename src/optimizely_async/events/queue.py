@@ -25,7 +25,7 @@ from .._validation import number
 from ..errors import ConfigurationError
 from .dispatcher import Dispatcher, DispatchResult, EventRequest, retry_delay
 from .ledger import Batch, DeliveryReport, Ledger, OnDrop, QueueStats, call_hook, run_hook
-from .models import UserEvent
+from .models import QueuedEvent, materialize
 from .payload import build_request
 
 __all__ = ["DeliveryReport", "EventQueue", "OnDispatch", "OnDrop", "QueueStats"]
@@ -99,7 +99,7 @@ class EventQueue:
         self._on_dispatch = on_dispatch
         self._ledger = Ledger(on_drop)
 
-        self._buffer: deque[UserEvent] = deque()
+        self._buffer: deque[QueuedEvent] = deque()
         self._limit = max_queue_size  # 0 once closed, so put()'s fast path falls through to the slow one
         self._wake_at = sys.maxsize  # put() wakes the loop when the buffer reaches this length
         self._wakeup: anyio.Event | None = None
@@ -114,7 +114,7 @@ class EventQueue:
 
     # -- producers ----------------------------------------------------------------------------------------
 
-    async def put(self, event: UserEvent) -> bool:
+    async def put(self, event: QueuedEvent) -> bool:
         """Queue ``event``; True when accepted. Never waits while there is room; when the queue is full it
         waits up to ``enqueue_timeout`` for room, then drops the event (``queue_full``)."""
         buffer = self._buffer
@@ -125,7 +125,7 @@ class EventQueue:
             return True
         return await self._put_slow(event)
 
-    def put_nowait(self, event: UserEvent) -> bool:
+    def put_nowait(self, event: QueuedEvent) -> bool:
         """Queue ``event`` without waiting; when the queue is full it is dropped at once (``queue_full``)."""
         buffer = self._buffer
         if len(buffer) < self._limit:
@@ -136,7 +136,7 @@ class EventQueue:
         self._ledger.reject(event, "closed" if self._closing else "queue_full")
         return False
 
-    async def _put_slow(self, event: UserEvent) -> bool:
+    async def _put_slow(self, event: QueuedEvent) -> bool:
         buffer = self._buffer
         try:
             with anyio.move_on_after(self._enqueue_timeout):
@@ -343,7 +343,11 @@ class EventQueue:
 
     async def _build_request(self, batch: Batch) -> EventRequest | None:
         """Encode the batch (in a worker thread when large); events that cannot be encoded are dropped."""
-        events = batch.events
+        built, failed = materialize(batch.events)
+        batch.events = list(built)
+        if failed:
+            self._ledger.drop(list(failed), "invalid_event")
+        events = built
         if len(events) > defaults.ENCODE_IN_THREAD_THRESHOLD:
             request, bad = await anyio.to_thread.run_sync(build_request, events)
         else:
@@ -354,7 +358,7 @@ class EventQueue:
             bad_ids = {id(event) for event in bad}
             batch.events = [event for event in events if id(event) not in bad_ids]
             logger.error("Dropping %d events whose payload cannot be encoded as JSON.", len(bad))
-            self._ledger.drop(bad, "invalid_payload")
+            self._ledger.drop(list(bad), "invalid_payload")
         if request is None:
             self._ledger.settle(batch, None)  # nothing left in it; its events are already counted
         return request
