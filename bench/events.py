@@ -297,12 +297,15 @@ async def main(rounds: int) -> None:
         print(f"  {title}: {len(df['featureFlags'])} flags, {len(df['attributes'])} attributes")
         off_call, off_total = official_track_cost(df, users, rounds)
         our_call, our_total = await our_track_cost(df, users, rounds)
-        for name, off_s, our_s in (
-            ("track() call", off_call, our_call),
-            ("track() + drain, per event", off_total, our_total),
+        for name, off_s, our_s, target in (
+            ("track() call", off_call, our_call, TARGET),
+            ("track() + drain, per event", off_total, our_total, None),  # informational: the background work
         ):
             ratio = off_s / our_s
-            verdict = "ok" if ratio >= TARGET else f"below the {TARGET:g}x target"
+            if target is None:
+                verdict = "(no target: includes building, encoding and sending)"
+            else:
+                verdict = "ok" if ratio >= target else f"below the {target:g}x target"
             print(
                 f"    {name:<28} official {off_s * 1e6:8.2f} us   ours {our_s * 1e6:8.2f} us   {ratio:5.1f}x  {verdict}"
             )
