@@ -595,30 +595,39 @@ def main() -> None:
 
     flips = 4 if args.quick else 10
     baseline = 0.5 if args.quick else 1.0
-    results = [
-        anyio.run(
-            functools.partial(measure_stalls, backend, bodies, revisions, flips=flips, baseline=baseline),
-            backend=backend,
-        )
-        for backend in ("asyncio", "trio")
-    ]
-    print("event-loop stall (1 ms ticker lateness; 'GC' = longest collector pause in that phase)")
-    print(
-        f"{'backend':<9}{'baseline':>10}{'GC':>8}{'updates':>10}{'GC':>8}{'p99':>8}{'>5ms':>6}{'applied':>9}"
-        f"{'decisions':>11}{'events':>8}"
-    )
-    for r in results:
+    worst_by_mode: dict[str, float] = {}
+    for mode in ("default GC", "gc.freeze() after start-up"):
+        if mode.startswith("gc.freeze"):
+            # What long-running services commonly do after start-up (see the gc module docs): the start-up heap
+            # is no longer walked by every full collection, so what remains is the cost of the update itself.
+            gc.collect()
+            gc.freeze()
+        results = [
+            anyio.run(
+                functools.partial(measure_stalls, backend, bodies, revisions, flips=flips, baseline=baseline),
+                backend=backend,
+            )
+            for backend in ("asyncio", "trio")
+        ]
+        gc.unfreeze()
+        print(f"event-loop stall, {mode} (1 ms ticker lateness; 'GC' = longest collector pause in that phase)")
         print(
-            f"{r.backend:<9}{r.baseline_max_ms:>10.1f}{r.baseline_gc_ms:>8.1f}{r.update_max_ms:>10.1f}"
-            f"{r.update_gc_ms:>8.1f}{r.update_p99_ms:>8.1f}{r.update_stalls:>6}{r.updates:>9}{r.decisions:>11}"
-            f"{r.events:>8}"
+            f"{'backend':<9}{'baseline':>10}{'GC':>8}{'updates':>10}{'GC':>8}{'p99':>8}{'>5ms':>6}{'applied':>9}"
+            f"{'decisions':>11}{'events':>8}"
         )
-    print("(times in ms)")
-    worst = max(r.update_max_ms for r in results)
-    print(
-        f"-> longest stall while updates were applied: {worst:.2f} ms (target < 5 ms): "
-        f"{'OK' if worst < 5 else 'MISSED'}"
-    )
+        for r in results:
+            print(
+                f"{r.backend:<9}{r.baseline_max_ms:>10.1f}{r.baseline_gc_ms:>8.1f}{r.update_max_ms:>10.1f}"
+                f"{r.update_gc_ms:>8.1f}{r.update_p99_ms:>8.1f}{r.update_stalls:>6}{r.updates:>9}{r.decisions:>11}"
+                f"{r.events:>8}"
+            )
+        print("(times in ms)")
+        worst_by_mode[mode] = max(r.update_max_ms for r in results)
+    for mode, worst in worst_by_mode.items():
+        print(
+            f"-> longest stall while updates were applied ({mode}): {worst:.2f} ms (target < 5 ms): "
+            f"{'OK' if worst < 5 else 'MISSED'}"
+        )
     print()
 
     # Last: the official Optimizely() keeps ~40k objects alive per instance even after close(), which would make
@@ -631,10 +640,14 @@ def main() -> None:
     print(f"{'config build (median)':<42}{'ms':>9}{'runs':>6}{'/ ours':>10}{'gc off':>9}")
     for name, ms, n, no_gc in rows:
         print(f"{name:<42}{ms:>9.1f}{n:>6}{ms / ours:>9.1f}x{'-' if no_gc is None else f'{no_gc:.1f}':>9}")
-    ratio = rows[1][1] / ours
-    speed = f"{ratio:.1f}x faster than" if ratio >= 1 else f"{1 / ratio:.1f}x slower than"
-    verdict = "OK" if ratio >= 3 else "MISSED"
-    print(f"-> parse_config is {speed} the official ProjectConfig (target: at least 3x faster): {verdict}")
+    for index, what in (
+        (2, "the official config build (schema check + ProjectConfig, its default)"),
+        (1, "the official ProjectConfig alone (no schema check)"),
+    ):
+        ratio = rows[index][1] / ours
+        speed = f"{ratio:.1f}x faster than" if ratio >= 1 else f"{1 / ratio:.1f}x slower than"
+        verdict = "OK" if ratio >= 3 else "MISSED"
+        print(f"-> parse_config is {speed} {what} (target: at least 3x faster): {verdict}")
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
 
 
