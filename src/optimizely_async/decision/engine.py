@@ -223,6 +223,7 @@ def decide_experiment(
                     )
                 return variation
             _log.error('Variation ID "%s" is not in datafile.', stored_id)
+        _log.debug("User profile has invalid format.")
     if not _audience_ok(experiment, config, attributes, experiment.audience_label, reasons):
         if _wants(reasons, _INFO):
             _emit(
