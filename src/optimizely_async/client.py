@@ -97,7 +97,9 @@ class AsyncOptimizely:
         datafile_url_template: a URL with ``{sdk_key}``; default: the Optimizely CDN.
         update_interval: seconds between polls (default 300).
         event_endpoint: where events go; default: the US or EU endpoint chosen by the datafile's ``region``.
-        batch_size, flush_interval, max_queue_size: batching (defaults 10 events, 30 s, 10,000 events).
+        batch_size: most events per request (default 10).
+        flush_interval: seconds the oldest queued event may wait before a partial batch is sent (default 30).
+        max_queue_size: most events waiting to be sent (default 10,000).
         enqueue_timeout: how long ``track()`` waits for room in a full queue before dropping the event.
         max_concurrent_requests: event requests in flight at once.
         close_timeout: how long leaving the context may take to drain.
