@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import defaults
-from ..decision.compiled import Matcher, compile_audience_check
+from ..decision.compiled import LazyMatcher
 from ..errors import InvalidDatafileError
 from ..events.models import EventContext
 from . import datafile as df
@@ -37,8 +37,7 @@ __all__ = [
 VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
 
 
-def _everyone(attributes: Mapping[str, Any]) -> bool:
-    return True
+_EVERYONE = LazyMatcher(None, {}, {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +76,7 @@ class ExperimentInfo:
     #: How audience messages name it: ``experiment "<key>"``.
     audience_label: str = ""
     #: The audience check compiled for the fast path (no reasons, no INFO logging).
-    matcher: Matcher = _everyone
+    matcher: LazyMatcher = _EVERYONE
 
     @property
     def running(self) -> bool:
@@ -105,7 +104,7 @@ class HoldoutInfo:
     included_rules: tuple[str, ...]
     exclude_targeted_deliveries: bool
     audience_label: str = ""
-    matcher: Matcher = _everyone
+    matcher: LazyMatcher = _EVERYONE
 
     @property
     def running(self) -> bool:
@@ -137,11 +136,9 @@ class FlagInfo:
     #: Every variation of every rule, deduplicated by id, in rule order (forced decisions, impressions).
     variations_by_id: Mapping[str, VariationInfo]
     variations_by_key: Mapping[str, VariationInfo]
-    #: Typed variable values precomputed per enabled variation id (None: the defaults). Each entry holds the
-    #: values that are safe to share, and the raw text of json variables, parsed afresh on every call.
-    typed_variables: Mapping[str | None, tuple[Mapping[str, Any], tuple[tuple[str, str | None], ...]]] = field(
-        default_factory=dict
-    )
+    #: Typed variable values per enabled variation id (None: the defaults), filled on first use. Each entry
+    #: holds the values that are safe to share, and the raw text of json variables, parsed afresh on every call.
+    typed_variables: dict[str | None, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +192,17 @@ class ProjectConfig(_WeakReferenceable):
     def flag_variables(self, flag: FlagInfo, variation: VariationInfo | None) -> dict[str, Any]:
         """Every variable of the flag, typed: the variation's values when it is enabled, else the defaults."""
         enabled = variation is not None and bool(variation.feature_enabled)
-        cached = flag.typed_variables.get(variation.id if enabled and variation is not None else None)
+        source = variation.id if enabled and variation is not None else None
+        cache = flag.typed_variables
+        cached = cache.get(source, _NOT_BUILT)
+        if cached is _NOT_BUILT:
+            if source is not None and variation is not None and source not in flag.variations_by_id:
+                cached = None  # not one of the flag's variations (a holdout's): no cache entry
+            else:
+                usages = None if source is None else self.variable_usages.get(source)
+                cached = _typed_set(flag.variables, usages) if source is None or usages is not None else None
+                if len(cache) < 1024:
+                    cache[source] = cached
         if cached is not None:
             values, json_raw = cached
             out = dict(values)
@@ -248,41 +255,33 @@ def _quiet_cast(value: str | None, variable_type: str) -> Any:
         return _UNCASTABLE
 
 
-def _precompute_variables(
-    variables: Mapping[str, VariableInfo],
-    variations: Mapping[str, VariationInfo],
-    usages: Mapping[str, Mapping[str, str]],
-) -> dict[str | None, tuple[Mapping[str, Any], tuple[tuple[str, str | None], ...]]]:
-    """Typed values for the defaults and each enabled variation; a set with a value that does not cast is left
-    out, so the slow path logs the cast error on every call as the official SDK does."""
-    out: dict[str | None, tuple[Mapping[str, Any], tuple[tuple[str, str | None], ...]]] = {}
-    sources: list[tuple[str | None, Mapping[str, str] | None]] = [(None, None)]
-    sources += [(v.id, usages.get(v.id)) for v in variations.values() if v.feature_enabled]
-    for variation_id, variation_usages in sources:
-        if variation_id is not None and variation_usages is None:
+_NOT_BUILT: Any = object()
+TypedSet = tuple[Mapping[str, Any], tuple[tuple[str, "str | None"], ...]]
+
+
+def _typed_set(variables: Mapping[str, VariableInfo], usages: Mapping[str, str] | None) -> TypedSet | None:
+    """Typed values of a flag's variables (the defaults, or one enabled variation's values), built on first use.
+
+    None when a value does not cast: that variation keeps the slow path, which logs the cast error on every
+    call as the official SDK does.
+    """
+    values: dict[str, Any] = {}
+    json_raw: list[tuple[str, str | None]] = []
+    for key, variable in variables.items():
+        raw: str | None = variable.default_value
+        if usages is not None:
+            raw = usages.get(variable.id, raw)
+        if variable.type == "json":
+            if _quiet_cast(raw, "json") is _UNCASTABLE:
+                return None
+            values[key] = None  # keeps the key order; replaced by a fresh parse on each call
+            json_raw.append((key, raw))
             continue
-        values: dict[str, Any] = {}
-        json_raw: list[tuple[str, str | None]] = []
-        ok = True
-        for key, variable in variables.items():
-            raw: str | None = variable.default_value
-            if variation_usages is not None:
-                raw = variation_usages.get(variable.id, raw)
-            if variable.type == "json":
-                if _quiet_cast(raw, "json") is _UNCASTABLE:
-                    ok = False
-                    break
-                values[key] = None  # keeps the key order; replaced by a fresh parse on each call
-                json_raw.append((key, raw))
-                continue
-            typed = _quiet_cast(raw, variable.type)
-            if typed is _UNCASTABLE:
-                ok = False
-                break
-            values[key] = typed
-        if ok:
-            out[variation_id] = (values, tuple(json_raw))
-    return out
+        typed = _quiet_cast(raw, variable.type)
+        if typed is _UNCASTABLE:
+            return None
+        values[key] = typed
+    return values, tuple(json_raw)
 
 
 EMPTY_EXPERIMENT = ExperimentInfo(
@@ -336,7 +335,7 @@ def _experiment(
         group=group,
         cmab=e.cmab,
         audience_label=f'experiment "{e.key}"',
-        matcher=compile_audience_check(audience_tree, audiences, compiled),
+        matcher=LazyMatcher(audience_tree, audiences, compiled),
     )
 
 
@@ -354,7 +353,7 @@ def _holdout(h: df.Holdout, audiences: Mapping[str, Any], *, local: bool) -> Hol
         included_rules=tuple(h.includedRules or ()) if local else (),
         exclude_targeted_deliveries=h.excludeTargetedDeliveries,
         audience_label=f'experiment "{h.key}"',
-        matcher=compile_audience_check(audience_tree, audiences, {}),
+        matcher=LazyMatcher(audience_tree, audiences, {}),
     )
 
 
@@ -502,7 +501,6 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
             variations_by_key=by_key,
-            typed_variables=_precompute_variables(variables, by_id, variable_usages),
         )
         pause()
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from .conditions import evaluate_leaf
 
-__all__ = ["Matcher", "compile_audience_check"]
+__all__ = ["LazyMatcher", "Matcher", "compile_audience_check"]
 
 _log: Final = logging.getLogger("optimizely_async")
 
@@ -135,3 +135,25 @@ def compile_audience_check(
         return root(attributes) is True
 
     return matcher
+
+
+class LazyMatcher:
+    """Compiles its audience check on first use, so building a config does not pay for rules never decided.
+
+    Call ``matcher.fn(attributes)``: ``fn`` is the compiled check once the first call has compiled it.
+    """
+
+    __slots__ = ("_audiences", "_shared", "_tree", "fn")
+
+    def __init__(self, audience_tree: Any, audiences: Mapping[str, Any], shared: dict[str, Any]) -> None:
+        self._tree = audience_tree
+        self._audiences = audiences
+        self._shared = shared
+        if audience_tree is None or (isinstance(audience_tree, (list, tuple)) and not audience_tree):
+            self.fn: Matcher = _everyone
+        else:
+            self.fn = self._compile_and_match
+
+    def _compile_and_match(self, attributes: Attributes) -> bool:
+        self.fn = compile_audience_check(self._tree, self._audiences, self._shared)
+        return self.fn(attributes)
