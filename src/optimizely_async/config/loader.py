@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -73,6 +74,9 @@ class Pacer:
 _gc_lock = threading.Lock()
 _gc_holders = 0
 _gc_was_enabled = False
+_switch_interval = 0.005
+#: While a config is built in a worker thread, the event loop's thread gets the GIL back this fast.
+_BUILD_SWITCH_INTERVAL = 0.0005
 
 
 @contextmanager
@@ -88,14 +92,19 @@ def gc_paused() -> Iterator[None]:
         if _gc_holders == 0:
             _gc_was_enabled = gc.isenabled()
             gc.disable()
+            global _switch_interval
+            _switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_interval, _BUILD_SWITCH_INTERVAL))
         _gc_holders += 1
     try:
         yield
     finally:
         with _gc_lock:
             _gc_holders -= 1
-            if _gc_holders == 0 and _gc_was_enabled:
-                gc.enable()
+            if _gc_holders == 0:
+                sys.setswitchinterval(_switch_interval)
+                if _gc_was_enabled:
+                    gc.enable()
 
 
 def _text(data: str | bytes | bytearray) -> str:
