@@ -140,3 +140,21 @@ async def test_track_snapshots_its_input_before_the_event_is_built() -> None:
     event = visitor["snapshots"][0]["events"][0]
     assert event["revenue"] == 100
     assert event["tags"] == {"revenue": 100, "note": "first"}
+
+
+async def test_deferred_events_carry_the_time_of_the_call() -> None:
+    import time
+
+    sink = Sink()
+    df = datafile()
+    df["sendFlagDecisions"] = True
+    df["featureFlags"] = [{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "", "variables": []}]
+    async with AsyncOptimizely(datafile=df, event_dispatcher=sink, flush_interval=60) as client:
+        before = round(time.time() * 1000)
+        await client.track("buy", "u1")
+        await client.is_feature_enabled("flag", "u1")  # a "null" rollout impression: sendFlagDecisions
+        after = round(time.time() * 1000)
+        await anyio.sleep(0.05)  # the events are built later, by the queue's task
+    stamps = [v["snapshots"][0]["events"][0]["timestamp"] for r in sink.requests for v in r.payload["visitors"]]
+    assert len(stamps) == 2
+    assert all(before <= stamp <= after for stamp in stamps)

@@ -46,7 +46,7 @@ from .decision.engine import FEATURE_TEST, HOLDOUT, ROLLOUT, Decision, decide_ex
 from .decision.user_profile import UserProfileService, UserProfileTracker, load_profile, save_profile
 from .errors import ClientStateError, ConfigurationError
 from .events.dispatcher import Dispatcher, HttpDispatcher
-from .events.factory import build_conversion, build_impression
+from .events.factory import build_conversion, build_impression, now_ms
 from .events.models import ConversionEvent, EventContext, PendingEvent, QueuedEvent
 from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
@@ -400,7 +400,29 @@ class AsyncOptimizely:
         context = self._context if self._config is config else None
         if context is None:
             context = config.event_context
-        notify = self.notification_center.has_listeners(_ACTIVATE)
+        if not self.notification_center.has_listeners(_ACTIVATE):
+            # Built by the queue's task from a snapshot, stamped with the moment of the decision.
+            snapshot = dict(attributes) if attributes else None
+            await self._enqueue(
+                PendingEvent(
+                    context,
+                    functools.partial(
+                        build_impression,
+                        config,
+                        context,
+                        experiment,
+                        variation,
+                        flag_key,
+                        rule_key,
+                        rule_type,
+                        enabled,
+                        user_id,
+                        snapshot,
+                        timestamp=now_ms(),
+                    ),
+                )
+            )
+            return
         event = build_impression(
             config,
             context,
@@ -413,18 +435,17 @@ class AsyncOptimizely:
             user_id,
             attributes,
             # listeners see the payload that is sent, so its uuid is fixed now (otherwise at encoding time)
-            event_uuid=str(uuid.uuid4()) if notify else None,
+            event_uuid=str(uuid.uuid4()),
         )
         await self._enqueue(event)
-        if notify:
-            await self.notification_center.send_notifications(
-                _ACTIVATE,
-                experiment if experiment is not None else EMPTY_EXPERIMENT,
-                user_id,
-                attributes,
-                variation,
-                _log_event(context.endpoint, build_payload([event])),
-            )
+        await self.notification_center.send_notifications(
+            _ACTIVATE,
+            experiment if experiment is not None else EMPTY_EXPERIMENT,
+            user_id,
+            attributes,
+            variation,
+            _log_event(context.endpoint, build_payload([event])),
+        )
 
     async def track(
         self,
@@ -475,6 +496,7 @@ class AsyncOptimizely:
                             user_id,
                             snapshot,
                             dict(tags) if tags is not None else None,
+                            timestamp=now_ms(),  # the moment of the call, not of the build
                         ),
                     )
                 )
@@ -1014,6 +1036,7 @@ def _conversion(
     attributes: dict[str, Any] | None,
     tags: dict[Any, Any] | None,
     event_uuid: str | None = None,
+    timestamp: int | None = None,
 ) -> ConversionEvent:
     return build_conversion(
         config,
@@ -1026,6 +1049,7 @@ def _conversion(
         parse_revenue(tags) if tags else None,
         parse_value(tags) if tags else None,
         event_uuid=event_uuid,
+        timestamp=timestamp,
     )
 
 

@@ -34,9 +34,32 @@ def _valid_value(value: object) -> bool:
     return False
 
 
+# The last attribute list built, with what it was built from: a user's attributes usually go out with several
+# events in a row (decide_all, get_enabled_features, a handler deciding several flags).
+_last_built: list[Any] = [None, None, ()]
+
+
 def build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None) -> tuple[VisitorAttribute, ...]:
     """The visitor attributes sent with an event: valid values only, mapped to attribute ids, then the
     bot-filtering entry when the datafile sets ``botFiltering``."""
+    if not attributes:
+        return _build_attributes(config, attributes)
+    try:
+        # Types are part of the key: True == 1 == 1.0 as values, but they are different attributes on the wire.
+        key = (tuple(attributes.items()), tuple(map(type, attributes.values())))
+        if _last_built[0] is config and _last_built[1] == key:
+            result: tuple[VisitorAttribute, ...] = _last_built[2]
+            return result
+    except Exception:  # a value whose == is unusual (e.g. an array): just build
+        return _build_attributes(config, attributes)
+    result = _build_attributes(config, attributes)
+    # 0.0 and -0.0 are equal but sent differently: such lists are not kept.
+    if not any(type(v) is float and v == 0.0 for v in attributes.values()):
+        _last_built[:] = (config, key, result)
+    return result
+
+
+def _build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None) -> tuple[VisitorAttribute, ...]:
     out: list[VisitorAttribute] = []
     if attributes:
         ids = config.attribute_ids
@@ -111,6 +134,11 @@ def _decision_metadata(
     return found
 
 
+def now_ms() -> int:
+    """Milliseconds since the epoch, as the official SDK stamps events."""
+    return _now_ms()
+
+
 def _now_ms() -> int:
     return round(time.time() * 1000)
 
@@ -132,6 +160,7 @@ def build_impression(
     attributes: Mapping[str, Any] | None,
     cmab_uuid: str | None = None,
     event_uuid: str | None = None,
+    timestamp: int | None = None,
 ) -> ImpressionEvent:
     """An impression as the official SDK builds it; a missing experiment is the empty default one."""
     experiment_id = experiment.id if experiment is not None else ""
@@ -154,7 +183,7 @@ def build_impression(
         metadata=_decision_metadata(
             flag_key, rule_key, rule_type, resolved.key if resolved is not None else "", enabled, cmab_uuid or None
         ),
-        timestamp=_now_ms(),
+        timestamp=_now_ms() if timestamp is None else timestamp,
         uuid=event_uuid,
     )
 
@@ -170,6 +199,7 @@ def build_conversion(
     revenue: int | None,
     value: float | None,
     event_uuid: str | None = None,
+    timestamp: int | None = None,
 ) -> ConversionEvent:
     return ConversionEvent(
         context=context,
@@ -180,6 +210,6 @@ def build_conversion(
         revenue=revenue,
         value=value,
         tags=tags,
-        timestamp=_now_ms(),
+        timestamp=_now_ms() if timestamp is None else timestamp,
         uuid=event_uuid,
     )
