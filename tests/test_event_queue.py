@@ -245,7 +245,11 @@ async def test_400_is_dropped_without_retry() -> None:
     drops = Recorder(is_async=True)
     async with serve_sink() as sink:
         sink.script(Reply(400))
-        _, stats = await run_queue(sink, make_events(12, sink.url), batch_size=10, on_drop=drops, **FAST_RETRY)
+        # One request at a time, so the scripted 400 meets the full batch (with several in flight, the batch of
+        # 2 can reach the server first).
+        _, stats = await run_queue(
+            sink, make_events(12, sink.url), batch_size=10, on_drop=drops, max_concurrent_requests=1, **FAST_RETRY
+        )
     assert_accounted(stats, 12)
     assert stats.dropped == {"http_400": 10}
     assert (stats.delivered, stats.retries) == (2, 0)
