@@ -14,6 +14,7 @@ from .errors import ClientStateError, ConfigurationError, InvalidDatafileError, 
 from .events.dispatcher import Dispatcher, DispatchResult, EventRequest, HttpDispatcher
 from .events.queue import DeliveryReport, QueueStats
 from .notifications import NotificationCenter, NotificationType
+from .user_context import OptimizelyDecisionContext, OptimizelyForcedDecision, OptimizelyUserContext
 
 __all__ = [
     "AsyncOptimizely",
@@ -29,7 +30,10 @@ __all__ = [
     "NotificationCenter",
     "NotificationType",
     "OptimizelyDecision",
+    "OptimizelyDecisionContext",
     "OptimizelyError",
+    "OptimizelyForcedDecision",
+    "OptimizelyUserContext",
     "QueueStats",
     "UserProfileService",
     "__version__",
