@@ -58,6 +58,10 @@ def test_generated_datafiles() -> None:
             for user in users:
                 attributes = user.attributes or {}
                 expected = audience_check(experiment.audience_tree, config.audiences, attributes, "x", None)
-                assert experiment.matcher.fn(attributes) is expected, (seed, experiment.key, user)
+                assert (experiment.matcher.fn or experiment.matcher.compile())(attributes) is expected, (
+                    seed,
+                    experiment.key,
+                    user,
+                )
                 compared += 1
     assert compared > 1000

@@ -140,7 +140,8 @@ def compile_audience_check(
 class LazyMatcher:
     """Compiles its audience check on first use, so building a config does not pay for rules never decided.
 
-    Call ``matcher.fn(attributes)``: ``fn`` is the compiled check once the first call has compiled it.
+    Use ``(matcher.fn or matcher.compile())(attributes)``. No reference cycle is made (a bound method stored on
+    the instance would make one), so a replaced config is freed at once, without the cyclic collector.
     """
 
     __slots__ = ("_audiences", "_shared", "_tree", "fn")
@@ -149,11 +150,10 @@ class LazyMatcher:
         self._tree = audience_tree
         self._audiences = audiences
         self._shared = shared
+        self.fn: Matcher | None = None
         if audience_tree is None or (isinstance(audience_tree, (list, tuple)) and not audience_tree):
-            self.fn: Matcher = _everyone
-        else:
-            self.fn = self._compile_and_match
+            self.fn = _everyone
 
-    def _compile_and_match(self, attributes: Attributes) -> bool:
-        self.fn = compile_audience_check(self._tree, self._audiences, self._shared)
-        return self.fn(attributes)
+    def compile(self) -> Matcher:
+        fn = self.fn = compile_audience_check(self._tree, self._audiences, self._shared)
+        return fn

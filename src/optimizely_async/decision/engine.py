@@ -85,7 +85,8 @@ def _audience_ok(
 ) -> bool:
     """The compiled matcher on the fast path; the message-writing tree walk when reasons or logs want it."""
     if reasons is None and not _log.isEnabledFor(_INFO):
-        return entity.matcher.fn(attributes)
+        matcher = entity.matcher
+        return (matcher.fn or matcher.compile())(attributes)
     return audience_check(entity.audience_tree, config.audiences, attributes, label, reasons)
 
 
@@ -433,7 +434,8 @@ def _decide_rollout(
             index = 0
             while index <= last:
                 rule = rules[index]
-                if rule.matcher.fn(attributes):
+                matcher = rule.matcher
+                if (matcher.fn or matcher.compile())(attributes):
                     variation = bucket(rule, user_id, bucketing_id, None)
                     if variation is not None:
                         return Decision(rule, variation, ROLLOUT)

@@ -47,7 +47,8 @@ def build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None
     try:
         # Types are part of the key: True == 1 == 1.0 as values, but they are different attributes on the wire.
         key = (tuple(attributes.items()), tuple(map(type, attributes.values())))
-        if _last_built[0] is config and _last_built[1] == key:
+        # Keyed on the config's attribute-id map (not the config, which it would keep alive after an update).
+        if _last_built[0] is config.attribute_ids and _last_built[1] == key:
             result: tuple[VisitorAttribute, ...] = _last_built[2]
             return result
     except Exception:  # a value whose == is unusual (e.g. an array): just build
@@ -55,7 +56,7 @@ def build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None
     result = _build_attributes(config, attributes)
     # 0.0 and -0.0 are equal but sent differently: such lists are not kept.
     if not any(type(v) is float and v == 0.0 for v in attributes.values()):
-        _last_built[:] = (config, key, result)
+        _last_built[:] = (config.attribute_ids, key, result)
     return result
 
 
