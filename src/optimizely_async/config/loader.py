@@ -60,7 +60,7 @@ class Pacer:
 
     __slots__ = ("_budget", "_last")
 
-    def __init__(self, budget: float = 0.001) -> None:
+    def __init__(self, budget: float = 0.0005) -> None:
         self._budget = budget
         self._last = time.perf_counter()
 
