@@ -7,8 +7,8 @@ import logging
 from typing import Any
 
 import pytest
-from _sink_server import serve_sink
 
+from _sink_server import serve_sink
 from optimizely_async import AsyncOptimizely
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
