@@ -365,3 +365,30 @@ async def test_options_that_are_not_a_list_fall_back_to_the_defaults() -> None:
         user.set_attribute("age", 1)
         assert await user.decide_all([DecideOption.ENABLED_FLAGS_ONLY]) == {}
         assert (await user.decide("flag", [DecideOption.ENABLED_FLAGS_ONLY])).variation_key == "minor"
+
+
+@pytest.mark.anyio
+async def test_forced_decision_methods_never_raise_on_bad_arguments() -> None:
+    client = AsyncOptimizely(
+        datafile={
+            "version": "4",
+            "accountId": "1",
+            "projectId": "2",
+            "revision": "3",
+            "experiments": [],
+            "events": [],
+            "audiences": [],
+            "attributes": [],
+            "groups": [],
+            "featureFlags": [],
+            "rollouts": [],
+        }
+    )
+    user = client.create_user_context("u1")
+    assert user is not None
+    assert user.set_forced_decision(None, None) is False  # type: ignore[arg-type]
+    assert (
+        user.set_forced_decision(OptimizelyDecisionContext("f", ["unhashable"]), OptimizelyForcedDecision("v")) is False
+    )  # type: ignore[arg-type]
+    assert user.get_forced_decision("nope") is None  # type: ignore[arg-type]
+    assert user.remove_forced_decision(42) is False  # type: ignore[arg-type]

@@ -80,18 +80,25 @@ class OptimizelyUserContext:
     # ------------------------------------------------------------------ forced decisions
 
     def set_forced_decision(self, decision_context: _Context, decision: _Forced) -> bool:
-        """Force a variation for a flag (rule_key None) or a rule of it. Always True, as the official SDK."""
-        self._forced[(decision_context.flag_key, decision_context.rule_key)] = decision.variation_key
+        """Force a variation for a flag (rule_key None) or a rule of it. True, as the official SDK (False, with
+        an error log, when the arguments are not a decision context and a forced decision)."""
+        key = _context_key(decision_context)
+        variation_key = getattr(decision, "variation_key", _ABSENT)
+        if key is None or variation_key is _ABSENT:
+            _log.error('Provided "decision" or "decision_context" is in an invalid format.')
+            return False
+        self._forced[key] = variation_key
         return True
 
     def get_forced_decision(self, decision_context: _Context) -> _Forced | None:
-        key = (decision_context.flag_key, decision_context.rule_key)
-        if key not in self._forced:
+        key = _context_key(decision_context)
+        if key is None or key not in self._forced:
             return None
         return _Forced(self._forced[key])
 
     def remove_forced_decision(self, decision_context: _Context) -> bool:
-        return self._forced.pop((decision_context.flag_key, decision_context.rule_key), _ABSENT) is not _ABSENT
+        key = _context_key(decision_context)
+        return key is not None and self._forced.pop(key, _ABSENT) is not _ABSENT
 
     def remove_all_forced_decisions(self) -> bool:
         self._forced.clear()
@@ -172,6 +179,18 @@ class OptimizelyUserContext:
 
 
 _ABSENT: Any = object()
+
+
+def _context_key(decision_context: object) -> tuple[str, str | None] | None:
+    flag_key = getattr(decision_context, "flag_key", _ABSENT)
+    rule_key = getattr(decision_context, "rule_key", _ABSENT)
+    if flag_key is _ABSENT or rule_key is _ABSENT:
+        return None
+    try:
+        hash((flag_key, rule_key))
+    except TypeError:
+        return None
+    return (flag_key, rule_key)
 
 
 @dataclass(frozen=True, slots=True)
