@@ -165,6 +165,7 @@ class AsyncOptimizely(DecisionMethods):
         self._pending: list[tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]] = []
         self._pending_dropped = 0
         self._report: DeliveryReport | None = None
+        self._warned_unopened = False
         self._raw_datafile: str | bytes | bytearray | Mapping[str, Any] | None = None
 
         if datafile is not None:
@@ -364,7 +365,7 @@ class AsyncOptimizely(DecisionMethods):
             await self.notification_center.send_notifications(NotificationType.LOG_EVENT, _log_event(url, payload))
 
     async def _enqueue(self, event: QueuedEvent) -> None:
-        if self._state is _State.UNOPENED and not getattr(self, "_warned_unopened", False):
+        if self._state is _State.UNOPENED and not self._warned_unopened:
             self._warned_unopened = True
             _log.warning("Events are queued but not sent: enter the client with `async with` to start sending.")
         await self._queue.put(event)
