@@ -199,3 +199,26 @@ def test_only_running_holdouts_are_indexed() -> None:
     config = parse_config(minimal(holdouts=[holdout, draft], localHoldouts=[local]))
     assert [h.key for h in config.global_holdouts] == ["h"]
     assert [h.key for h in config.rule_holdouts["1"]] == ["h3"]
+
+
+def test_building_a_config_restores_the_collector_state() -> None:
+    import gc
+    import sys
+
+    interval = sys.getswitchinterval()
+    assert gc.isenabled()
+    parse_config(minimal())
+    assert gc.isenabled() and gc.get_freeze_count() == 0 and sys.getswitchinterval() == interval
+    gc.disable()
+    try:
+        parse_config(minimal())
+        assert not gc.isenabled()  # an application's own choice is kept
+    finally:
+        gc.enable()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        parse_config(minimal())
+        assert gc.get_freeze_count() == frozen  # an application's frozen set is left alone
+    finally:
+        gc.unfreeze()

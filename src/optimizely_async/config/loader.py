@@ -24,7 +24,7 @@ import pydantic
 from ..errors import InvalidDatafileError
 from . import datafile as df
 
-__all__ = ["Pacer", "gc_paused", "load_datafile", "no_pause"]
+__all__ = ["Pacer", "gc_on_for_new_objects", "gc_paused", "load_datafile", "no_pause"]
 
 Pause = Callable[[], None]
 
@@ -105,6 +105,30 @@ def gc_paused() -> Iterator[None]:
                 sys.setswitchinterval(_switch_interval)
                 if _gc_was_enabled:
                     gc.enable()
+
+
+@contextmanager
+def gc_on_for_new_objects() -> Iterator[None]:
+    """Inside :func:`gc_paused`: set aside (``gc.freeze()``) everything allocated so far, the transient models
+    included, and let the collector run again for what is allocated next.
+
+    The objects the build keeps are then collected a few hundred at a time as they are made, instead of all at
+    once (with everything the event loop allocated meanwhile) when the collector comes back on. The frozen
+    objects go back to the oldest generation at the end (``gc.unfreeze()``). Only done when nobody else froze
+    objects (an application that calls ``gc.freeze()`` itself keeps its frozen set) and no other build runs.
+    """
+    with _gc_lock:
+        usable = _gc_holders == 1 and _gc_was_enabled and gc.get_freeze_count() == 0
+        if usable:
+            gc.freeze()
+            gc.enable()
+    try:
+        yield
+    finally:
+        if usable:
+            with _gc_lock:
+                gc.disable()
+                gc.unfreeze()
 
 
 def _text(data: str | bytes | bytearray) -> str:

@@ -18,7 +18,7 @@ from ..decision.compiled import LazyMatcher
 from ..errors import InvalidDatafileError
 from ..events.models import EventContext
 from . import datafile as df
-from .loader import Pause, gc_paused, load_datafile, no_pause
+from .loader import Pause, gc_on_for_new_objects, gc_paused, load_datafile, no_pause
 from .loader import sections as loader_sections
 
 __all__ = [
@@ -402,10 +402,11 @@ def parse_config(data: str | bytes | bytearray | Mapping[str, Any], pause: Pause
     raw = _raw(data)
     with gc_paused():
         model = load_datafile(raw, pause)
-        try:
-            return _index(model, raw, pause)
-        finally:
-            _release(model, pause)
+        with gc_on_for_new_objects():
+            try:
+                return _index(model, raw, pause)
+            finally:
+                _release(model, pause)
 
 
 def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig:
