@@ -15,8 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -29,6 +27,7 @@ from optimizely.helpers.enums import ExperimentAudienceEvaluationLogs, RolloutRu
 from optimizely.optimizely_user_context import OptimizelyUserContext
 from optimizely.project_config import ProjectConfig
 
+from _logcapture import capture
 from optimizely_async.decision import audiences as audiences_module
 from optimizely_async.decision.audiences import audience_check, evaluate_tree
 
@@ -42,28 +41,6 @@ VALUES: dict[str, bool | None] = {T: True, F: False, U: None, EMPTY: None}
 
 
 # --------------------------------------------------------------------------------------------- helpers
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[tuple[int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.levelno, record.getMessage()))
-
-
-@contextmanager
-def capture(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[list[tuple[int, str]]]:
-    handler = _Collect()
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
 
 
 class Recorder:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -23,6 +22,7 @@ from hypothesis import strategies as st
 from optimizely.helpers.condition import CustomAttributeConditionEvaluator
 from optimizely.optimizely_user_context import OptimizelyUserContext
 
+from _logcapture import capture
 from optimizely_async.decision import conditions
 from optimizely_async.decision.conditions import evaluate_leaf
 
@@ -35,29 +35,6 @@ ALL_MATCHES = ["exact", "exists", "substring", "gt", "ge", "lt", "le", *SEMVER_M
 
 
 # --------------------------------------------------------------------------------------------- helpers
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[tuple[int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.levelno, record.getMessage()))
-
-
-@contextmanager
-def capture(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[list[tuple[int, str]]]:
-    """Collect (level, message) of everything ``logger`` emits at ``level`` and above."""
-    handler = _Collect()
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
 
 
 def ours(leaf: Mapping[str, Any], attributes: dict[str, Any]) -> tuple[bool | None, list[tuple[int, str]]]:

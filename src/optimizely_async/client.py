@@ -385,30 +385,9 @@ class AsyncOptimizely(DecisionMethods):
         context = self._context if self._config is config else None
         if context is None:
             context = config.event_context
-        if not self.notification_center.has_listeners(_ACTIVATE):
-            # Built by the queue's task from a snapshot, stamped with the moment of the decision.
-            snapshot = dict(attributes) if attributes else None
-            await self._enqueue(
-                PendingEvent(
-                    context,
-                    functools.partial(
-                        build_impression,
-                        config,
-                        context,
-                        experiment,
-                        variation,
-                        flag_key,
-                        rule_key,
-                        rule_type,
-                        enabled,
-                        user_id,
-                        snapshot,
-                        timestamp=now_ms(),
-                    ),
-                )
-            )
-            return
-        event = build_impression(
+        # A snapshot of the input, stamped with the moment of the decision; built later by the queue's task.
+        build = functools.partial(
+            build_impression,
             config,
             context,
             experiment,
@@ -418,10 +397,14 @@ class AsyncOptimizely(DecisionMethods):
             rule_type,
             enabled,
             user_id,
-            attributes,
-            # listeners see the payload that is sent, so its uuid is fixed now (otherwise at encoding time)
-            event_uuid=str(uuid.uuid4()),
+            dict(attributes) if attributes else None,
+            timestamp=now_ms(),
         )
+        if not self.notification_center.has_listeners(_ACTIVATE):
+            await self._enqueue(PendingEvent(context, build))
+            return
+        # Listeners see the payload that is sent, so the event is built (and its uuid fixed) now.
+        event = build(event_uuid=str(uuid.uuid4()))
         await self._enqueue(event)
         await self.notification_center.send_notifications(
             _ACTIVATE,
@@ -466,32 +449,25 @@ class AsyncOptimizely(DecisionMethods):
                     return
             context = self._context if self._config is config else config.event_context
             assert context is not None
+            # A snapshot of the input, stamped with the moment of the call; built later by the queue's task.
+            build = functools.partial(
+                _conversion,
+                config,
+                context,
+                event_info.id,
+                event_key,
+                user_id,
+                dict(attributes) if attributes else None,
+                dict(tags) if tags is not None else None,
+                timestamp=now_ms(),
+            )
             if not self.notification_center.has_listeners(_TRACK):
-                # The model is built by the queue's task: the caller pays for a snapshot of its input only.
-                snapshot = dict(attributes) if attributes else None
-                await self._enqueue(
-                    PendingEvent(
-                        context,
-                        functools.partial(
-                            _conversion,
-                            config,
-                            context,
-                            event_info.id,
-                            event_key,
-                            user_id,
-                            snapshot,
-                            dict(tags) if tags is not None else None,
-                            timestamp=now_ms(),  # the moment of the call, not of the build
-                        ),
-                    )
-                )
+                await self._enqueue(PendingEvent(context, build))
                 if _log.isEnabledFor(logging.INFO):
                     _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
                 return
-            # TRACK listeners get the payload that is sent, so the event is built (with its uuid) now.
-            event = _conversion(
-                config, context, event_info.id, event_key, user_id, attributes, tags, event_uuid=str(uuid.uuid4())
-            )
+            # TRACK listeners get the payload that is sent, so the event is built (and its uuid fixed) now.
+            event = build(event_uuid=str(uuid.uuid4()))
             await self._enqueue(event)
             if _log.isEnabledFor(logging.INFO):
                 _log.info('Tracking event "%s" for user "%s".', event_key, user_id)

@@ -1,0 +1,32 @@
+"""Collect what a logger emits, as (level, message) pairs, for tests that compare log texts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.levelno, record.getMessage()))
+
+
+@contextmanager
+def capture(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[list[tuple[int, str]]]:
+    """Collect (level, message) of everything ``logger`` emits at ``level`` and above."""
+    handler = _Collect()
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
