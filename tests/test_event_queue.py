@@ -7,6 +7,7 @@ ledger: every event sent is delivered, dropped with a reason, or undelivered; no
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from _sink_server import Reply, SinkServer, serve_sink
 from optimizely_async.errors import ConfigurationError
 from optimizely_async.events.dispatcher import DispatchResult, EventRequest, HttpDispatcher
-from optimizely_async.events.models import ConversionEvent, EventContext, UserEvent
+from optimizely_async.events.models import ConversionEvent, EventContext, PendingEvent, UserEvent
 from optimizely_async.events.queue import EventQueue, QueueStats
 
 pytestmark = pytest.mark.anyio
@@ -164,6 +165,43 @@ async def test_large_batches_are_encoded_off_the_loop_and_delivered() -> None:
         _, stats = await run_queue(sink, make_events(300, sink.url), batch_size=150)
     assert_accounted(stats, 300)
     assert [r.visitor_count for r in sink.received] == [150, 150]
+
+
+async def test_deferred_events_are_built_in_steps_that_let_other_tasks_run() -> None:
+    """A batch of deferred events is built a few at a time: other tasks run between the steps."""
+    context = EventContext(account_id="a", project_id="p", revision="1", endpoint="http://127.0.0.1:9/v1/events")
+    timeline: list[str] = []
+
+    def build(i: int) -> UserEvent:
+        timeline.append("build")
+        return ConversionEvent(context=context, user_id=f"user-{i}", event_id="e", event_key="k", timestamp=i)
+
+    dispatcher = GateDispatcher()
+    dispatcher.gate.set()
+    done = anyio.Event()
+
+    async def neighbour() -> None:
+        while not done.is_set():
+            timeline.append("other")
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as tg:
+        queue = EventQueue(dispatcher, batch_size=200, flush_interval=3600)
+        await tg.start(queue.run)
+        for i in range(200):
+            assert queue.put_nowait(PendingEvent(context, functools.partial(build, i)))
+        tg.start_soon(neighbour)
+        await queue.flush()
+        done.set()
+        report = await queue.close()
+    assert_accounted(report, 200)
+    assert [r.event_count for r in dispatcher.requests] == [200]
+    builds = "".join("b" if step == "build" else "." for step in timeline).strip(".")
+    runs = [len(run) for run in builds.split(".") if run]
+    assert sum(runs) == 200
+    # Other tasks ran many times while the batch was built. (trio picks the order of ready tasks at random, so
+    # two steps can follow each other before the neighbour runs.)
+    assert len(runs) >= 6 and max(runs) <= 32
 
 
 async def test_flush_waits_for_events_queued_before_it() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from .. import defaults
@@ -25,8 +26,11 @@ from .._validation import number
 from ..errors import ConfigurationError
 from .dispatcher import Dispatcher, DispatchResult, EventRequest, retry_delay
 from .ledger import Batch, DeliveryReport, Ledger, OnDrop, QueueStats, call_hook, run_hook
-from .models import QueuedEvent, materialize
+from .models import QueuedEvent, UserEvent, materialize
 from .payload import build_request
+
+# Deferred events built between two checkpoints while a batch is prepared (about 0.5 ms of work).
+_BUILD_STEP = 16
 
 __all__ = ["DeliveryReport", "EventQueue", "OnDispatch", "OnDrop", "QueueStats"]
 
@@ -342,8 +346,22 @@ class EventQueue:
             return DispatchResult(delivered=False, retryable=False, reason="dispatch_error")
 
     async def _build_request(self, batch: Batch) -> EventRequest | None:
-        """Encode the batch (in a worker thread when large); events that cannot be encoded are dropped."""
-        built, failed = materialize(batch.events)
+        """Build and encode the batch; events that cannot be built or encoded are dropped.
+
+        Deferred events are built a few at a time with a checkpoint in between, so a large batch never holds
+        the event loop for long; a large batch is encoded in a worker thread.
+        """
+        queued = batch.events
+        built: list[UserEvent] = []
+        failed: list[QueuedEvent] = []
+        for start in range(0, len(queued), _BUILD_STEP):
+            if start:
+                await anyio.lowlevel.checkpoint()
+                if batch.settled:  # abandoned by close() meanwhile; its events are already counted
+                    return None
+            step_built, step_failed = materialize(queued[start : start + _BUILD_STEP])
+            built += step_built
+            failed += step_failed
         batch.events = list(built)
         if failed:
             self._ledger.drop(list(failed), "invalid_event")
