@@ -26,7 +26,7 @@ from optimizely_async.events.models import (
     UserEvent,
     VisitorAttribute,
 )
-from optimizely_async.events.payload import build_payload, build_request, encode_payload, split_batches
+from optimizely_async.events.payload import RequestBuilder, build_payload, build_request, encode_payload
 from optimizely_async.events.tags import parse_revenue, parse_value
 
 _LOG = logging.getLogger("tests.official_payload")
@@ -297,17 +297,31 @@ def test_build_request_sets_aside_unencodable_events() -> None:
     assert nothing is None and all_bad == [bad]
 
 
-def _with(project: str, revision: str) -> UserEvent:
-    return pair_conversion(None)[0].model_copy(update={"context": our_context(project=project, revision=revision)})
+def test_request_built_in_steps_is_byte_for_byte_the_whole_payload() -> None:
+    events: list[UserEvent] = [
+        pair_conversion({"n": i, "nan": float("nan"), "text": "äö"})[0] if i % 2 else pair_impression()[0]
+        for i in range(7)
+    ]
+    one_shot, _ = build_request(events)
+    builder = RequestBuilder()
+    for start in range(0, len(events), 3):
+        builder.add(events[start : start + 3])
+    builder.add([])
+    stepwise = builder.finish()
+    assert one_shot is not None and stepwise is not None
+    assert stepwise.body == one_shot.body == encode_payload(one_shot.payload)
+    assert stepwise.payload == one_shot.payload and stepwise.event_count == 7
+    assert RequestBuilder().finish() is None
 
 
-def test_split_batches_on_project_or_revision_change() -> None:
-    events = [_with("p", "1"), _with("p", "1"), _with("p", "2"), _with("q", "2"), _with("q", "2"), _with("p", "1")]
-    assert [len(batch) for batch in split_batches(events)] == [2, 1, 2, 1]
-    assert split_batches([]) == []
-
-
-def test_split_ignores_account_and_endpoint() -> None:
-    a = _with("p", "1")
-    b = a.model_copy(update={"context": a.context.model_copy(update={"account_id": "other", "endpoint": "http://eu"})})
-    assert split_batches([a, b]) == [[a, b]]
+def test_request_builder_sets_aside_bad_events_within_a_step() -> None:
+    good = [pair_conversion({"ok": i})[0] for i in range(3)]
+    bad = pair_conversion(None)[0].model_copy(update={"tags": {"when": datetime.datetime(2024, 1, 1)}})
+    builder = RequestBuilder()
+    builder.add([good[0], bad, good[1]])
+    builder.add([good[2]])
+    request = builder.finish()
+    assert builder.bad == [bad] and builder.events == good
+    assert request is not None and request.event_count == 3
+    assert json.loads(request.body) == request.payload
+    assert [v["snapshots"][0]["events"][0]["tags"]["ok"] for v in request.payload["visitors"]] == [0, 1, 2]

@@ -160,7 +160,27 @@ async def test_batches_split_on_revision_change() -> None:
     assert sorted((r.payload["revision"], r.visitor_count) for r in sink.received) == [("1", 3), ("2", 2)]
 
 
-async def test_large_batches_are_encoded_off_the_loop_and_delivered() -> None:
+async def test_batches_split_on_project_change_but_not_on_account_or_endpoint() -> None:
+    async with serve_sink() as sink:
+        base = make_events(1, sink.url)[0]
+
+        def variant(i: int, **changes: str) -> UserEvent:
+            return base.model_copy(update={"user_id": f"u{i}", "context": base.context.model_copy(update=changes)})
+
+        events = [
+            variant(0),
+            variant(1, account_id="other"),  # same project and revision: same request
+            variant(2, project_id="q"),
+            variant(3, project_id="q"),
+            variant(4),
+        ]
+        _, stats = await run_queue(sink, events, batch_size=10)
+    assert_accounted(stats, 5)
+    batches = sorted([v["visitor_id"] for v in r.payload["visitors"]] for r in sink.received)
+    assert batches == [["u0", "u1"], ["u2", "u3"], ["u4"]]
+
+
+async def test_large_batches_are_built_in_steps_and_delivered() -> None:
     async with serve_sink() as sink:
         _, stats = await run_queue(sink, make_events(300, sink.url), batch_size=150)
     assert_accounted(stats, 300)

@@ -34,8 +34,6 @@ RETRY_BACKOFF_BASE: Final = 0.5
 RETRY_BACKOFF_MAX: Final = 30.0
 #: A server's ``Retry-After`` is honoured up to this many seconds.
 RETRY_AFTER_MAX: Final = 60.0
-#: Batches with more events than this are built and JSON-encoded in a worker thread.
-ENCODE_IN_THREAD_THRESHOLD: Final = 50
 
 #: Bucketing constants (MurmurHash3 x86_32, seed 1, 10,000 buckets).
 HASH_SEED: Final = 1

@@ -23,9 +23,9 @@ from typing import Any
 from .. import defaults
 from .._version import __version__
 from .dispatcher import EventRequest
-from .models import ConversionEvent, ImpressionEvent, UserEvent, VisitorAttribute
+from .models import ConversionEvent, EventContext, ImpressionEvent, UserEvent, VisitorAttribute
 
-__all__ = ["ACTIVATE_EVENT_KEY", "build_payload", "build_request", "encode_payload", "split_batches"]
+__all__ = ["ACTIVATE_EVENT_KEY", "RequestBuilder", "build_payload", "build_request", "encode_payload"]
 
 ACTIVATE_EVENT_KEY = "campaign_activated"
 _NONE_DROPPED_KEYS = frozenset({"revenue", "value", "tags", "decisions"})
@@ -38,7 +38,12 @@ def build_payload(events: Sequence[UserEvent]) -> dict[str, Any]:
     """
     if not events:
         raise ValueError("build_payload() needs at least one event")
-    context = events[0].context
+    payload = _batch_fields(events[0].context)
+    payload["visitors"] = [_visitor(event) for event in events]
+    return payload
+
+
+def _batch_fields(context: EventContext) -> dict[str, Any]:
     return {
         "account_id": context.account_id,
         "project_id": context.project_id,
@@ -47,64 +52,75 @@ def build_payload(events: Sequence[UserEvent]) -> dict[str, Any]:
         "client_version": __version__,
         "anonymize_ip": context.anonymize_ip,
         "enrich_decisions": True,
-        "visitors": [_visitor(event) for event in events],
     }
 
 
-def encode_payload(payload: Mapping[str, Any]) -> bytes:
+def encode_payload(payload: Mapping[str, Any] | Sequence[Any]) -> bytes:
     """Encode a payload as the request body: compact ASCII JSON, with NaN and infinities written as Python's
     ``json`` (and so the official SDK) writes them."""
     return json.dumps(payload, separators=(",", ":")).encode("ascii")
 
 
-def split_batches(events: Sequence[UserEvent]) -> list[list[UserEvent]]:
-    """Split ``events`` into runs that may share one request.
-
-    The official rule: a new batch starts whenever an event's ``project_id`` or ``revision`` differs from the
-    previous event's. Account and endpoint are not compared (they change only with the project).
-    """
-    batches: list[list[UserEvent]] = []
-    current: list[UserEvent] = []
-    previous: tuple[str, str] | None = None
-    for event in events:
-        key = (event.context.project_id, event.context.revision)
-        if current and key != previous:
-            batches.append(current)
-            current = []
-        current.append(event)
-        previous = key
-    if current:
-        batches.append(current)
-    return batches
-
-
-def build_request(events: list[UserEvent]) -> tuple[EventRequest | None, list[UserEvent]]:
+def build_request(events: Sequence[UserEvent]) -> tuple[EventRequest | None, list[UserEvent]]:
     """Build the request for a batch, setting aside events that cannot be encoded.
 
     Returns the request (None when no event could be encoded) and the events set aside. The endpoint is
     the first event's ``context.endpoint``.
     """
-    try:
-        return _request_for(events), []
-    except (TypeError, ValueError, RecursionError):
-        pass
-    good: list[UserEvent] = []
-    bad: list[UserEvent] = []
-    for event in events:
+    builder = RequestBuilder()
+    builder.add(events)
+    return builder.finish(), builder.bad
+
+
+class RequestBuilder:
+    """Builds one request a few events at a time, so a caller can pause between steps.
+
+    Each :meth:`add` turns its events into visitors and encodes them (one ``json.dumps`` call for the step);
+    :meth:`finish` joins the pieces under the batch-level fields. The body is byte for byte what
+    :func:`encode_payload` gives for the whole payload. Events whose visitor cannot be encoded are set aside
+    in :attr:`bad`; the rest are in :attr:`events`.
+    """
+
+    __slots__ = ("_bodies", "_visitors", "bad", "events")
+
+    def __init__(self) -> None:
+        self.events: list[UserEvent] = []
+        self.bad: list[UserEvent] = []
+        self._visitors: list[dict[str, Any]] = []
+        self._bodies: list[bytes] = []
+
+    def add(self, events: Sequence[UserEvent]) -> None:
+        if not events:
+            return
+        visitors = [_visitor(event) for event in events]
         try:
-            encode_payload(build_payload([event]))
+            self._bodies.append(encode_payload(visitors)[1:-1])  # the list's items, without its brackets
         except (TypeError, ValueError, RecursionError):
-            bad.append(event)
-        else:
-            good.append(event)
-    return (_request_for(good) if good else None), bad
+            for event, visitor in zip(events, visitors, strict=True):
+                try:
+                    body = encode_payload(visitor)
+                except (TypeError, ValueError, RecursionError):
+                    self.bad.append(event)
+                else:
+                    self.events.append(event)
+                    self._visitors.append(visitor)
+                    self._bodies.append(body)
+            return
+        self.events.extend(events)
+        self._visitors.extend(visitors)
 
-
-def _request_for(events: list[UserEvent]) -> EventRequest:
-    payload = build_payload(events)
-    return EventRequest(
-        url=events[0].context.endpoint, payload=payload, body=encode_payload(payload), event_count=len(events)
-    )
+    def finish(self) -> EventRequest | None:
+        """The request for every encodable event added, or None when there is none."""
+        if not self.events:
+            return None
+        payload = _batch_fields(self.events[0].context)
+        payload["visitors"] = []
+        head = encode_payload(payload)  # ends with the empty visitor list: b'[]}'
+        payload["visitors"] = self._visitors
+        body = head[:-3] + b"[" + b",".join(self._bodies) + b"]}"
+        return EventRequest(
+            url=self.events[0].context.endpoint, payload=payload, body=body, event_count=len(self.events)
+        )
 
 
 def _visitor(event: UserEvent) -> dict[str, Any]:
