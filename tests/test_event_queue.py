@@ -600,6 +600,21 @@ async def test_cancelling_the_owner_accounts_for_everything() -> None:
     assert not queue.put_nowait(make_events(1)[0])
 
 
+@pytest.mark.parametrize("timeout", ["x", None, float("nan"), True])
+async def test_close_with_a_bad_timeout_logs_and_still_drains(timeout: Any, caplog: pytest.LogCaptureFixture) -> None:
+    dispatcher = GateDispatcher()
+    dispatcher.gate.set()
+    async with anyio.create_task_group() as tg:
+        queue = EventQueue(dispatcher, flush_interval=3600)
+        await tg.start(queue.run)
+        for event in make_events(3):
+            queue.put_nowait(event)
+        report = await queue.close(timeout)
+    assert_accounted(report, 3)
+    assert report.delivered == 3 and not report.timed_out
+    assert any("the timeout must be a number of seconds" in r.getMessage() for r in caplog.records)
+
+
 async def test_close_before_run_reports_undelivered() -> None:
     queue = EventQueue(GateDispatcher())
     for event in make_events(3):

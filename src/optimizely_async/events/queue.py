@@ -206,7 +206,15 @@ class EventQueue:
 
         Later ``put()`` calls are dropped (``closed``). Whatever is still queued or in flight when the time
         is up is abandoned and counted as undelivered (``close_timeout``). Never waits past ``timeout``.
+        A ``timeout`` that is not a number of seconds is logged and replaced by the default; close never raises.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout):
+            logger.error(
+                "close(timeout=%r): the timeout must be a number of seconds; using %g s.",
+                timeout,
+                defaults.CLOSE_TIMEOUT,
+            )
+            timeout = defaults.CLOSE_TIMEOUT
         if not self._closing:
             self._closing, self._limit = True, 0
             self._wake()
