@@ -63,21 +63,68 @@ def official_client(df: dict[str, Any]) -> Any:
     return official.Optimizely(datafile=json.dumps(df), event_dispatcher=NoOpDispatcher())
 
 
-def time_sync(fn: Callable[[], int], repeat: int = 5) -> float:
-    """Best-of-``repeat`` seconds per operation; ``fn`` runs a batch and returns its operation count."""
+def official_settle(client: Any) -> Callable[[], None]:
+    """Wait until the official client's event thread has processed everything queued so far."""
+    processor = client.event_processor
+
+    def settle() -> None:
+        deadline = time.perf_counter() + 60
+        while (not processor.event_queue.empty() or processor._current_batch) and time.perf_counter() < deadline:
+            time.sleep(0.0005)
+
+    return settle
+
+
+def time_sync(fn: Callable[[], int], repeat: int = 5, *, settle: Callable[[], None] | None = None) -> float:
+    """Best-of-``repeat`` seconds per operation; ``fn`` runs a batch and returns its operation count.
+
+    With ``settle`` (waits until the SDK's background event work is done): it runs before each round, untimed,
+    so no round inherits another's backlog.
+    """
     samples = []
     for _ in range(repeat):
+        if settle is not None:
+            settle()
         start = time.perf_counter()
         count = fn()
         samples.append((time.perf_counter() - start) / count)
     return min(samples)
 
 
-async def time_async(fn: Callable[[], Awaitable[int]], repeat: int = 5) -> float:
+async def time_async(
+    fn: Callable[[], Awaitable[int]], repeat: int = 5, *, settle: Callable[[], Awaitable[object]] | None = None
+) -> float:
     samples = []
     for _ in range(repeat):
+        if settle is not None:
+            await settle()
         start = time.perf_counter()
         count = await fn()
+        samples.append((time.perf_counter() - start) / count)
+    return min(samples)
+
+
+def time_sync_settled(fn: Callable[[], int], settle: Callable[[], None], repeat: int = 5) -> float:
+    """Like :func:`time_sync`, but the clock runs until ``settle`` returns: the events' cost is included."""
+    samples = []
+    for _ in range(repeat):
+        settle()
+        start = time.perf_counter()
+        count = fn()
+        settle()
+        samples.append((time.perf_counter() - start) / count)
+    return min(samples)
+
+
+async def time_async_settled(
+    fn: Callable[[], Awaitable[int]], settle: Callable[[], Awaitable[object]], repeat: int = 5
+) -> float:
+    samples = []
+    for _ in range(repeat):
+        await settle()
+        start = time.perf_counter()
+        count = await fn()
+        await settle()
         samples.append((time.perf_counter() - start) / count)
     return min(samples)
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from _common import bench_users, datafiles, official_client, row, time_async, time_sync
+from _common import (
+    bench_users,
+    datafiles,
+    official_client,
+    official_settle,
+    row,
+    time_async,
+    time_async_settled,
+    time_sync,
+    time_sync_settled,
+)
 
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
 
@@ -31,6 +41,7 @@ async def run(df: dict[str, Any]) -> None:
     users = bench_users(df, n=300)
     flags = [f["key"] for f in df["featureFlags"]]
     official = official_client(df)
+    settle = official_settle(official)
     official_users = [official.create_user_context(uid, attrs) for uid, attrs in users]
     print(f"datafile: {len(flags)} flags; {len(users)} users")
 
@@ -62,12 +73,35 @@ async def run(df: dict[str, Any]) -> None:
             return len(our_users) * len(flags)
 
         results = [
-            ("decide (per flag)", time_sync(off_decide), await time_async(our_decide)),
-            ("decide_all (per flag)", time_sync(off_decide_all), await time_async(our_decide_all)),
+            (
+                "decide (per flag)",
+                time_sync(off_decide, settle=settle),
+                await time_async(our_decide, settle=ours.flush),
+            ),
+            (
+                "decide_all (per flag)",
+                time_sync(off_decide_all, settle=settle),
+                await time_async(our_decide_all, settle=ours.flush),
+            ),
+        ]
+        # The clock runs until the impressions are built, encoded and handed to the sink. No target.
+        with_events = [
+            (
+                "decide + events",
+                time_sync_settled(off_decide, settle),
+                await time_async_settled(our_decide, ours.flush),
+            ),
+            (
+                "decide_all + events",
+                time_sync_settled(off_decide_all, settle),
+                await time_async_settled(our_decide_all, ours.flush),
+            ),
         ]
     official.close()
     for name, off_s, our_s in results:
         print(row(name, off_s, our_s, TARGET))
+    for name, off_s, our_s in with_events:
+        print(row(name, off_s, our_s) + "  (no target: includes building and sending the impressions)")
 
 
 if __name__ == "__main__":
