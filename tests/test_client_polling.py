@@ -17,9 +17,12 @@ import anyio
 import pytest
 
 from _datafile_server import Body, DatafileServer, Redirect, Slow, Status
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType
+from optimizely_async import AsyncOptimizely, ConfigurationError, DispatchResult, EventRequest, NotificationType
+from optimizely_async import client as client_module
+from optimizely_async.client import HeldTrack
 from optimizely_async.config.project_config import ProjectConfig
 from optimizely_async.decide import DecisionMessage
+from optimizely_async.events.factory import now_ms
 
 SDK_KEY = "SdkKeyPollingSecret9876"
 TOKEN = "TokenPollingSuperSecret4321"
@@ -400,10 +403,13 @@ async def test_live_update_changes_decisions_and_notifies_once_per_revision(
     # Exactly once per revision change, no arguments, after the new config is in place.
     assert sync_calls == [((), "1"), ((), "2"), ((), "3")]
     assert async_calls == [((), "1"), ((), "2"), ((), "3")]
-    messages = [r.getMessage() for r in caplog.records if r.name == "optimizely_async"]
-    assert any("Old revision number: None. New revision number: 1." in m for m in messages)
-    assert any("Old revision number: 1. New revision number: 2." in m for m in messages)
-    assert any("Old revision number: 2. New revision number: 3." in m for m in messages)
+    # Each new revision is logged once (by the datafile source, under the library's logger), not twice.
+    messages = [
+        r.getMessage() for r in caplog.records if r.name.startswith("optimizely_async") and r.levelno >= logging.INFO
+    ]
+    assert sum("Old revision number: None. New revision number: 1." in m for m in messages) == 1
+    assert sum("Old revision number: 1. New revision number: 2." in m for m in messages) == 1
+    assert sum("Old revision number: 2. New revision number: 3." in m for m in messages) == 1
 
 
 @pytest.mark.anyio
@@ -565,10 +571,11 @@ async def test_track_before_readiness_is_delivered_once_the_config_arrives(
         await client.flush()
         sent = client.stats()
         # The unknown event was dropped on replay (not in the datafile); the others were sent once each.
-        assert (sent.submitted, sent.queued, sent.delivered) == (3, 0, 3)
+        assert (sent.submitted, sent.queued, sent.delivered) == (4, 0, 3)
+        assert sent.dropped == {"unknown_event": 1}
     report = await client.close()
     assert report.delivered == 3
-    assert "not_ready" not in report.dropped
+    assert report.dropped == {"unknown_event": 1}
     assert dispatcher.conversions() == [
         ("1", "early", "purchase"),
         ("1", "while_failing", "purchase"),
@@ -614,6 +621,205 @@ async def test_track_is_dropped_as_not_ready_when_the_client_closes_without_conf
     await client.track("purchase", "late")
     assert (await client.close()).dropped.get("not_ready") == 3  # the report is final
     assert client.stats().dropped.get("not_ready") == 4
+
+
+class DropRecorder:
+    """An ``on_drop`` callback, sync or async, that records ``(events, reason)``."""
+
+    def __init__(self, is_async: bool) -> None:
+        self.calls: list[tuple[list[Any], str]] = []
+        self.callback: Callable[..., Any] = self._async if is_async else self._sync
+
+    def _sync(self, events: Any, reason: str) -> None:
+        self.calls.append((list(events), reason))
+
+    async def _async(self, events: Any, reason: str) -> None:
+        await anyio.sleep(0)
+        self.calls.append((list(events), reason))
+
+    def counts(self) -> list[tuple[int, str]]:
+        return [(len(events), reason) for events, reason in self.calls]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("with_listener", [False, True])
+async def test_a_held_track_is_sent_with_the_time_of_the_call(
+    server: DatafileServer, dispatcher: RecordingDispatcher, with_listener: bool
+) -> None:
+    client = make_client(server, dispatcher)
+    seen: list[dict[str, Any]] = []
+    if with_listener:  # the event is then built at replay (with its uuid) rather than by the queue
+        client.notification_center.add_notification_listener(NotificationType.TRACK, lambda *a: seen.append(a[4]))
+    before = now_ms()
+    await client.track("purchase", "early", None, {"revenue": 5})
+    after = now_ms()
+    assert (client.stats().queued, client.is_ready) == (1, False)  # held: no datafile yet
+    await anyio.sleep(0.3)  # the datafile arrives measurably later than the call
+    async with client:
+        assert await client.wait_until_ready(GUARD)
+        await client.flush()
+    assert dispatcher.conversions() == [("1", "early", "purchase")]
+    [(_, visitor)] = dispatcher.visitors()
+    [event] = visitor["snapshots"][0]["events"]
+    assert before <= event["timestamp"] <= after
+    if with_listener:
+        [log_event] = seen
+        assert log_event["params"]["visitors"][0]["snapshots"][0]["events"][0]["timestamp"] == event["timestamp"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_a_held_track_of_an_event_missing_from_the_datafile_is_dropped_as_unknown_event(
+    server: DatafileServer, dispatcher: RecordingDispatcher, caplog: pytest.LogCaptureFixture, is_async: bool
+) -> None:
+    caplog.set_level(logging.WARNING, logger="optimizely_async")
+    drops = DropRecorder(is_async)
+    client = make_client(server, dispatcher, on_drop=drops.callback)
+    before = now_ms()
+    await client.track("no_such_event", "u1", {"plan": "gold"}, {"revenue": 1})
+    await client.track("purchase", "u2")
+    assert (client.stats().submitted, client.stats().queued) == (2, 2)
+    async with client:
+        assert await client.wait_until_ready(GUARD)
+        await client.flush()
+        await wait_until(lambda: len(drops.calls) == 1)
+        stats = client.stats()
+        assert (stats.submitted, stats.queued, stats.delivered) == (2, 0, 1)
+        assert stats.dropped == {"unknown_event": 1}
+    report = await client.close()
+    assert (report.submitted, report.delivered, report.dropped) == (2, 1, {"unknown_event": 1})
+    assert dispatcher.conversions() == [("1", "u2", "purchase")]
+    [([held], reason)] = drops.calls
+    assert reason == "unknown_event"
+    assert isinstance(held, HeldTrack)
+    assert (held.event_key, held.user_id, held.attributes, held.event_tags) == (
+        "no_such_event",
+        "u1",
+        {"plan": "gold"},
+        {"revenue": 1},
+    )
+    assert before <= held.timestamp <= now_ms()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("no_such_event" in m and "unknown_event" in m for m in warnings)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_held_tracks_dropped_at_close_reach_on_drop_as_not_ready(
+    server: DatafileServer, dispatcher: RecordingDispatcher, is_async: bool
+) -> None:
+    server.enqueue(*[Status(500)] * 10_000)
+    drops = DropRecorder(is_async)
+    client = make_client(server, dispatcher, on_drop=drops.callback)
+    async with client:
+        for i in range(3):
+            await client.track("purchase", f"u{i}", {"plan": "gold"})
+        assert drops.calls == []
+    report = await client.close()
+    assert report.dropped == {"not_ready": 3}
+    assert drops.counts() == [(3, "not_ready")]
+    [(events, _)] = drops.calls
+    assert all(isinstance(e, HeldTrack) for e in events)
+    assert [(e.event_key, e.user_id, e.attributes) for e in events] == [
+        ("purchase", f"u{i}", {"plan": "gold"}) for i in range(3)
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_a_track_after_close_without_config_reaches_on_drop_as_not_ready(
+    server: DatafileServer, dispatcher: RecordingDispatcher, is_async: bool
+) -> None:
+    server.enqueue(*[Status(500)] * 10_000)
+    drops = DropRecorder(is_async)
+    client = make_client(server, dispatcher, on_drop=drops.callback)
+    async with client:
+        pass
+    assert drops.calls == []
+    await client.track("purchase", "late", None, {"value": 2.5})
+    assert drops.counts() == [(1, "not_ready")]
+    [([held], _)] = drops.calls
+    assert (held.event_key, held.user_id, held.event_tags) == ("purchase", "late", {"value": 2.5})
+    assert client.stats().dropped == {"not_ready": 1}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_a_track_beyond_the_held_limit_reaches_on_drop_as_not_ready(
+    server: DatafileServer, dispatcher: RecordingDispatcher, monkeypatch: pytest.MonkeyPatch, is_async: bool
+) -> None:
+    monkeypatch.setattr(client_module, "_PENDING_TRACK_LIMIT", 2)
+    server.enqueue(*[Status(500)] * 10_000)
+    drops = DropRecorder(is_async)
+    client = make_client(server, dispatcher, on_drop=drops.callback)
+    async with client:
+        for i in range(3):
+            await client.track("purchase", f"u{i}")
+        await wait_until(lambda: len(drops.calls) == 1)
+        assert drops.counts() == [(1, "not_ready")]
+        assert drops.calls[0][0][0].user_id == "u2"  # the one that did not fit
+        stats = client.stats()
+        assert (stats.submitted, stats.queued, stats.dropped) == (3, 2, {"not_ready": 1})
+    assert drops.counts() == [(1, "not_ready"), (2, "not_ready")]  # the two held ones, at close
+    assert (await client.close()).dropped == {"not_ready": 3}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_a_failing_on_drop_for_held_tracks_is_isolated(
+    server: DatafileServer, dispatcher: RecordingDispatcher, caplog: pytest.LogCaptureFixture, is_async: bool
+) -> None:
+    server.enqueue(*[Status(500)] * 10_000)
+    calls: list[str] = []
+
+    def boom(events: Any, reason: str) -> None:
+        calls.append(reason)
+        raise RuntimeError("on_drop failed")
+
+    async def boom_async(events: Any, reason: str) -> None:
+        boom(events, reason)
+
+    client = make_client(server, dispatcher, on_drop=boom_async if is_async else boom)
+    async with client:
+        await client.track("purchase", "u1")
+    report = await client.close()
+    await client.track("purchase", "u2")  # must not raise either
+    assert calls == ["not_ready", "not_ready"]
+    assert report.dropped == {"not_ready": 1}
+    assert client.stats().dropped == {"not_ready": 2}
+    assert any("on_drop callback raised" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------- datafile request timeout
+
+
+@pytest.mark.parametrize("value", [0, -1.5, float("nan"), float("inf"), "5", None, True])
+def test_datafile_request_timeout_is_validated(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="datafile_request_timeout"):
+        AsyncOptimizely(sdk_key=SDK_KEY, datafile_request_timeout=value)
+
+
+@pytest.mark.anyio
+async def test_a_datafile_request_slower_than_its_timeout_fails_and_the_config_is_kept(
+    server: DatafileServer, dispatcher: RecordingDispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="optimizely_async")
+    client = make_client(server, dispatcher, datafile_request_timeout=0.2)
+    # The slow reply takes GUARD seconds: only the 0.2 s timeout lets the client move on within GUARD / 2.
+    with anyio.fail_after(GUARD / 2):
+        async with client:
+            assert await client.wait_until_ready(GUARD)
+            config = client.config
+            server.enqueue(Slow(GUARD))
+            await wait_until(lambda: server.pending == 0)  # the slow request is at the server
+            assert client.config is config
+            await wait_until(lambda: any("timed out after 0.2 s" in r.getMessage() for r in caplog.records))
+            assert client.config is config
+            assert await client.get_variation("checkout", "u1") == "control"
+            server.set_datafile(REV2)
+            await wait_until(lambda: revision_of(client) == "2")  # polling carries on after the failure
+    [failure] = [r.getMessage() for r in caplog.records if "timed out" in r.getMessage()]
+    assert "Keeping revision 1" in failure
 
 
 @pytest.mark.anyio

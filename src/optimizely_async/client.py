@@ -12,7 +12,7 @@ import enum
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -42,6 +42,7 @@ from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError
 from .events.dispatcher import Dispatcher, HttpDispatcher
 from .events.factory import build_conversion, build_impression, now_ms
+from .events.ledger import call_hook, run_hook
 from .events.models import ConversionEvent, EventContext, PendingEvent, QueuedEvent
 from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from .decide import DecideOption
     from .user_context import OptimizelyUserContext
 
-__all__ = ["AsyncOptimizely"]
+__all__ = ["AsyncOptimizely", "HeldTrack"]
 
 _log = logging.getLogger("optimizely_async")
 
@@ -65,6 +66,25 @@ _TRACK: Final = NotificationType.TRACK
 _INLINE_PARSE_LIMIT: Final = 256 * 1024
 #: track() calls buffered while no datafile is loaded yet.
 _PENDING_TRACK_LIMIT: Final = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldTrack:
+    """A ``track()`` call made while no datafile was loaded, as ``on_drop`` sees it when it is given up on.
+
+    Such a call has no event model yet (the event id, attribute ids and the account come from the datafile),
+    so ``on_drop(events, reason)`` receives these instead of ``ConversionEvent`` models for the reasons
+    ``not_ready`` (no datafile before close, after close, or more than 10,000 calls waiting) and
+    ``unknown_event`` (the datafile that arrived has no such event). The fields are the call's arguments
+    (shallow copies) and the moment of the call.
+    """
+
+    event_key: str
+    user_id: str
+    attributes: dict[str, Any] | None
+    event_tags: dict[str, Any] | None
+    #: Milliseconds since the epoch at the ``track()`` call; the event is sent with this timestamp.
+    timestamp: int
 
 
 class _State(enum.Enum):
@@ -97,7 +117,11 @@ class AsyncOptimizely(DecisionMethods):
         event_dispatcher: a custom :class:`~optimizely_async.events.dispatcher.Dispatcher` (replaces HTTP).
         user_profile_service: sticky bucketing; ``lookup``/``save`` may be sync or async.
         default_decide_options: options added to every ``decide`` call.
-        on_drop: ``callback(events, reason)`` for events dropped for good (sync or async).
+        datafile_request_timeout: seconds one datafile fetch may take before it counts as failed (default 10).
+        on_drop: ``callback(events, reason)`` for events dropped for good (sync or async; its errors are
+            logged). ``events`` are the ``ImpressionEvent`` / ``ConversionEvent`` models, except for
+            ``track()`` calls given up on before a datafile could build them (reasons ``not_ready`` and
+            ``unknown_event``): those arrive as :class:`HeldTrack` records.
     """
 
     def __init__(
@@ -120,6 +144,7 @@ class AsyncOptimizely(DecisionMethods):
         user_profile_service: UserProfileService | None = None,
         default_decide_options: Iterable[DecideOption | str] = (),
         on_drop: Callable[..., Any] | None = None,
+        datafile_request_timeout: float = defaults.DATAFILE_REQUEST_TIMEOUT,
     ) -> None:
         if datafile is None and sdk_key is None:
             raise ConfigurationError("Provide datafile= (a static datafile) or sdk_key= (to poll one).")
@@ -145,6 +170,7 @@ class AsyncOptimizely(DecisionMethods):
         if on_drop is not None and not callable(on_drop):
             raise ConfigurationError("on_drop must be callable.")
         self._close_timeout = float(number("close_timeout", close_timeout))
+        datafile_request_timeout = float(number("datafile_request_timeout", datafile_request_timeout))
 
         from .decide import coerce_options
 
@@ -162,8 +188,10 @@ class AsyncOptimizely(DecisionMethods):
         self._ready: anyio.Event | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._source_scope: anyio.CancelScope | None = None
-        self._pending: list[tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]] = []
-        self._pending_dropped = 0
+        self._on_drop = on_drop
+        self._pending: list[HeldTrack] = []
+        #: Held track() calls given up on, by reason (``not_ready``, ``unknown_event``, ``invalid_payload``).
+        self._pending_dropped: dict[str, int] = {}
         self._report: DeliveryReport | None = None
         self._warned_unopened = False
         self._raw_datafile: str | bytes | bytearray | Mapping[str, Any] | None = None
@@ -197,6 +225,7 @@ class AsyncOptimizely(DecisionMethods):
                 url_template=datafile_url_template,
                 access_token=datafile_access_token,
                 update_interval=update_interval,
+                request_timeout=datafile_request_timeout,
                 http_client=http_client,
                 initial_config=self._config,
             )
@@ -253,12 +282,12 @@ class AsyncOptimizely(DecisionMethods):
             return self._report
         self._state = _State.CLOSED
         if self._pending:
-            self._pending_dropped += len(self._pending)
-            _log.warning("Dropping %d track() calls made before any datafile was loaded.", len(self._pending))
-            self._pending.clear()
+            held, self._pending = self._pending, []
+            _log.warning("Dropping %d track() calls made before any datafile was loaded.", len(held))
+            await self._drop_held(held, "not_ready")
         report = await self._queue.close(self._close_timeout if timeout is None else timeout)
         if self._pending_dropped:
-            report = _with_not_ready(report, 0, self._pending_dropped)
+            report = _with_held(report, 0, self._pending_dropped)
         self._report = report
         if self._source is not None:
             await self._source.aclose()
@@ -310,7 +339,7 @@ class AsyncOptimizely(DecisionMethods):
         """Event counters: queued, in flight, delivered, retries and drops by reason."""
         stats = self._queue.stats()
         if self._pending or self._pending_dropped:
-            stats = _with_not_ready(stats, len(self._pending), self._pending_dropped)
+            stats = _with_held(stats, len(self._pending), self._pending_dropped)
         return stats
 
     # ------------------------------------------------------------------ config
@@ -326,13 +355,9 @@ class AsyncOptimizely(DecisionMethods):
             self._ready.set()
 
     async def _on_new_config(self, config: ProjectConfig) -> None:
-        old = self._config.revision if self._config is not None else None
         self._set_config(config)
-        _log.info(
-            "Received new datafile and updated config. Old revision number: %s. New revision number: %s.",
-            old,
-            config.revision,
-        )
+        # The source has logged the new revision (at INFO); this only marks that the client switched to it.
+        _log.debug("The client now uses datafile revision %s.", config.revision)
         # Held track() calls go first, so a slow CONFIG_UPDATE listener does not hold them back.
         if self._pending:
             await self._replay_pending()
@@ -342,8 +367,38 @@ class AsyncOptimizely(DecisionMethods):
         """Send the track() calls held while no datafile was loaded, in the order they were made."""
         pending, self._pending = self._pending, []
         _log.info("A datafile is loaded: sending %d held track() calls.", len(pending))
-        for event_key, user_id, attributes, event_tags in pending:
-            await self.track(event_key, user_id, attributes, event_tags)
+        config = self._config
+        assert config is not None
+        for held in pending:
+            submitted = self._queue.stats().submitted
+            try:
+                # Stamped with the moment of the call, not of the datafile's arrival.
+                reason = await self._send_conversion(
+                    config, held.event_key, held.user_id, held.attributes, held.event_tags, held.timestamp
+                )
+            except Exception:
+                _log.exception('Unexpected error sending the held track("%s") call.', held.event_key)
+                # Counted as dropped unless the queue took it (then the queue accounts for it).
+                reason = "invalid_payload" if self._queue.stats().submitted == submitted else None
+            if reason is not None:
+                _log.warning('Dropping the held track("%s") call: %s.', held.event_key, reason)
+                await self._drop_held([held], reason)
+
+    async def _drop_held(self, held: Sequence[HeldTrack], reason: str) -> None:
+        """Count held track() calls as dropped for ``reason`` and tell ``on_drop`` (sync or async; its errors
+        are logged). While the client is open an async callback runs in its task group, as the queue's do;
+        otherwise it is awaited here, for at most ``close_timeout`` so that close() stays bounded."""
+        self._pending_dropped[reason] = self._pending_dropped.get(reason, 0) + len(held)
+        if self._on_drop is None or not held:
+            return
+        pending = call_hook(self._on_drop, "on_drop", list(held), reason)
+        if pending is None:
+            return
+        if self._task_group is not None and self._state is _State.OPEN:
+            self._task_group.start_soon(run_hook, pending, "on_drop")
+        else:
+            with anyio.move_on_after(self._close_timeout):
+                await run_hook(pending, "on_drop")
 
     def get_optimizely_config(self) -> OptimizelyConfig | None:
         """The OptimizelyConfig projection of the current datafile (built once per revision)."""
@@ -434,78 +489,95 @@ class AsyncOptimizely(DecisionMethods):
                 return
             config = self._config
             if config is None:
-                self._buffer_track(event_key, user_id, attributes, event_tags)
-                return
-            event_info = config.events_by_key.get(event_key)
-            if event_info is None:
-                _log.error('Event "%s" is not in datafile.', event_key)
-                _log.info('Not tracking user "%s" for event "%s".', user_id, event_key)
-                return
-            tags = event_tags if event_tags else (None if event_tags is None else {})
-            if tags:
-                problem = check_json_encodable(tags)
-                if problem is not None:
+                problem = check_json_encodable(event_tags) if event_tags else None
+                if problem is not None:  # refused now, as it would be with a datafile
                     _log.error('Not tracking event "%s": %s', event_key, problem)
                     return
-            context = self._context if self._config is config else config.event_context
-            assert context is not None
-            # A snapshot of the input, stamped with the moment of the call; built later by the queue's task.
-            build = functools.partial(
-                _conversion,
-                config,
-                context,
-                event_info.id,
-                event_key,
-                user_id,
-                dict(attributes) if attributes else None,
-                dict(tags) if tags is not None else None,
-                timestamp=now_ms(),
-            )
-            if not self.notification_center.has_listeners(_TRACK):
-                await self._enqueue(PendingEvent(context, build))
-                if _log.isEnabledFor(logging.INFO):
-                    _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+                await self._hold_track(event_key, user_id, attributes, event_tags)
                 return
-            # TRACK listeners get the payload that is sent, so the event is built (and its uuid fixed) now.
-            event = build(event_uuid=str(uuid.uuid4()))
-            await self._enqueue(event)
-            if _log.isEnabledFor(logging.INFO):
-                _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
-            await self.notification_center.send_notifications(
-                _TRACK,
-                event_key,
-                user_id,
-                attributes,
-                event_tags,
-                _log_event(context.endpoint, build_payload([event])),
-            )
+            await self._send_conversion(config, event_key, user_id, attributes, event_tags, now_ms())
         except Exception:
             _log.exception('Unexpected error in track("%s"); the event was not recorded.', event_key)
 
-    def _buffer_track(
+    async def _send_conversion(
+        self,
+        config: ProjectConfig,
+        event_key: str,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+        event_tags: dict[str, Any] | None,
+        timestamp: int,
+    ) -> str | None:
+        """Queue the conversion of a validated track() call; return None, or why it was not queued."""
+        event_info = config.events_by_key.get(event_key)
+        if event_info is None:
+            _log.error('Event "%s" is not in datafile.', event_key)
+            _log.info('Not tracking user "%s" for event "%s".', user_id, event_key)
+            return "unknown_event"
+        tags = event_tags if event_tags else (None if event_tags is None else {})
+        if tags:
+            problem = check_json_encodable(tags)
+            if problem is not None:
+                _log.error('Not tracking event "%s": %s', event_key, problem)
+                return "invalid_payload"
+        context = self._context if self._config is config else config.event_context
+        assert context is not None
+        # A snapshot of the input, stamped with the moment of the call; built later by the queue's task.
+        build = functools.partial(
+            _conversion,
+            config,
+            context,
+            event_info.id,
+            event_key,
+            user_id,
+            dict(attributes) if attributes else None,
+            dict(tags) if tags is not None else None,
+            timestamp=timestamp,
+        )
+        if not self.notification_center.has_listeners(_TRACK):
+            await self._enqueue(PendingEvent(context, build))
+            if _log.isEnabledFor(logging.INFO):
+                _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+            return None
+        # TRACK listeners get the payload that is sent, so the event is built (and its uuid fixed) now.
+        event = build(event_uuid=str(uuid.uuid4()))
+        await self._enqueue(event)
+        if _log.isEnabledFor(logging.INFO):
+            _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+        await self.notification_center.send_notifications(
+            _TRACK,
+            event_key,
+            user_id,
+            attributes,
+            event_tags,
+            _log_event(context.endpoint, build_payload([event])),
+        )
+        return None
+
+    async def _hold_track(
         self,
         event_key: str,
         user_id: str,
         attributes: dict[str, Any] | None,
         event_tags: dict[str, Any] | None,
     ) -> None:
+        held = HeldTrack(
+            event_key,
+            user_id,
+            dict(attributes) if attributes else attributes,
+            dict(event_tags) if event_tags else event_tags,
+            now_ms(),
+        )
         if self._state is _State.CLOSED:
             _log.error(NOT_READY.format("track"))
-            self._pending_dropped += 1
+            await self._drop_held([held], "not_ready")
             return
         if len(self._pending) >= _PENDING_TRACK_LIMIT:
-            self._pending_dropped += 1
             _log.warning("No datafile yet and %d track() calls are waiting: dropping this one.", _PENDING_TRACK_LIMIT)
+            await self._drop_held([held], "not_ready")
             return
         _log.info('No datafile yet: track("%s") is held until one is loaded.', event_key)
-        self._pending.append(
-            (
-                event_key,
-                user_id,
-                dict(attributes) if attributes else attributes,
-                dict(event_tags) if event_tags else event_tags,
-            )
-        )
+        self._pending.append(held)
 
     # ------------------------------------------------------------------ decide API
 
@@ -527,13 +599,16 @@ class AsyncOptimizely(DecisionMethods):
 _S = TypeVar("_S", QueueStats, DeliveryReport)
 
 
-def _with_not_ready(stats: _S, waiting: int, dropped: int) -> _S:
-    """Fold the track() calls held (or dropped) before any datafile into the queue's counters."""
+def _with_held(stats: _S, waiting: int, dropped: Mapping[str, int]) -> _S:
+    """Fold the track() calls held (or given up on) before any datafile into the queue's counters."""
     drops = dict(stats.dropped)
-    if dropped:
-        drops["not_ready"] = drops.get("not_ready", 0) + dropped
+    for reason, count in dropped.items():
+        drops[reason] = drops.get(reason, 0) + count
     return dataclasses.replace(
-        stats, submitted=stats.submitted + waiting + dropped, queued=stats.queued + waiting, dropped=drops
+        stats,
+        submitted=stats.submitted + waiting + sum(dropped.values()),
+        queued=stats.queued + waiting,
+        dropped=drops,
     )
 
 
