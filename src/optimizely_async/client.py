@@ -420,10 +420,15 @@ class AsyncOptimizely(DecisionMethods):
             await self.notification_center.send_notifications(NotificationType.LOG_EVENT, _log_event(url, payload))
 
     async def _enqueue(self, event: QueuedEvent) -> None:
+        if not self._offer(event):
+            await self._queue.put(event)  # waits for room (bounded by enqueue_timeout), or counts the drop
+
+    def _offer(self, event: QueuedEvent) -> bool:
+        """Queue ``event`` if the queue has room now (the hot path: no coroutine); False when it has not."""
         if self._state is _State.UNOPENED and not self._warned_unopened:
             self._warned_unopened = True
             _log.warning("Events are queued but not sent: enter the client with `async with` to start sending.")
-        await self._queue.put(event)
+        return self._queue.offer(event)
 
     async def _send_impression(
         self,
@@ -456,7 +461,9 @@ class AsyncOptimizely(DecisionMethods):
             timestamp=now_ms(),
         )
         if not self.notification_center.has_listeners(_ACTIVATE):
-            await self._enqueue(PendingEvent(context, build))
+            pending = PendingEvent(context, build)
+            if not self._offer(pending):
+                await self._queue.put(pending)
             return
         # Listeners see the payload that is sent, so the event is built (and its uuid fixed) now.
         event = build(event_uuid=str(uuid.uuid4()))
@@ -495,7 +502,17 @@ class AsyncOptimizely(DecisionMethods):
                     return
                 await self._hold_track(event_key, user_id, attributes, event_tags)
                 return
-            await self._send_conversion(config, event_key, user_id, attributes, event_tags, now_ms())
+            prepared = self._prepare_conversion(config, event_key, user_id, attributes, event_tags, now_ms())
+            if isinstance(prepared, str):
+                return
+            if not self.notification_center.has_listeners(_TRACK):
+                pending = PendingEvent(*prepared)
+                if not self._offer(pending):
+                    await self._queue.put(pending)
+                if _log.isEnabledFor(logging.INFO):
+                    _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+                return
+            await self._send_prepared(prepared, event_key, user_id, attributes, event_tags)
         except Exception:
             _log.exception('Unexpected error in track("%s"); the event was not recorded.', event_key)
 
@@ -509,6 +526,26 @@ class AsyncOptimizely(DecisionMethods):
         timestamp: int,
     ) -> str | None:
         """Queue the conversion of a validated track() call; return None, or why it was not queued."""
+        prepared = self._prepare_conversion(config, event_key, user_id, attributes, event_tags, timestamp)
+        if isinstance(prepared, str):
+            return prepared
+        await self._send_prepared(prepared, event_key, user_id, attributes, event_tags)
+        return None
+
+    def _prepare_conversion(
+        self,
+        config: ProjectConfig,
+        event_key: str,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+        event_tags: dict[str, Any] | None,
+        timestamp: int,
+    ) -> tuple[EventContext, functools.partial[ConversionEvent]] | str:
+        """The queue context and the deferred builder of a validated track() call, or why it is refused.
+
+        The builder holds a snapshot of the input, stamped with the moment of the call; the queue's task
+        builds the event model later.
+        """
         event_info = config.events_by_key.get(event_key)
         if event_info is None:
             _log.error('Event "%s" is not in datafile.', event_key)
@@ -522,7 +559,6 @@ class AsyncOptimizely(DecisionMethods):
                 return "invalid_payload"
         context = self._context if self._config is config else config.event_context
         assert context is not None
-        # A snapshot of the input, stamped with the moment of the call; built later by the queue's task.
         build = functools.partial(
             _conversion,
             config,
@@ -532,13 +568,24 @@ class AsyncOptimizely(DecisionMethods):
             user_id,
             dict(attributes) if attributes else None,
             dict(tags) if tags is not None else None,
-            timestamp=timestamp,
+            timestamp,
         )
+        return context, build
+
+    async def _send_prepared(
+        self,
+        prepared: tuple[EventContext, functools.partial[ConversionEvent]],
+        event_key: str,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+        event_tags: dict[str, Any] | None,
+    ) -> None:
+        context, build = prepared
         if not self.notification_center.has_listeners(_TRACK):
             await self._enqueue(PendingEvent(context, build))
             if _log.isEnabledFor(logging.INFO):
                 _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
-            return None
+            return
         # TRACK listeners get the payload that is sent, so the event is built (and its uuid fixed) now.
         event = build(event_uuid=str(uuid.uuid4()))
         await self._enqueue(event)
@@ -552,7 +599,6 @@ class AsyncOptimizely(DecisionMethods):
             event_tags,
             _log_event(context.endpoint, build_payload([event])),
         )
-        return None
 
     async def _hold_track(
         self,
@@ -620,8 +666,8 @@ def _conversion(
     user_id: str,
     attributes: dict[str, Any] | None,
     tags: dict[Any, Any] | None,
-    event_uuid: str | None = None,
     timestamp: int | None = None,
+    event_uuid: str | None = None,
 ) -> ConversionEvent:
     return build_conversion(
         config,

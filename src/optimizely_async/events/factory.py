@@ -137,10 +137,6 @@ def _decision_metadata(
 
 def now_ms() -> int:
     """Milliseconds since the epoch, as the official SDK stamps events."""
-    return _now_ms()
-
-
-def _now_ms() -> int:
     return round(time.time() * 1000)
 
 
@@ -184,7 +180,7 @@ def build_impression(
         metadata=_decision_metadata(
             flag_key, rule_key, rule_type, resolved.key if resolved is not None else "", enabled, cmab_uuid or None
         ),
-        timestamp=_now_ms() if timestamp is None else timestamp,
+        timestamp=now_ms() if timestamp is None else timestamp,
         uuid=event_uuid,
     )
 
@@ -211,6 +207,6 @@ def build_conversion(
         revenue=revenue,
         value=value,
         tags=tags,
-        timestamp=_now_ms() if timestamp is None else timestamp,
+        timestamp=now_ms() if timestamp is None else timestamp,
         uuid=event_uuid,
     )

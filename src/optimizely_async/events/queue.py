@@ -121,13 +121,20 @@ class EventQueue:
     async def put(self, event: QueuedEvent) -> bool:
         """Queue ``event``; True when accepted. Never waits while there is room; when the queue is full it
         waits up to ``enqueue_timeout`` for room, then drops the event (``queue_full``)."""
+        if self.offer(event):
+            return True
+        return await self._put_slow(event)
+
+    def offer(self, event: QueuedEvent) -> bool:
+        """Queue ``event`` if there is room right now; False otherwise (nothing is dropped or counted: the
+        caller then awaits :meth:`put`). The producers' fast path, without a coroutine."""
         buffer = self._buffer
         if len(buffer) < self._limit:
             buffer.append(event)
             if len(buffer) >= self._wake_at:
                 self._wake()
             return True
-        return await self._put_slow(event)
+        return False
 
     def put_nowait(self, event: QueuedEvent) -> bool:
         """Queue ``event`` without waiting; when the queue is full it is dropped at once (``queue_full``)."""

@@ -28,6 +28,7 @@ EventTags = Mapping[str, Any]
 """What ``track()`` accepts as event tags: string keys, JSON-encodable values."""
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
 _FLOAT_MAX = int(sys.float_info.max)
 
 REVENUE_TAG = "revenue"
@@ -98,11 +99,14 @@ def check_json_encodable(tags: Mapping[Any, Any] | None) -> str | None:
     """
     if tags is None:
         return None
-    value = tags.get(VALUE_TAG) if isinstance(tags, Mapping) else None
+    plain_dict = type(tags) is dict
+    value = tags.get(VALUE_TAG) if plain_dict or isinstance(tags, Mapping) else None
     if type(value) is int and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
         # JSON could carry it, but as a 300-digit number in a payload the events API would reject whole.
         return f"Event tag 'value' (an integer of {len(str(abs(value)))} digits) is beyond the range of a double."
-    if isinstance(tags, dict) and all(type(k) is str and type(v) in _PLAIN for k, v in tags.items()):
+    if (plain_dict or isinstance(tags, dict)) and (
+        _STR.issuperset(map(type, tags)) and _PLAIN.issuperset(map(type, tags.values()))
+    ):
         return None  # the common case: flat tags of plain values, no need to encode
     try:
         json.dumps(tags)
