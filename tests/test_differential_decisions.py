@@ -6,8 +6,16 @@ key and unknown keys, activate, is_feature_enabled, get_enabled_features, get_al
 get_feature_variable and every typed getter incl. type mismatches), forced variations set and read the same
 way on both, and bad inputs. Results and DECISION notifications must be identical.
 
+The holdout tests run the same calls over v4 datafiles with global and local holdouts and typed rules
+(``datagen.generate_datafile(holdouts=True, rule_types=True)``), in chunks of seeds that must each reach a
+holdout through every legacy flag method: ``is_feature_enabled`` ("feature"), the variable getters
+("feature-variable") and ``get_all_feature_variables`` ("all-feature-variables"), whose DECISION
+``source_info`` the official 5.7 SDK fills for a holdout as for a feature test.
+
 Environment: DIFF_SEEDS (default 150) datafiles on asyncio, DIFF_USERS (default 12) users per datafile,
-DIFF_TRIO_SEEDS (default 4) of them again on trio. Run with ``-s`` to see the totals compared.
+DIFF_TRIO_SEEDS (default 4) of them again on trio; DIFF_HOLDOUT_CHUNKS (default 4) chunks of
+DIFF_HOLDOUT_CHUNK (default 4) holdout datafiles on asyncio, one more chunk on trio. Run with ``-s`` to see the
+totals compared.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from optimizely.helpers import enums as official_enums
 
 import datagen
 from differential import Pair, make_official, make_ours
@@ -29,6 +38,10 @@ from differential import Pair, make_official, make_ours
 DIFF_SEEDS = int(os.environ.get("DIFF_SEEDS", "150"))
 DIFF_USERS = int(os.environ.get("DIFF_USERS", "12"))
 DIFF_TRIO_SEEDS = int(os.environ.get("DIFF_TRIO_SEEDS", "4"))
+DIFF_HOLDOUT_CHUNKS = int(os.environ.get("DIFF_HOLDOUT_CHUNKS", "4"))
+DIFF_HOLDOUT_CHUNK = int(os.environ.get("DIFF_HOLDOUT_CHUNK", "4"))
+#: The DECISION notification types of the legacy flag methods, which must each meet a holdout in every chunk.
+HOLDOUT_FLAG_TYPES = ("feature", "feature-variable", "all-feature-variables")
 
 TYPED_GETTERS = {
     "boolean": "get_feature_variable_boolean",
@@ -50,8 +63,8 @@ def _print_totals() -> Iterator[None]:
     if TOTALS:
         print(
             f"\ndifferential decisions: {TOTALS['datafiles']} datafiles, {TOTALS['users']} users, "
-            f"{TOTALS['calls']} calls compared, {TOTALS['notifications']} DECISION notifications compared, "
-            f"{time.perf_counter() - started:.1f}s"
+            f"{TOTALS['calls']} calls compared, {TOTALS['notifications']} DECISION notifications compared "
+            f"({TOTALS['holdout_notifications']} of them from a holdout), {time.perf_counter() - started:.1f}s"
         )
 
 
@@ -187,11 +200,23 @@ async def _bad_input_phase(pair: Pair, datafile: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------ driver
 
 
-async def run_seed(seed: int, n_users: int) -> None:
+async def run_seed(seed: int, n_users: int, *, holdouts: bool = False) -> collections.Counter[str]:
+    """Compare everything for one datafile; returns how many DECISION notifications of each type came from a
+    holdout (``source == "holdout"``)."""
     rng = random.Random(seed * 7919 + 1)
-    datafile = datagen.generate_datafile(seed)
+    if holdouts:
+        datafile = datagen.generate_datafile(seed, version="4", holdouts=True, rule_types=True)
+    else:
+        datafile = datagen.generate_datafile(seed)
     users = datagen.generate_users(seed, datafile, n_users)
     official, official_notes, _ = make_official(datafile)
+    from_holdouts: collections.Counter[str] = collections.Counter()
+
+    def count_holdouts(kind: Any, user_id: Any, attributes: Any, info: Any) -> None:
+        if isinstance(info, dict) and info.get("source") == "holdout":
+            from_holdouts[kind] += 1
+
+    official.notification_center.add_notification_listener(official_enums.NotificationTypes.DECISION, count_holdouts)
     ours_datafile = copy.deepcopy(datafile)
     ours, our_notes, _ = make_ours(ours_datafile)
     pair = Pair(official, ours, official_notes, our_notes, f"seed {seed}, datafile v{datafile['version']}")
@@ -207,8 +232,15 @@ async def run_seed(seed: int, n_users: int) -> None:
         official.close()
     if ours_datafile != datafile:
         pair.mismatch("our client mutated the datafile dict it was given")
-    TOTALS.update(datafiles=1, users=len(users), calls=pair.calls, notifications=pair.notifications)
+    TOTALS.update(
+        datafiles=1,
+        users=len(users),
+        calls=pair.calls,
+        notifications=pair.notifications,
+        holdout_notifications=sum(from_holdouts.values()),
+    )
     pair.raise_if_any()
+    return from_holdouts
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -223,6 +255,32 @@ async def test_decisions_match_official(seed: int) -> None:
 @pytest.mark.anyio
 async def test_decisions_match_official_on_trio(seed: int) -> None:
     await run_seed(10_000 + seed, DIFF_USERS)
+
+
+async def run_holdout_chunk(first_seed: int) -> None:
+    from_holdouts: collections.Counter[str] = collections.Counter()
+    for seed in range(first_seed, first_seed + DIFF_HOLDOUT_CHUNK):
+        from_holdouts += await run_seed(seed, DIFF_USERS, holdouts=True)
+    missing = [kind for kind in HOLDOUT_FLAG_TYPES if not from_holdouts[kind]]
+    assert not missing, (
+        f"seeds {first_seed}..{first_seed + DIFF_HOLDOUT_CHUNK - 1}: no holdout decision for {missing} "
+        f"(holdout DECISIONs seen: {dict(from_holdouts)}): the chunk does not test what it is for"
+    )
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("chunk", range(DIFF_HOLDOUT_CHUNKS))
+@pytest.mark.anyio
+async def test_decisions_match_official_under_holdouts(chunk: int) -> None:
+    """Every legacy decision method over datafiles with holdouts: results and DECISION notifications
+    (``source`` "holdout" and its ``source_info``) as the official SDK's."""
+    await run_holdout_chunk(20_000 + chunk * DIFF_HOLDOUT_CHUNK)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_decisions_match_official_under_holdouts_on_trio() -> None:
+    await run_holdout_chunk(30_000)
 
 
 # ------------------------------------------------------------------------------------------------ hazards

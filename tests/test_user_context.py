@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Any
 
 import anyio
@@ -173,6 +174,65 @@ def test_attributes_are_read_and_written_through_copies() -> None:
     assert user.as_json() == {"user_id": "u1", "attributes": {"age": None, "plan": "gold", "odd": [1, 2]}}
     user.as_json()["attributes"]["plan"] = "x"
     assert user.get_user_attributes()["plan"] == "gold"
+
+
+class _HashRaises:
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+
+class _EqRaises:
+    """Hashes like "age", and comparing it with a str raises: inserting it next to "age" fails."""
+
+    def __hash__(self) -> int:
+        return hash("age")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no eq")
+
+
+@pytest.mark.parametrize("bad_key", [[], ["age"], {"a": 1}, {1, 2}, bytearray(b"age"), _HashRaises(), _EqRaises()])
+def test_set_attribute_with_a_key_that_cannot_be_a_dict_key_is_logged_and_ignored(
+    bad_key: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The official SDK raises TypeError here (an unhashable key); ours logs an error and changes nothing."""
+    user = client().create_user_context("u1", {"age": 20})
+    assert user is not None
+    with caplog.at_level(logging.ERROR, logger="optimizely_async"):
+        user.set_attribute(bad_key, 1)
+    assert user.get_user_attributes() == {"age": 20}
+    assert user.as_json() == {"user_id": "u1", "attributes": {"age": 20}}
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "optimizely_async"]
+    assert len(errors) == 1, caplog.text
+    assert f'Attribute key of type "{type(bad_key).__name__}" is invalid' in errors[0].getMessage()
+    assert "set_attribute ignored" in errors[0].getMessage()
+    user.set_attribute("plan", "gold")  # the context still works
+    assert user.get_user_attributes() == {"age": 20, "plan": "gold"}
+
+
+@pytest.mark.parametrize("odd_key", [1, 0, None, True, 2.5, (1, 2), b"age", frozenset()])
+@pytest.mark.anyio
+async def test_set_attribute_with_a_non_string_key_keeps_it_and_decisions_ignore_it(
+    odd_key: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the official SDK (tests/test_differential_as_json.py compares the two): the key is stored and shown,
+    audiences and events only read string keys. Ours also warns."""
+    recorder = Recorder()
+    async with client(event_dispatcher=recorder, batch_size=1) as optimizely:
+        user = optimizely.create_user_context("u1", {"age": 30})
+        assert user is not None
+        with caplog.at_level(logging.WARNING, logger="optimizely_async"):
+            user.set_attribute(odd_key, "value")
+        assert f'Attribute key of type "{type(odd_key).__name__}" is not a string' in caplog.text
+        assert user.get_user_attributes() == {"age": 30, odd_key: "value"}
+        decision = await user.decide("flag")
+        assert (decision.variation_key, decision.enabled) == ("adult", True)
+        assert decision.as_json()["user_context"] == {"user_id": "u1", "attributes": {"age": 30, odd_key: "value"}}
+        await user.track_event("purchase")
+        await optimizely.flush()
+    assert len(recorder.payloads) == 1
+    attributes = recorder.payloads[0]["visitors"][0]["attributes"]
+    assert [a["key"] for a in attributes if not a["key"].startswith("$opt")] == ["age"]
 
 
 # ------------------------------------------------------------------------------------------------ forced decisions

@@ -3,7 +3,8 @@
 The demo loads the bundled example datafile (or ``--datafile``), runs every kind of decision for random
 users, activates and tracks them, and delivers the events to an in-process sink: no network at all. It then
 prints how users spread over variations, that the mutual-exclusion group held, how many flags were on, why a
-few users got what they got, and what the event queue delivered.
+few users got what they got (from the decision reasons: ``decide`` with ``INCLUDE_REASONS`` for flags, the same
+reasons from the decision engine for experiments) and what the event queue delivered.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 import anyio
 
-from . import AsyncOptimizely, DispatchResult, EventRequest, NotificationType, OptimizelyError, __version__
+from . import AsyncOptimizely, DecideOption, DispatchResult, EventRequest, OptimizelyError, __version__
+from .decision.engine import decide_experiment
 
 DESCRIPTION = "Decide for simulated users against a datafile, offline, and summarise what happened."
 
@@ -98,6 +100,75 @@ def audience_text(experiment: dict[str, Any], names: dict[str, str]) -> str:
     return words(conditions, top=True) if conditions else "everyone"
 
 
+def _reason_lines(reasons: Sequence[str]) -> list[str]:
+    """The reasons, indented, without those the next one restates: "Evaluating audiences for ..." (the ids
+    about to be evaluated) and "Audiences for ... collectively evaluated to ..." when a "User ... meet(s)
+    ... conditions" line follows."""
+    kept = [reason for reason in reasons if not reason.startswith("Evaluating audiences for ")]
+    return [
+        f"{'':8}{reason}"
+        for reason, after in zip(kept, [*kept[1:], ""], strict=True)
+        if not (reason.startswith("Audiences for ") and " meet" in after and "conditions" in after)
+    ]
+
+
+async def explain(
+    client: AsyncOptimizely,
+    experiments: dict[str, dict[str, Any]],
+    flag_tests: set[str],
+    flags: list[str],
+    audience_names: dict[str, str],
+    seen: dict[str, dict[str, str | bool | None]],
+) -> list[str]:
+    """Why each showcase user got what the run gave them, from the decision reasons.
+
+    Flags are decided again with ``decide(INCLUDE_REASONS, DISABLE_DECISION_EVENT)`` (no extra impression).
+    ``decide`` covers flags only, so an experiment's reasons come from the engine call that ``get_variation``
+    makes, with a list to collect them. Each line shows what the run returned; a re-decision that disagrees
+    with it (it never should: nothing here is random or stored) is flagged instead of hidden.
+    """
+    config = client.config
+    if config is None:
+        return ["  (no datafile loaded)"]
+    options = [DecideOption.INCLUDE_REASONS, DecideOption.DISABLE_DECISION_EVENT]
+    lines: list[str] = []
+    for user_id, attrs in SHOWCASE.items():
+        lines.append(f"  {user_id}  attributes: {json.dumps(attrs) if attrs else '(none)'}")
+        for key, exp in experiments.items():
+            reasons: list[str] = []
+            experiment = config.experiments_by_key.get(key)
+            variation = (
+                decide_experiment(config, experiment, user_id, attrs, client._forced, None, reasons)
+                if experiment is not None
+                else None
+            )
+            result = seen[user_id].get(key)
+            kind = "flag test" if exp["id"] in flag_tests else "A/B test"
+            lines.append(
+                f"    {kind:<10} {key:<22} -> {result or '(none)':<14} targets: {audience_text(exp, audience_names)}"
+            )
+            lines += _reason_lines(reasons)
+            if (variation.key if variation is not None else None) != result:
+                lines.append(f"{'':8}(re-deciding gave {variation.key if variation else '(none)'})")
+        user = client.create_user_context(user_id, attrs)
+        if user is None:
+            continue
+        for flag in flags:
+            decision = await user.decide(flag, options)
+            enabled = seen[user_id].get(flag, decision.enabled)
+            detail = (
+                f"rule {decision.rule_key} -> variation {decision.variation_key}"
+                if decision.variation_key is not None
+                else "no rule gave a variation: the variables' default values"
+            )
+            lines.append(f"    {'flag':<10} {flag:<22} -> {'on' if enabled else 'off':<14} {detail}")
+            lines += _reason_lines(decision.reasons)
+            if decision.enabled != enabled:
+                lines.append(f"{'':8}(re-deciding gave {'on' if decision.enabled else 'off'})")
+            lines.append(f"{'':8}variables {json.dumps(decision.variables)}")
+    return lines
+
+
 async def run(datafile: str, users: int, seed: int) -> None:
     sink = LocalSink()
     client = AsyncOptimizely(datafile=datafile, event_dispatcher=sink, batch_size=50, flush_interval=1.0)
@@ -113,34 +184,15 @@ async def run(datafile: str, users: int, seed: int) -> None:
     population = [*SHOWCASE.items(), *((f"user-{i}", random_attributes(rng)) for i in range(users))]
     tally: dict[str, Counter[str]] = {key: Counter() for key in [*experiments, *flags]}
     group_violations = calls = 0
-    explained: dict[str, dict[str, str]] = {user_id: {} for user_id in SHOWCASE}
-    kinds = {"ab-test": "A/B test", "feature-test": "flag test", "all-feature-variables": "flag"}
+    #: What the run itself returned to the showcase users: the explanations must tell the same story.
+    seen: dict[str, dict[str, str | bool | None]] = {user_id: {} for user_id in SHOWCASE}
 
-    def on_decision(kind: str, user_id: str, attributes: dict[str, Any], info: dict[str, Any]) -> None:
-        if user_id not in explained or kind not in kinds:
-            return
-        if "variable_values" in info:
-            via = info.get("source_info") or {}
-            source = info.get("source") or "no rule matched"
-            detail = f" ({via['experiment_key']} -> {via['variation_key']})" if via else ""
-            key, result = info["feature_key"], "on" if info["feature_enabled"] else "off"
-            why = f"via {source}{detail}\n{'':<52}variables {json.dumps(info['variable_values'])}"
-        else:
-            exp = experiments[info["experiment_key"]]
-            key, result = exp["key"], info["variation_key"] or "(none)"
-            if user_id in exp.get("forcedVariations", {}):
-                why = "whitelisted (forcedVariations)"
-            elif exp["status"] != "Running":
-                why = f"experiment is {exp['status']}"
-            else:
-                why = f"targets: {audience_text(exp, audience_names)}"
-        explained[user_id][key] = f"{kinds[kind]:<10} {key:<22} -> {result:<14} {why}"
-
-    client.notification_center.add_notification_listener(NotificationType.DECISION, on_decision)
     started = time.perf_counter()
     async with client:
         for user_id, attrs in population:
             got = {key: await client.get_variation(key, user_id, attrs) for key in experiments}
+            if user_id in seen:
+                seen[user_id].update(got)
             for key, variation in got.items():
                 tally[key][variation or "(not in experiment)"] += 1
                 if variation is not None and experiments[key]["id"] not in flag_tests:
@@ -150,6 +202,8 @@ async def run(datafile: str, users: int, seed: int) -> None:
             for flag in flags:
                 enabled = await client.is_feature_enabled(flag, user_id, attrs)
                 tally[flag]["enabled" if enabled else "disabled"] += 1
+                if user_id in seen:
+                    seen[user_id][flag] = enabled
                 await client.get_all_feature_variables(flag, user_id, attrs)
             conversions: list[tuple[str, dict[str, Any] | None]] = [("page_view", None)]
             if rng.random() < 0.25:
@@ -160,6 +214,7 @@ async def run(datafile: str, users: int, seed: int) -> None:
                 await client.track(event_key, user_id, attrs, tags)
             calls += len(experiments) + 2 * len(flags) + len(conversions)
         decided = time.perf_counter() - started
+        explained = await explain(client, experiments, flag_tests, flags, audience_names, seen)
         report = await client.close()
     elapsed = time.perf_counter() - started
 
@@ -185,11 +240,12 @@ async def run(datafile: str, users: int, seed: int) -> None:
     for flag in flags:
         on = tally[flag]["enabled"]
         print(f"  {flag:<20} enabled for {on:>7} users  {100 * on / total:5.1f}%")
-    print("\nDecisions explained (from DECISION notifications)")
-    for user_id, lines in explained.items():
-        print(f"  {user_id}  attributes: {json.dumps(SHOWCASE[user_id]) if SHOWCASE[user_id] else '(none)'}")
-        for line in lines.values():
-            print(f"    {line}")
+    print(
+        "\nDecisions explained (decision reasons: decide with INCLUDE_REASONS for flags, "
+        "the same engine's reasons for experiments)"
+    )
+    for line in explained:
+        print(line)
     dropped = sum(report.dropped.values())
     print("\nEvent delivery (in-process sink, no network)")
     print(

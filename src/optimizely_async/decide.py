@@ -67,6 +67,8 @@ class OptimizelyDecision:
     reasons: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
+        """The official ``OptimizelyDecision.as_json()`` dict: the seven fields in this order, with
+        ``user_context`` as the context's own ``as_json()`` (None without a context)."""
         return {
             "variation_key": self.variation_key,
             "enabled": self.enabled,
@@ -81,4 +83,5 @@ class OptimizelyDecision:
     def new_error_decision(
         cls, key: str | None, user: OptimizelyUserContext | None, reasons: list[str]
     ) -> OptimizelyDecision:
+        """A decision for a flag that could not be decided: no variation, disabled, no variables."""
         return cls(flag_key=key, user_context=user, reasons=list(reasons))

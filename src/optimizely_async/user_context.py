@@ -27,7 +27,11 @@ _log = logging.getLogger("optimizely_async")
 
 @dataclass(frozen=True)
 class OptimizelyDecisionContext:
-    """Names a flag (``rule_key=None``) or one of its rules for a forced decision."""
+    """Names a flag (``rule_key=None``) or one of its rules for a forced decision.
+
+    Also reachable as ``OptimizelyUserContext.OptimizelyDecisionContext``, as in the official SDK. Frozen and
+    hashable: two contexts with the same keys are equal.
+    """
 
     flag_key: str
     rule_key: str | None = None
@@ -35,6 +39,12 @@ class OptimizelyDecisionContext:
 
 @dataclass(frozen=True)
 class OptimizelyForcedDecision:
+    """The variation a forced decision gives (also ``OptimizelyUserContext.OptimizelyForcedDecision``).
+
+    The key is not validated when it is set: a key the flag does not have is reported in the decide reasons
+    and the flag is then decided normally, as in the official SDK.
+    """
+
     variation_key: str | None
 
 
@@ -43,7 +53,12 @@ _Forced = OptimizelyForcedDecision
 
 
 class OptimizelyUserContext:
-    """A user (id and attributes) to decide for. Create it with ``client.create_user_context``."""
+    """A user (id and attributes) to decide for. Create it with ``client.create_user_context``.
+
+    The decide methods never raise: a problem is logged and gives an error decision (``enabled`` False,
+    no variation) or an empty dict. The methods mirror the official ``OptimizelyUserContext``; ``decide``,
+    ``decide_for_keys``, ``decide_all`` and ``track_event`` are coroutines.
+    """
 
     OptimizelyDecisionContext = OptimizelyDecisionContext
     OptimizelyForcedDecision = OptimizelyForcedDecision
@@ -63,9 +78,32 @@ class OptimizelyUserContext:
         return dict(self._attributes)
 
     def set_attribute(self, attribute_key: str, attribute_value: Any) -> None:
-        self._attributes[attribute_key] = attribute_value
+        """Set or replace one attribute; values are not validated (audiences skip values they cannot use).
+
+        A key that is not a string is kept, as the official SDK keeps it, with a warning: audiences and events
+        only read string keys, so it changes no decision. A key that cannot be a dict key (a list, a dict) is
+        logged as an error and the call is ignored, where the official SDK raises ``TypeError``.
+        """
+        if not isinstance(attribute_key, str):
+            kind = type(attribute_key).__name__
+            try:
+                hash(attribute_key)
+            except Exception:
+                _log.error(
+                    'Attribute key of type "%s" is invalid: an attribute key must be a string. set_attribute ignored.',
+                    kind,
+                )
+                return
+            _log.warning('Attribute key of type "%s" is not a string: audiences and events ignore the attribute.', kind)
+        try:
+            self._attributes[attribute_key] = attribute_value
+        except Exception:  # a key whose __eq__ raises against an existing key
+            _log.exception(
+                'Attribute key of type "%s" is invalid. set_attribute ignored.', type(attribute_key).__name__
+            )
 
     def as_json(self) -> dict[str, Any]:
+        """``{"user_id": ..., "attributes": ...}`` with a copy of the attributes, as the official SDK."""
         return {"user_id": self.user_id, "attributes": self.get_user_attributes()}
 
     def _clone(self) -> OptimizelyUserContext:
@@ -91,16 +129,19 @@ class OptimizelyUserContext:
         return True
 
     def get_forced_decision(self, decision_context: _Context) -> _Forced | None:
+        """The forced decision set for this flag or rule, or None."""
         key = _context_key(decision_context)
         if key is None or key not in self._forced:
             return None
         return _Forced(self._forced[key])
 
     def remove_forced_decision(self, decision_context: _Context) -> bool:
+        """Remove the forced decision of this flag or rule; False when there was none."""
         key = _context_key(decision_context)
         return key is not None and self._forced.pop(key, _ABSENT) is not _ABSENT
 
     def remove_all_forced_decisions(self) -> bool:
+        """Remove every forced decision of this context. Always True, as the official SDK."""
         self._forced.clear()
         return True
 
