@@ -75,58 +75,45 @@ def official_settle(client: Any) -> Callable[[], None]:
     return settle
 
 
-def time_sync(fn: Callable[[], int], repeat: int = 5, *, settle: Callable[[], None] | None = None) -> float:
-    """Best-of-``repeat`` seconds per operation; ``fn`` runs a batch and returns its operation count.
+async def compare(
+    official_fn: Callable[[], int],
+    our_fn: Callable[[], Awaitable[int]],
+    *,
+    official_settle: Callable[[], None] | None = None,
+    our_settle: Callable[[], Awaitable[object]] | None = None,
+    include_settle: bool = False,
+    repeat: int = 7,
+) -> tuple[float, float]:
+    """Best seconds per operation for each SDK: ``(official, ours)``. Each function runs one round and returns
+    its operation count.
 
-    With ``settle`` (waits until the SDK's background event work is done): it runs before each round, untimed,
-    so no round inherits another's backlog.
+    Rounds alternate (official, ours, official, ...) so that both sides see the same machine: on a shared
+    machine the speed drifts between runs, and a ratio of two far-apart measurements drifts with it.
+    The ``settle`` functions wait until the SDK's background event work is done. They run around every
+    round, untimed, so no round inherits a backlog and the official event thread never runs during our
+    round; with ``include_settle`` the clock runs until they return, so the events' cost is included.
     """
-    samples = []
+    official_samples: list[float] = []
+    our_samples: list[float] = []
     for _ in range(repeat):
-        if settle is not None:
-            settle()
+        if official_settle is not None:
+            official_settle()
         start = time.perf_counter()
-        count = fn()
-        samples.append((time.perf_counter() - start) / count)
-    return min(samples)
+        count = official_fn()
+        if include_settle and official_settle is not None:
+            official_settle()
+        official_samples.append((time.perf_counter() - start) / count)
+        if official_settle is not None:
+            official_settle()  # its event thread must not compete with our round for the GIL
 
-
-async def time_async(
-    fn: Callable[[], Awaitable[int]], repeat: int = 5, *, settle: Callable[[], Awaitable[object]] | None = None
-) -> float:
-    samples = []
-    for _ in range(repeat):
-        if settle is not None:
-            await settle()
+        if our_settle is not None:
+            await our_settle()
         start = time.perf_counter()
-        count = await fn()
-        samples.append((time.perf_counter() - start) / count)
-    return min(samples)
-
-
-def time_sync_settled(fn: Callable[[], int], settle: Callable[[], None], repeat: int = 5) -> float:
-    """Like :func:`time_sync`, but the clock runs until ``settle`` returns: the events' cost is included."""
-    samples = []
-    for _ in range(repeat):
-        settle()
-        start = time.perf_counter()
-        count = fn()
-        settle()
-        samples.append((time.perf_counter() - start) / count)
-    return min(samples)
-
-
-async def time_async_settled(
-    fn: Callable[[], Awaitable[int]], settle: Callable[[], Awaitable[object]], repeat: int = 5
-) -> float:
-    samples = []
-    for _ in range(repeat):
-        await settle()
-        start = time.perf_counter()
-        count = await fn()
-        await settle()
-        samples.append((time.perf_counter() - start) / count)
-    return min(samples)
+        count = await our_fn()
+        if include_settle and our_settle is not None:
+            await our_settle()
+        our_samples.append((time.perf_counter() - start) / count)
+    return min(official_samples), min(our_samples)
 
 
 def row(name: str, official_s: float, ours_s: float, target: float | None = None) -> str:

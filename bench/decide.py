@@ -9,17 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from _common import (
-    bench_users,
-    datafiles,
-    official_client,
-    official_settle,
-    row,
-    time_async,
-    time_async_settled,
-    time_sync,
-    time_sync_settled,
-)
+from _common import bench_users, compare, datafiles, official_client, official_settle, row
 
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
 
@@ -72,30 +62,15 @@ async def run(df: dict[str, Any]) -> None:
                 await user.decide_all()
             return len(our_users) * len(flags)
 
+        events = {"official_settle": settle, "our_settle": ours.flush}
         results = [
-            (
-                "decide (per flag)",
-                time_sync(off_decide, settle=settle),
-                await time_async(our_decide, settle=ours.flush),
-            ),
-            (
-                "decide_all (per flag)",
-                time_sync(off_decide_all, settle=settle),
-                await time_async(our_decide_all, settle=ours.flush),
-            ),
+            ("decide (per flag)", *await compare(off_decide, our_decide, **events)),
+            ("decide_all (per flag)", *await compare(off_decide_all, our_decide_all, **events)),
         ]
         # The clock runs until the impressions are built, encoded and handed to the sink. No target.
         with_events = [
-            (
-                "decide + events",
-                time_sync_settled(off_decide, settle),
-                await time_async_settled(our_decide, ours.flush),
-            ),
-            (
-                "decide_all + events",
-                time_sync_settled(off_decide_all, settle),
-                await time_async_settled(our_decide_all, ours.flush),
-            ),
+            ("decide + events", *await compare(off_decide, our_decide, include_settle=True, **events)),
+            ("decide_all + events", *await compare(off_decide_all, our_decide_all, include_settle=True, **events)),
         ]
     official.close()
     for name, off_s, our_s in results:

@@ -8,18 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from _common import (
-    bench_users,
-    datafiles,
-    datagen,
-    official_client,
-    official_settle,
-    row,
-    time_async,
-    time_async_settled,
-    time_sync,
-    time_sync_settled,
-)
+from _common import bench_users, compare, datafiles, datagen, official_client, official_settle, row
 
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
 
@@ -87,18 +76,15 @@ async def run(df: dict[str, Any]) -> None:
                     await ours.get_feature_variable(flag, var, user_id, attrs)
             return len(users) * len(variables)
 
+        events = {"official_settle": settle, "our_settle": ours.flush}
         results = [
-            ("get_variation", time_sync(off_gv), await time_async(our_gv)),
-            ("is_feature_enabled", time_sync(off_fe, settle=settle), await time_async(our_fe, settle=ours.flush)),
-            ("get_feature_variable", time_sync(off_fv), await time_async(our_fv)),
+            ("get_variation", *await compare(off_gv, our_gv)),
+            ("is_feature_enabled", *await compare(off_fe, our_fe, **events)),
+            ("get_feature_variable", *await compare(off_fv, our_fv)),
         ]
         # The same calls with the clock running until their impressions are built, encoded and handed to the
         # sink (ours: flush(); official: its event thread is idle). No target: it shows the whole cost.
-        with_events = (
-            "is_feature_enabled + events",
-            time_sync_settled(off_fe, settle),
-            await time_async_settled(our_fe, ours.flush),
-        )
+        with_events = ("is_feature_enabled + events", *await compare(off_fe, our_fe, include_settle=True, **events))
     official.close()
     for name, off_s, our_s in results:
         print(row(name, off_s, our_s, TARGET))

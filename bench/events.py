@@ -5,7 +5,8 @@ Run: ``python bench/events.py`` (about a minute). Three measurements:
 (a) **track() cost** per call, best of several rounds of 500 calls. The official client is the default one,
     ``Optimizely(datafile, event_dispatcher=<no-op>)``: its BatchEventProcessor thread runs (batch size 1),
     so the caller pays for enqueueing while that thread builds payloads next to it. Ours sends to an in-memory
-    sink that accepts everything. Between rounds each side drains (not timed). A second row adds the drain:
+    sink that accepts everything. Between rounds each side drains (not timed), and the two SDKs' rounds
+    alternate so that both see the same machine. A second row adds the drain:
     everything each SDK spends per event until the sink has it.
 (b) **End-to-end events/s** delivered to a real HTTP server on 127.0.0.1, default settings on both sides. The
     server (a ``ThreadingHTTPServer`` that counts visitors) runs in a child process, so neither SDK shares the
@@ -30,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
-from _common import ROOT, bench_users, datafiles, example_datafile
+from _common import ROOT, bench_users, compare, datafiles, example_datafile
 
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
 
@@ -184,39 +185,33 @@ def wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 # ------------------------------------------------------------------------------------------------ (a)
 
 
-def official_track_cost(df: dict[str, Any], users: list[tuple[str, Any]], rounds: int) -> tuple[float, float]:
-    """(best seconds per call, best seconds per event including the background drain)."""
-    client = official(df, NoOpDispatcher())
-    drained = official_queue_drained(client)
-    calls, totals = [], []
+async def track_costs(df: dict[str, Any], users: list[tuple[str, Any]], rounds: int) -> tuple[float, ...]:
+    """(official per call, ours per call, official per event with the drain, ours per event with the drain),
+    best of ``rounds``; the two SDKs' rounds alternate so that both see the same machine."""
+    official_client = official(df, NoOpDispatcher())
+    drained = official_queue_drained(official_client)
+
+    def official_round() -> int:
+        for i in range(ROUND):
+            user_id, attributes = users[i % len(users)]
+            official_client.track(EVENT_KEY, user_id, attributes, TAGS)
+        return ROUND
+
     try:
-        for _ in range(rounds):
-            wait(drained)
-            start = time.perf_counter()
-            for i in range(ROUND):
-                user_id, attributes = users[i % len(users)]
-                client.track(EVENT_KEY, user_id, attributes, TAGS)
-            calls.append(time.perf_counter() - start)
-            wait(drained)
-            totals.append(time.perf_counter() - start)
+        async with AsyncOptimizely(datafile=df, event_dispatcher=NullSink()) as ours:
+
+            async def our_round() -> int:
+                for i in range(ROUND):
+                    user_id, attributes = users[i % len(users)]
+                    await ours.track(EVENT_KEY, user_id, attributes, TAGS)
+                return ROUND
+
+            settle = {"official_settle": lambda: wait(drained), "our_settle": ours.flush, "repeat": rounds}
+            off_call, our_call = await compare(official_round, our_round, **settle)
+            off_total, our_total = await compare(official_round, our_round, include_settle=True, **settle)
     finally:
-        client.close()
-    return min(calls) / ROUND, min(totals) / ROUND
-
-
-async def our_track_cost(df: dict[str, Any], users: list[tuple[str, Any]], rounds: int) -> tuple[float, float]:
-    calls, totals = [], []
-    async with AsyncOptimizely(datafile=df, event_dispatcher=NullSink()) as client:
-        for _ in range(rounds):
-            await client.flush()
-            start = time.perf_counter()
-            for i in range(ROUND):
-                user_id, attributes = users[i % len(users)]
-                await client.track(EVENT_KEY, user_id, attributes, TAGS)
-            calls.append(time.perf_counter() - start)
-            await client.flush()
-            totals.append(time.perf_counter() - start)
-    return min(calls) / ROUND, min(totals) / ROUND
+        official_client.close()
+    return off_call, our_call, off_total, our_total
 
 
 # ------------------------------------------------------------------------------------------------ (b)
@@ -295,8 +290,7 @@ async def main(rounds: int) -> None:
     for title, raw in datafiles():
         df, users = prepare(raw)
         print(f"  {title}: {len(df['featureFlags'])} flags, {len(df['attributes'])} attributes")
-        off_call, off_total = official_track_cost(df, users, rounds)
-        our_call, our_total = await our_track_cost(df, users, rounds)
+        off_call, our_call, off_total, our_total = await track_costs(df, users, rounds)
         for name, off_s, our_s, target in (
             ("track() call", off_call, our_call, TARGET),
             ("track() + drain, per event", off_total, our_total, None),  # informational: the background work

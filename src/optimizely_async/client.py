@@ -486,13 +486,15 @@ class AsyncOptimizely(DecisionMethods):
     ) -> None:
         """Record a conversion for ``event_key``; returns nothing and never raises."""
         try:
-            if not is_non_empty_str(event_key):
+            if not isinstance(event_key, str) or not event_key:
                 invalid_input("event_key")
                 return
             if not isinstance(user_id, str):
                 invalid_input("user_id")
                 return
-            if not attributes_ok(attributes) or not event_tags_ok(event_tags):
+            if (attributes and type(attributes) is not dict) or (event_tags and type(event_tags) is not dict):
+                if attributes_ok(attributes):  # each logs the official message when it fails
+                    event_tags_ok(event_tags)
                 return
             config = self._config
             if config is None:
@@ -506,9 +508,8 @@ class AsyncOptimizely(DecisionMethods):
             if isinstance(prepared, str):
                 return
             if not self.notification_center.has_listeners(_TRACK):
-                pending = PendingEvent(*prepared)
-                if not self._offer(pending):
-                    await self._queue.put(pending)
+                if not self._offer(prepared):
+                    await self._queue.put(prepared)
                 if _log.isEnabledFor(logging.INFO):
                     _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
                 return
@@ -540,11 +541,11 @@ class AsyncOptimizely(DecisionMethods):
         attributes: dict[str, Any] | None,
         event_tags: dict[str, Any] | None,
         timestamp: int,
-    ) -> tuple[EventContext, functools.partial[ConversionEvent]] | str:
-        """The queue context and the deferred builder of a validated track() call, or why it is refused.
+    ) -> PendingEvent | str:
+        """The deferred conversion of a validated track() call, or why it is refused.
 
-        The builder holds a snapshot of the input, stamped with the moment of the call; the queue's task
-        builds the event model later.
+        It holds a snapshot of the input, stamped with the moment of the call; the queue's task builds the
+        event model later.
         """
         event_info = config.events_by_key.get(event_key)
         if event_info is None:
@@ -559,35 +560,36 @@ class AsyncOptimizely(DecisionMethods):
                 return "invalid_payload"
         context = self._context if self._config is config else config.event_context
         assert context is not None
-        build = functools.partial(
-            _conversion,
-            config,
+        return PendingEvent(
             context,
-            event_info.id,
-            event_key,
-            user_id,
-            dict(attributes) if attributes else None,
-            dict(tags) if tags is not None else None,
-            timestamp,
+            _conversion,
+            (
+                config,
+                context,
+                event_info.id,
+                event_key,
+                user_id,
+                dict(attributes) if attributes else None,
+                dict(tags) if tags is not None else None,
+                timestamp,
+            ),
         )
-        return context, build
 
     async def _send_prepared(
         self,
-        prepared: tuple[EventContext, functools.partial[ConversionEvent]],
+        prepared: PendingEvent,
         event_key: str,
         user_id: str,
         attributes: dict[str, Any] | None,
         event_tags: dict[str, Any] | None,
     ) -> None:
-        context, build = prepared
         if not self.notification_center.has_listeners(_TRACK):
-            await self._enqueue(PendingEvent(context, build))
+            await self._enqueue(prepared)
             if _log.isEnabledFor(logging.INFO):
                 _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
             return
         # TRACK listeners get the payload that is sent, so the event is built (and its uuid fixed) now.
-        event = build(event_uuid=str(uuid.uuid4()))
+        event = prepared.build(event_uuid=str(uuid.uuid4()))
         await self._enqueue(event)
         if _log.isEnabledFor(logging.INFO):
             _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
@@ -597,7 +599,7 @@ class AsyncOptimizely(DecisionMethods):
             user_id,
             attributes,
             event_tags,
-            _log_event(context.endpoint, build_payload([event])),
+            _log_event(event.context.endpoint, build_payload([event])),
         )
 
     async def _hold_track(

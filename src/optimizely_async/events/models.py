@@ -108,14 +108,16 @@ class PendingEvent:
     its flush thread). ``context`` is set so the queue can batch by project and revision.
     """
 
-    __slots__ = ("_build", "context")
+    __slots__ = ("_args", "_build", "context")
 
-    def __init__(self, context: EventContext, build: Callable[[], UserEvent]) -> None:
+    def __init__(self, context: EventContext, build: Callable[..., UserEvent], args: tuple[Any, ...] = ()) -> None:
         self.context = context
         self._build = build
+        self._args = args
 
-    def build(self) -> UserEvent:
-        return self._build()
+    def build(self, **extra: Any) -> UserEvent:
+        """The event model: ``build(*args, **extra)``."""
+        return self._build(*self._args, **extra)
 
 
 QueuedEvent = UserEvent | PendingEvent
