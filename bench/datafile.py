@@ -28,6 +28,7 @@ the longest stall while updates are applied under 5 ms.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import gc
 import json
@@ -35,8 +36,11 @@ import logging
 import platform
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +49,6 @@ from typing import Any
 import anyio
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the test suite's datafile server
-
-from _datafile_server import DatafileServer  # noqa: E402
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType  # noqa: E402
 from optimizely_async.config.project_config import parse_config  # noqa: E402
 
@@ -374,6 +375,72 @@ def bench_parse(body: bytes, *, runs: int, budget: float) -> list[tuple[str, flo
     return results
 
 
+# ---------------------------------------------------------------------------------------------- the server
+
+
+def serve_datafiles(paths: list[str]) -> None:
+    """The child process: serve the datafile files in ``paths`` (GET /datafiles/<key>.json, with an ETag and
+    304s); ``GET /select/<i>`` makes the i-th the current one. Prints its port, serves until killed."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies = [Path(path).read_bytes() for path in paths]
+    current = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/select/"):
+                current[0] = int(self.path.rsplit("/", 1)[1])
+                self._reply(200, b"", {})
+                return
+            index = current[0]
+            etag = f'"revision-{index}"'
+            if self.headers.get("If-None-Match") == etag:
+                self._reply(304, b"", {"ETag": etag})
+            else:
+                self._reply(200, bodies[index], {"ETag": etag, "Content-Type": "application/json"})
+
+        def _reply(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(code)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+class ChildDatafileServer:
+    """The datafile server in a child process, so that its work never competes with the measured loop for
+    the GIL (an in-process server thread would stall the loop the SDK is measured on)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-datafiles", *paths], stdout=subprocess.PIPE, text=True, cwd=str(ROOT)
+        )
+        assert self.process.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+
+    def select(self, index: int) -> None:
+        with urllib.request.urlopen(f"{self.url}/select/{index}", timeout=10) as response:
+            response.read()
+
+    def __enter__(self) -> ChildDatafileServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 # ---------------------------------------------------------------------------------------------- stalls
 
 
@@ -433,13 +500,13 @@ class GcTimer:
 
 
 async def measure_stalls(
-    backend: str, bodies: tuple[bytes, bytes], revisions: tuple[str, str], *, flips: int, baseline: float
+    backend: str, paths: list[str], revisions: tuple[str, str], *, flips: int, baseline: float
 ) -> StallResult:
     result = StallResult(backend)
     flag_keys = [f"flag_{i}" for i in range(0, 170, 5)]
     dispatcher = NullDispatcher()
-    with DatafileServer() as server:
-        server.set_datafile(bodies[0])
+    with ChildDatafileServer(paths) as server:
+        server.select(0)
         client = AsyncOptimizely(
             sdk_key="BenchSdkKey",
             datafile_url_template=server.url + "/datafiles/{sdk_key}.json",
@@ -505,7 +572,7 @@ async def measure_stalls(
                     phase["name"] = "updates"
                     for flip in range(flips):
                         index = (flip + 1) % 2
-                        server.set_datafile(bodies[index])
+                        await anyio.to_thread.run_sync(server.select, index)
                         with anyio.fail_after(10):
                             while client.config is None or client.config.revision != revisions[index]:
                                 await anyio.sleep(0.005)
@@ -577,6 +644,33 @@ def bench_thread_stalls(body: bytes, *, runs: int) -> list[tuple[str, float]]:
     return rows
 
 
+def run_stalls_child(
+    backend: str, mode: str, paths: list[str], revisions: tuple[str, str], *, flips: int, baseline: float
+) -> StallResult:
+    """:func:`measure_stalls` in a fresh process; its result comes back as one JSON line."""
+    command = [sys.executable, __file__, "--stalls", backend, mode, *paths, *revisions, str(flips), str(baseline)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=str(ROOT)).stdout
+    return StallResult(**json.loads(output.strip().splitlines()[-1]))
+
+
+def stalls_child(argv: list[str]) -> None:
+    backend, mode, path0, path1, rev0, rev1, flips, baseline = argv
+    logging.getLogger("optimizely_async").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    import httpx  # noqa: F401  (imported before the freeze, as an application would have it)
+
+    gc.collect()
+    if mode.startswith("gc.freeze"):
+        # What long-running services commonly do after start-up (see the gc module docs): the start-up heap
+        # is no longer walked by every full collection, so what remains is the cost of the update itself.
+        gc.freeze()
+    run = functools.partial(
+        measure_stalls, backend, [path0, path1], (rev0, rev1), flips=int(flips), baseline=float(baseline)
+    )
+    result = anyio.run(run, backend=backend)
+    print(json.dumps(dataclasses.asdict(result)))
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -608,34 +702,32 @@ def main() -> None:
     flips = 4 if args.quick else 10
     baseline = 0.5 if args.quick else 1.0
     worst_by_mode: dict[str, float] = {}
-    for mode in ("default GC", "gc.freeze() after start-up"):
-        if mode.startswith("gc.freeze"):
-            # What long-running services commonly do after start-up (see the gc module docs): the start-up heap
-            # is no longer walked by every full collection, so what remains is the cost of the update itself.
-            gc.collect()
-            gc.freeze()
-        results = [
-            anyio.run(
-                functools.partial(measure_stalls, backend, bodies, revisions, flips=flips, baseline=baseline),
-                backend=backend,
-            )
-            for backend in ("asyncio", "trio")
-        ]
-        gc.unfreeze()
-        print(f"event-loop stall, {mode} (1 ms ticker lateness; 'GC' = longest collector pause in that phase)")
-        print(
-            f"{'backend':<9}{'baseline':>10}{'GC':>8}{'updates':>10}{'GC':>8}{'no-GC':>7}{'p99':>8}{'>5ms':>6}"
-            f"{'applied':>9}{'decisions':>11}{'events':>8}"
-        )
-        for r in results:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, body in enumerate(bodies):
+            paths.append(str(Path(tmp) / f"datafile-{i}.json"))
+            Path(paths[-1]).write_bytes(body)
+        for mode in ("default GC", "gc.freeze() after start-up"):
+            # Each run is a fresh process that imports only this SDK (the official one, loaded for the other
+            # measurements, would double the heap every full collection walks); the server is a process too.
+            results = [
+                run_stalls_child(backend, mode, paths, revisions, flips=flips, baseline=baseline)
+                for backend in ("asyncio", "trio")
+            ]
+            print(f"event-loop stall, {mode} (1 ms ticker lateness; 'GC' = longest collector pause in that phase)")
             print(
-                f"{r.backend:<9}{r.baseline_max_ms:>10.1f}{r.baseline_gc_ms:>8.1f}{r.update_max_ms:>10.1f}"
-                f"{r.update_gc_ms:>8.1f}{r.update_no_gc_max_ms:>7.1f}{r.update_p99_ms:>8.1f}{r.update_stalls:>6}"
-                f"{r.updates:>9}{r.decisions:>11}{r.events:>8}"
+                f"{'backend':<9}{'baseline':>10}{'GC':>8}{'updates':>10}{'GC':>8}{'no-GC':>7}{'p99':>8}{'>5ms':>6}"
+                f"{'applied':>9}{'decisions':>11}{'events':>8}"
             )
-        print("(times in ms; 'no-GC' = the longest update-phase stall that no collector pause overlapped)")
-        worst_by_mode[mode] = max(r.update_max_ms for r in results)
-        worst_by_mode[mode + ", ticks without a collector pause"] = max(r.update_no_gc_max_ms for r in results)
+            for r in results:
+                print(
+                    f"{r.backend:<9}{r.baseline_max_ms:>10.1f}{r.baseline_gc_ms:>8.1f}{r.update_max_ms:>10.1f}"
+                    f"{r.update_gc_ms:>8.1f}{r.update_no_gc_max_ms:>7.1f}{r.update_p99_ms:>8.1f}{r.update_stalls:>6}"
+                    f"{r.updates:>9}{r.decisions:>11}{r.events:>8}"
+                )
+            print("(times in ms; 'no-GC' = the longest update-phase stall that no collector pause overlapped)")
+            worst_by_mode[mode] = max(r.update_max_ms for r in results)
+            worst_by_mode[mode + ", ticks without a collector pause"] = max(r.update_no_gc_max_ms for r in results)
     for mode, worst in worst_by_mode.items():
         print(
             f"-> longest stall while updates were applied ({mode}): {worst:.2f} ms (target < 5 ms): "
@@ -665,4 +757,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--serve-datafiles"]:
+        serve_datafiles(sys.argv[2:])
+    elif sys.argv[1:2] == ["--stalls"]:
+        stalls_child(sys.argv[2:])
+    else:
+        main()
