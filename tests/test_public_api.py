@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import optimizely_async
 
 EXPECTED = {
@@ -13,10 +16,12 @@ EXPECTED = {
     "DispatchResult",
     "Dispatcher",
     "EventRequest",
+    "HeldTrack",
     "HttpDispatcher",
     "InvalidDatafileError",
     "NotificationCenter",
     "NotificationType",
+    "OptimizelyConfig",
     "OptimizelyDecision",
     "OptimizelyDecisionContext",
     "OptimizelyError",
@@ -47,3 +52,9 @@ def test_version_matches_the_distribution() -> None:
     from importlib.metadata import version
 
     assert optimizely_async.__version__ == version("optimizely-async")
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"^::: optimizely_async\.(\w+)$", page, flags=re.MULTILINE))
+    assert set(optimizely_async.__all__) <= documented, set(optimizely_async.__all__) - documented

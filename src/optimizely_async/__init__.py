@@ -7,7 +7,8 @@ batching queue that loses nothing silently.
 from __future__ import annotations
 
 from ._version import __version__
-from .client import AsyncOptimizely
+from .client import AsyncOptimizely, HeldTrack
+from .config.optimizely_config import OptimizelyConfig
 from .decide import DecideOption, OptimizelyDecision
 from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError, InvalidDatafileError, OptimizelyError
@@ -25,10 +26,12 @@ __all__ = [
     "DispatchResult",
     "Dispatcher",
     "EventRequest",
+    "HeldTrack",
     "HttpDispatcher",
     "InvalidDatafileError",
     "NotificationCenter",
     "NotificationType",
+    "OptimizelyConfig",
     "OptimizelyDecision",
     "OptimizelyDecisionContext",
     "OptimizelyError",
