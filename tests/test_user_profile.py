@@ -277,3 +277,16 @@ async def test_client_looks_up_once_and_honours_ignore_option(ups_class: type[Sy
         assert (await user.decide("feat", ["DISABLE_DECISION_EVENT"])).variation_key == "b"
         assert (await user.decide("feat", ["IGNORE_USER_PROFILE_SERVICE"])).variation_key is None
         assert ups.lookups == [IN_B, IN_B] and len(ups.saves) == 1
+
+
+@pytest.mark.parametrize("stored_id", [42, None, "someone-else"])
+async def test_a_stored_user_id_is_saved_back_as_the_official_sdk_saves_it(
+    stored_id: Any, ups_class: type[SyncUPS]
+) -> None:
+    """The official SDK keeps the stored ``user_id`` as it is (whatever its type) when it saves the profile."""
+    service = ups_class({"u": {"user_id": stored_id, "experiment_bucket_map": {}}})
+    tracker = await load_profile(service, "u")
+    tracker.record("1001", "1101")
+    await save_profile(service, tracker)
+    saved = service.saves[-1]["user_id"]
+    assert saved == stored_id and type(saved) is type(stored_id)

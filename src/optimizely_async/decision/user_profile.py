@@ -35,7 +35,7 @@ class UserProfileTracker:
 
     __slots__ = ("experiment_bucket_map", "updated", "user_id")
 
-    def __init__(self, user_id: str, experiment_bucket_map: dict[str, Any] | None = None) -> None:
+    def __init__(self, user_id: Any, experiment_bucket_map: dict[str, Any] | None = None) -> None:
         self.user_id = user_id
         self.experiment_bucket_map: dict[str, Any] = experiment_bucket_map if experiment_bucket_map else {}
         self.updated = False
@@ -71,7 +71,8 @@ async def load_profile(service: UserProfileService | None, user_id: str) -> User
         _log.debug("Unable to get a user profile from the UserProfileService.")
     elif isinstance(result, dict) and "user_id" in result and "experiment_bucket_map" in result:
         bucket_map = result["experiment_bucket_map"]
-        tracker = UserProfileTracker(str(result["user_id"]), bucket_map if isinstance(bucket_map, dict) else None)
+        # The stored user_id is kept as it is (the official SDK saves it back unchanged, whatever its type).
+        tracker = UserProfileTracker(result["user_id"], bucket_map if isinstance(bucket_map, dict) else None)
         _log.info("User profile loaded successfully.")
     else:
         missing = [k for k in ("user_id", "experiment_bucket_map") if not isinstance(result, dict) or k not in result]
