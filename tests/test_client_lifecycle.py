@@ -59,6 +59,8 @@ class Sink:
         {"datafile": datafile(), "close_timeout": float("nan")},
         {"datafile": datafile(), "datafile_access_token": "t"},
         {"sdk_key": "k", "update_interval": 0},
+        {"datafile": datafile(), "default_decide_options": 5},
+        {"datafile": datafile(), "default_decide_options": "INCLUDE_REASONS"},
     ],
 )
 async def test_unusable_options_raise_one_clear_error(kwargs: dict[str, Any]) -> None:

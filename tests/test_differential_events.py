@@ -91,9 +91,11 @@ def _print_totals() -> Iterator[None]:
 def _set_knobs(datafile: dict[str, Any], seed: int, rng: random.Random) -> dict[str, Any]:
     """The datafile's event settings, chosen so that every combination comes up across seeds."""
     for key, choice in (
-        ("sendFlagDecisions", (True, False, None)[seed % 3]),
-        ("botFiltering", (True, False, None)[(seed // 3) % 3]),
-        ("anonymizeIP", seed % 2 == 0),
+        # Besides booleans, values of other JSON types: the official SDK uses them as they are (truthiness,
+        # verbatim on the wire, no bot-filtering entry), and so must we.
+        ("sendFlagDecisions", (True, False, None, "false", 0, 1)[seed % 6]),
+        ("botFiltering", (True, False, None, "true", 1)[(seed // 6) % 5]),
+        ("anonymizeIP", (True, False, None, "no", 1)[seed % 5] if seed % 7 else None),
         ("region", rng.choice(["US", "EU", "eu", "APAC", None, "EU"])),
     ):
         if choice is None:

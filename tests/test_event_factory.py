@@ -142,16 +142,7 @@ def test_ids_unknown_and_reserved_keys_with_official_logs() -> None:
     ]
 
 
-LAX_BOOL = pytest.mark.xfail(
-    strict=True,
-    reason='src bug (config/datafile.py): botFiltering is parsed as a lax pydantic bool, so "true" and 1 become '
-    "True and a $opt_bot_filtering entry is sent; the official SDK keeps the raw value and sends none",
-)
-
-
-@pytest.mark.parametrize(
-    "bot_filtering", [True, False, None, pytest.param("true", marks=LAX_BOOL), pytest.param(1, marks=LAX_BOOL)]
-)
+@pytest.mark.parametrize("bot_filtering", [True, False, None, "true", 1])
 def test_bot_filtering_entry_only_for_a_bool(bot_filtering: Any) -> None:
     ours, theirs = configs(make_datafile(bot_filtering=bot_filtering))
     for attributes in (None, {}, {"plan": "p"}):
@@ -187,11 +178,6 @@ def test_cached_list_is_per_config() -> None:
     assert [a.value for a in build_attributes(second, attributes)] == ["q", False]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: the last-built cache skips the 'not in datafile' error (and $opt_ warning) on a repeat; "
-    "the official SDK logs them for every event",
-)
 def test_repeat_build_logs_like_the_official() -> None:
     ours, _ = configs(make_datafile())
     attributes = {"unknown": "u", "plan": "p"}
@@ -201,11 +187,6 @@ def test_repeat_build_logs_like_the_official() -> None:
     assert logs == [(logging.ERROR, 'Attribute "unknown" is not in datafile.')] * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='src bug: an attribute whose datafile id is "" is sent with entity_id ""; the official SDK drops it '
-    "(`if attribute_id:` in build_attribute_list)",
-)
 def test_attribute_with_empty_id_is_dropped_like_the_official() -> None:
     ours, theirs = configs(make_datafile(attributes=[{"id": "", "key": "plan"}]))
     assert ours_list(ours, {"plan": "p"}) == theirs_list(theirs, {"plan": "p"})

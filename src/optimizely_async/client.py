@@ -174,6 +174,11 @@ class AsyncOptimizely(DecisionMethods):
 
         from .decide import coerce_options
 
+        if isinstance(default_decide_options, (str, bytes)) or not isinstance(default_decide_options, Iterable):
+            raise ConfigurationError(
+                "default_decide_options must be a list of DecideOption values (or their strings), "
+                f"got {default_decide_options!r}."
+            )
         self._default_decide_options: tuple[DecideOption, ...] = coerce_options(default_decide_options)
         self._decide_options_cache: dict[tuple[Any, ...], Any] = {}
 

@@ -138,9 +138,12 @@ class Datafile(_Model):
     sdkKey: str | None = None
     environmentKey: str | None = None
     region: str | None = None
-    anonymizeIP: bool = False
-    botFiltering: bool | None = None
-    sendFlagDecisions: bool = False
+    # Kept as the JSON gave them, as the official SDK does (its schema does not type them): anonymizeIP is sent
+    # verbatim, sendFlagDecisions is read for its truthiness, and only a real boolean botFiltering adds the
+    # bot-filtering attribute to events. Lax bools would turn "false" into False and 1 into True.
+    anonymizeIP: Any = False
+    botFiltering: Any = None
+    sendFlagDecisions: Any = False
     attributes: list[Attribute]
     audiences: list[Audience]
     typedAudiences: list[Audience] = Field(default_factory=list)

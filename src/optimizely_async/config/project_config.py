@@ -163,8 +163,8 @@ class ProjectConfig(_WeakReferenceable):
     sdk_key: str | None
     environment_key: str | None
     region: str
-    anonymize_ip: bool
-    bot_filtering: bool | None
+    anonymize_ip: Any  # the datafile's value, sent verbatim
+    bot_filtering: Any  # the datafile's value; only a bool adds the bot-filtering attribute
     send_flag_decisions: bool
     experiments_by_id: Mapping[str, ExperimentInfo]
     experiments_by_key: Mapping[str, ExperimentInfo]
@@ -534,7 +534,7 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
         region=region,
         anonymize_ip=d.anonymizeIP,
         bot_filtering=d.botFiltering,
-        send_flag_decisions=d.sendFlagDecisions,
+        send_flag_decisions=bool(d.sendFlagDecisions),
         experiments_by_id=experiments_by_id,
         experiments_by_key=experiments_by_key,
         groups_by_id=groups,

@@ -43,7 +43,7 @@ def build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None
     """The visitor attributes sent with an event: valid values only, mapped to attribute ids, then the
     bot-filtering entry when the datafile sets ``botFiltering``."""
     if not attributes:
-        return _build_attributes(config, attributes)
+        return _build_attributes(config, attributes)[0]
     try:
         # Types are part of the key: True == 1 == 1.0 as values, but they are different attributes on the wire.
         key = (tuple(attributes.items()), tuple(map(type, attributes.values())))
@@ -52,16 +52,21 @@ def build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None
             result: tuple[VisitorAttribute, ...] = _last_built[2]
             return result
     except Exception:  # a value whose == is unusual (e.g. an array): just build
-        return _build_attributes(config, attributes)
-    result = _build_attributes(config, attributes)
-    # 0.0 and -0.0 are equal but sent differently: such lists are not kept.
-    if not any(type(v) is float and v == 0.0 for v in attributes.values()):
+        return _build_attributes(config, attributes)[0]
+    result, quiet = _build_attributes(config, attributes)
+    # Only lists whose build logged nothing are kept (every event logs its own unknown or reserved keys, as the
+    # official SDK does); 0.0 and -0.0 are equal but sent differently, so such lists are not kept either.
+    if quiet and not any(type(v) is float and v == 0.0 for v in attributes.values()):
         _last_built[:] = (config.attribute_ids, key, result)
     return result
 
 
-def _build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | None) -> tuple[VisitorAttribute, ...]:
+def _build_attributes(
+    config: ProjectConfig, attributes: Mapping[str, Any] | None
+) -> tuple[tuple[VisitorAttribute, ...], bool]:
+    """The attribute list, and whether building it logged nothing."""
     out: list[VisitorAttribute] = []
+    quiet = True
     if attributes:
         ids = config.attribute_ids
         for key, value in attributes.items():
@@ -78,21 +83,25 @@ def _build_attributes(config: ProjectConfig, attributes: Mapping[str, Any] | Non
             attribute_id = ids.get(key)
             if attribute_id is not None:
                 if key.startswith(RESERVED_PREFIX):
+                    quiet = False
                     _log.warning(
                         "Attribute %s unexpectedly has reserved prefix %s; using attribute ID instead of "
                         "reserved attribute name.",
                         key,
                         RESERVED_PREFIX,
                     )
+                if not attribute_id:  # a datafile attribute with an empty id is left out, as officially
+                    continue
             elif key.startswith(RESERVED_PREFIX):
                 attribute_id = key
             else:
+                quiet = False
                 _log.error('Attribute "%s" is not in datafile.', key)
                 continue
             out.append(_attribute(attribute_id, key, value))
     if isinstance(config.bot_filtering, bool):
         out.append(_attribute(BOT_FILTERING, BOT_FILTERING, config.bot_filtering))
-    return tuple(out)
+    return tuple(out), quiet
 
 
 # Event parts are frozen models, so equal ones can be shared between events. These caches keep the hot path

@@ -37,7 +37,7 @@ class EventContext(BaseModel):
     account_id: str
     project_id: str
     revision: str
-    anonymize_ip: bool = False
+    anonymize_ip: Any = False  # the datafile's anonymizeIP, sent verbatim
     #: The events endpoint chosen by the datafile's region (overridden by the client's ``event_endpoint``).
     endpoint: str
 
