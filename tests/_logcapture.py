@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
-class _Collect(logging.Handler):
+class Collector(logging.Handler):
+    """A handler that keeps (level, message) of every record it sees."""
+
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[tuple[int, str]] = []
@@ -19,7 +21,7 @@ class _Collect(logging.Handler):
 @contextmanager
 def capture(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[list[tuple[int, str]]]:
     """Collect (level, message) of everything ``logger`` emits at ``level`` and above."""
-    handler = _Collect()
+    handler = Collector()
     saved = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(level)

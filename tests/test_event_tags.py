@@ -17,22 +17,14 @@ from optimizely.event import event_factory as official_factory
 from optimizely.event import user_event as official_user_event
 from optimizely.helpers import event_tag_utils as official_tags
 
+from _logcapture import Collector
 from optimizely_async.events.tags import check_json_encodable, parse_revenue, parse_value
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[tuple[int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.levelno, record.getMessage()))
-
-
 @pytest.fixture(scope="module")
-def logs() -> Iterator[tuple[_Records, _Records, logging.Logger]]:
+def logs() -> Iterator[tuple[Collector, Collector, logging.Logger]]:
     """(ours, official's, the logger handed to the official helper)."""
-    ours, theirs = _Records(), _Records()
+    ours, theirs = Collector(), Collector()
     our_logger = logging.getLogger("optimizely_async")
     their_logger = logging.getLogger("tests.official_tags")
     saved = our_logger.level
@@ -66,7 +58,7 @@ def test_revenue_matches_official(value: Any) -> None:
 
 
 @given(value=tag_values)
-def test_value_matches_official_including_logs(value: Any, logs: tuple[_Records, _Records, logging.Logger]) -> None:
+def test_value_matches_official_including_logs(value: Any, logs: tuple[Collector, Collector, logging.Logger]) -> None:
     ours, theirs, their_logger = logs
     ours.records.clear()
     theirs.records.clear()
@@ -100,7 +92,7 @@ def test_revenue_rules(tags: dict[str, Any] | None, expected: int | None) -> Non
     assert result is None or type(result) is int
 
 
-def test_value_absent_logs_nothing(logs: tuple[_Records, _Records, logging.Logger]) -> None:
+def test_value_absent_logs_nothing(logs: tuple[Collector, Collector, logging.Logger]) -> None:
     ours = logs[0]
     ours.records.clear()
     assert parse_value(None) is None
@@ -123,7 +115,7 @@ def test_value_absent_logs_nothing(logs: tuple[_Records, _Records, logging.Logge
     ],
 )
 def test_value_rules_and_messages(
-    value: Any, expected: float | None, debug: str | None, logs: tuple[_Records, _Records, logging.Logger]
+    value: Any, expected: float | None, debug: str | None, logs: tuple[Collector, Collector, logging.Logger]
 ) -> None:
     ours = logs[0]
     ours.records.clear()
