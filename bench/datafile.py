@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,29 +457,40 @@ class NullDispatcher:
 
 
 @dataclass
+class PhaseStats:
+    """1 ms ticker lateness in one phase (times in ms)."""
+
+    seconds: float = 0.0
+    ticks: int = 0
+    max_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    p999_ms: float = float("nan")
+    #: Ticks more than 5 ms late.
+    over_5ms: int = 0
+    #: Longest collector pause in the phase.
+    gc_ms: float = 0.0
+    #: Longest lateness of a tick that no collector pause overlapped.
+    no_gc_max_ms: float = float("nan")
+
+
+@dataclass
 class StallResult:
     backend: str
-    baseline_max_ms: float = 0.0
-    update_max_ms: float = 0.0
-    update_p99_ms: float = 0.0
-    #: Ticks more than 5 ms late while updates were applied.
-    update_stalls: int = 0
-    updates: int = 0
-    flips: int = 0
+    #: The ticker alone, before the client exists: how late this machine wakes a sleeping loop anyway.
+    idle: PhaseStats = dataclasses.field(default_factory=PhaseStats)
+    #: The decision load, no update (windows interleaved with the update windows, of the same total length).
+    baseline: PhaseStats = dataclasses.field(default_factory=PhaseStats)
+    #: The decision load while a new revision is fetched, parsed, swapped in and the old one freed.
+    updates: PhaseStats = dataclasses.field(default_factory=PhaseStats)
+    updates_applied: int = 0
     decisions: int = 0
     events: int = 0
-    baseline_gc_ms: float = 0.0
-    update_gc_ms: float = 0.0
-    #: Longest update-phase stall among ticks that no collector pause overlapped: the SDK's own share.
-    update_no_gc_max_ms: float = 0.0
 
 
 class GcTimer:
-    """Longest garbage-collector pause (in any thread; it holds the GIL) per benchmark phase, while installed."""
+    """Collector pauses (in any thread; a collection holds the GIL), while installed."""
 
-    def __init__(self, phase: dict[str, str]) -> None:
-        self.phase = phase
-        self.longest: dict[str, float] = {}
+    def __init__(self) -> None:
         self.intervals: list[tuple[float, float]] = []
         self._start = 0.0
 
@@ -486,10 +498,7 @@ class GcTimer:
         if event == "start":
             self._start = time.perf_counter()
         else:
-            name = self.phase["name"]
-            end = time.perf_counter()
-            self.intervals.append((self._start, end))
-            self.longest[name] = max(self.longest.get(name, 0.0), end - self._start)
+            self.intervals.append((self._start, time.perf_counter()))
 
     def __enter__(self) -> GcTimer:
         gc.callbacks.append(self)
@@ -499,10 +508,64 @@ class GcTimer:
         gc.callbacks.remove(self)
 
 
+Tick = tuple[float, float, float]  # (start, end, lateness in s)
+
+
+def phase_stats(ticks: list[Tick], seconds: float, pauses: list[tuple[float, float]]) -> PhaseStats:
+    late = sorted(t[2] for t in ticks)
+    if not late:
+        return PhaseStats(seconds=seconds)
+    in_phase = [(a, b) for a, b in pauses if any(a < t1 and b > t0 for t0, t1, _ in ticks)]
+    clean = [x for t0, t1, x in ticks if not any(a < t1 and b > t0 for a, b in in_phase)]
+    return PhaseStats(
+        seconds=seconds,
+        ticks=len(late),
+        max_ms=late[-1] * 1000,
+        p99_ms=late[int(len(late) * 0.99)] * 1000,
+        p999_ms=late[int(len(late) * 0.999)] * 1000,
+        over_5ms=sum(x > 0.005 for x in late),
+        gc_ms=max((b - a for a, b in in_phase), default=0.0) * 1000,
+        no_gc_max_ms=max(clean) * 1000 if clean else float("nan"),
+    )
+
+
+async def ticker(ticks: list[Tick], stop: anyio.Event) -> None:
+    """Sleep 1 ms in a loop and record how late each wake-up is: the longest lateness is the longest stall."""
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await anyio.sleep(0.001)
+        t1 = time.perf_counter()
+        ticks.append((t0, t1, t1 - t0 - 0.001))
+
+
+async def idle_floor(seconds: float) -> list[Tick]:
+    ticks: list[Tick] = []
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker, ticks, stop)
+        await anyio.sleep(seconds)
+        stop.set()
+    return ticks
+
+
 async def measure_stalls(
-    backend: str, paths: list[str], revisions: tuple[str, str], *, flips: int, baseline: float
+    backend: str, paths: list[str], revisions: tuple[str, str], *, flips: int, pace: float, idle: float = 3.0
 ) -> StallResult:
+    """The decision load with and without updates, in alternating windows of equal length.
+
+    Four tasks decide flags in a loop; each sleeps ``pace`` seconds after a decision (0: flat out, so the loop
+    never idles and every stall of the load itself shows; 0.001: a busy service that leaves the loop room).
+
+    Each update window starts with the server switching revision and lasts until the client has swapped the
+    new config in and the old one is gone (freed, or taken apart in a worker thread), plus 50 ms. Each quiet
+    window that follows lasts as long as the update window before it, so both phases cover the same time and
+    the same drift of the machine. The first (and warm-up) load is not counted.
+    """
     result = StallResult(backend)
+    gc_timer = GcTimer()
+    with gc_timer:
+        idle_ticks = await idle_floor(idle)
+    result.idle = phase_stats(idle_ticks, idle, gc_timer.intervals)
     flag_keys = [f"flag_{i}" for i in range(0, 170, 5)]
     dispatcher = NullDispatcher()
     with ChildDatafileServer(paths) as server:
@@ -521,19 +584,17 @@ async def measure_stalls(
             updates += 1
 
         client.notification_center.add_notification_listener(NotificationType.OPTIMIZELY_CONFIG_UPDATE, on_update)
-        phase = {"name": "warmup"}
-        lateness: dict[str, list[float]] = {"warmup": [], "baseline": [], "updates": []}
-        update_ticks: list[tuple[float, float, float]] = []  # (start, end, lateness)
+        ticks: dict[str, list[Tick]] = {"warmup": [], "baseline": [], "updates": []}
+        seconds = {"baseline": 0.0, "updates": 0.0}
+        phase = ["warmup"]
         stop = anyio.Event()
 
-        async def ticker() -> None:
+        async def phase_ticker() -> None:
             while not stop.is_set():
                 t0 = time.perf_counter()
                 await anyio.sleep(0.001)
                 t1 = time.perf_counter()
-                lateness[phase["name"]].append(t1 - t0 - 0.001)
-                if phase["name"] == "updates":
-                    update_ticks.append((t0, t1, t1 - t0 - 0.001))
+                ticks[phase[0]].append((t0, t1, t1 - t0 - 0.001))
 
         async def decider(worker: int) -> None:
             rng = random.Random(worker)
@@ -555,43 +616,44 @@ async def measure_stalls(
                     if context is not None:
                         await context.decide(flag)
                 result.decisions += 1
-                await anyio.sleep(0)
+                await anyio.sleep(pace)
 
-        gc_timer = GcTimer(phase)
         async with client:
             if not await client.wait_until_ready(10):
                 raise SystemExit("the client never loaded the datafile")
             async with anyio.create_task_group() as tg:
-                tg.start_soon(ticker)
+                tg.start_soon(phase_ticker)
                 for worker in range(4):
                     tg.start_soon(decider, worker)
-                await anyio.sleep(0.3)
+                await anyio.sleep(0.5)
+                window = 1.0
                 with gc_timer:
-                    phase["name"] = "baseline"
-                    await anyio.sleep(baseline)
-                    phase["name"] = "updates"
                     for flip in range(flips):
+                        phase[0] = "baseline"
+                        await anyio.sleep(window)
+                        seconds["baseline"] += window
+                        phase[0] = "updates"
+                        started = time.perf_counter()
                         index = (flip + 1) % 2
+                        assert client.config is not None
+                        old = weakref.ref(client.config)
                         await anyio.to_thread.run_sync(server.select, index)
-                        with anyio.fail_after(10):
+                        with anyio.fail_after(30):
                             while client.config is None or client.config.revision != revisions[index]:
                                 await anyio.sleep(0.005)
-                        result.flips += 1
-                        await anyio.sleep(0.1)
+                            while old() is not None:
+                                await anyio.sleep(0.005)
+                        await anyio.sleep(0.05)
+                        window = time.perf_counter() - started
+                        seconds["updates"] += window
+                        result.updates_applied += 1
                 stop.set()
             await client.flush()
         result.events = dispatcher.events
-    result.updates = updates - 1  # the first load is not an update
-    result.baseline_gc_ms = gc_timer.longest.get("baseline", 0.0) * 1000
-    result.update_gc_ms = gc_timer.longest.get("updates", 0.0) * 1000
-    base, upd = lateness["baseline"], lateness["updates"]
-    result.baseline_max_ms = max(base) * 1000 if base else float("nan")
-    result.update_max_ms = max(upd) * 1000 if upd else float("nan")
-    result.update_p99_ms = statistics.quantiles(upd, n=100)[98] * 1000 if len(upd) > 100 else float("nan")
-    result.update_stalls = sum(late > 0.005 for late in upd)
-    pauses = gc_timer.intervals
-    clean = [late for t0, t1, late in update_ticks if not any(a < t1 and b > t0 for a, b in pauses)]
-    result.update_no_gc_max_ms = max(clean) * 1000 if clean else float("nan")
+    if updates - 1 != result.updates_applied:  # the first load is not an update
+        raise SystemExit(f"expected {result.updates_applied} config updates, saw {updates - 1}")
+    for name in ("baseline", "updates"):
+        setattr(result, name, phase_stats(ticks[name], seconds[name], gc_timer.intervals))
     return result
 
 
@@ -645,16 +707,19 @@ def bench_thread_stalls(body: bytes, *, runs: int) -> list[tuple[str, float]]:
 
 
 def run_stalls_child(
-    backend: str, mode: str, paths: list[str], revisions: tuple[str, str], *, flips: int, baseline: float
+    backend: str, mode: str, paths: list[str], revisions: tuple[str, str], *, flips: int
 ) -> StallResult:
     """:func:`measure_stalls` in a fresh process; its result comes back as one JSON line."""
-    command = [sys.executable, __file__, "--stalls", backend, mode, *paths, *revisions, str(flips), str(baseline)]
+    command = [sys.executable, __file__, "--stalls", backend, mode, *paths, *revisions, str(flips)]
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=str(ROOT)).stdout
-    return StallResult(**json.loads(output.strip().splitlines()[-1]))
+    data = json.loads(output.strip().splitlines()[-1])
+    for name in ("idle", "baseline", "updates"):
+        data[name] = PhaseStats(**data[name])
+    return StallResult(**data)
 
 
 def stalls_child(argv: list[str]) -> None:
-    backend, mode, path0, path1, rev0, rev1, flips, baseline = argv
+    backend, mode, path0, path1, rev0, rev1, flips, pace = argv
     logging.getLogger("optimizely_async").setLevel(logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     import httpx  # noqa: F401  (imported before the freeze, as an application would have it)
@@ -664,11 +729,32 @@ def stalls_child(argv: list[str]) -> None:
         # What long-running services commonly do after start-up (see the gc module docs): the start-up heap
         # is no longer walked by every full collection, so what remains is the cost of the update itself.
         gc.freeze()
-    run = functools.partial(
-        measure_stalls, backend, [path0, path1], (rev0, rev1), flips=int(flips), baseline=float(baseline)
-    )
+    run = functools.partial(measure_stalls, backend, [path0, path1], (rev0, rev1), flips=int(flips), pace=float(pace))
     result = anyio.run(run, backend=backend)
     print(json.dumps(dataclasses.asdict(result)))
+
+
+def print_stalls(mode: str, results: list[StallResult]) -> None:
+    print(f"event-loop stalls, {mode}: lateness of a 1 ms ticker, in ms")
+    print(
+        f"{'backend':<9}{'phase':<10}{'seconds':>8}{'ticks':>7}{'max':>7}{'no-GC':>7}{'p99':>6}{'p99.9':>7}"
+        f"{'>5ms':>6}{'GC':>7}"
+    )
+    for r in results:
+        for name in ("idle", "baseline", "updates"):
+            st: PhaseStats = getattr(r, name)
+            print(
+                f"{r.backend:<9}{name:<10}{st.seconds:>8.1f}{st.ticks:>7}{st.max_ms:>7.1f}{st.no_gc_max_ms:>7.1f}"
+                f"{st.p99_ms:>6.1f}{st.p999_ms:>7.1f}{st.over_5ms:>6}{st.gc_ms:>7.1f}"
+            )
+        print(f"{'':<9}({r.updates_applied} updates applied; {r.decisions} decisions, {r.events} events delivered)")
+    print(
+        "idle = the ticker alone, before the client exists (this machine's floor); baseline = the decision load\n"
+        "without updates; updates = the same load while a revision is fetched, parsed, swapped in and the old one\n"
+        "freed (alternating windows, same total time); no-GC = the longest stall no collector pause overlapped;\n"
+        "GC = the longest collector pause in the phase."
+    )
+    print()
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -700,38 +786,38 @@ def main() -> None:
     print()
 
     flips = 4 if args.quick else 10
-    baseline = 0.5 if args.quick else 1.0
-    worst_by_mode: dict[str, float] = {}
+    verdicts: list[tuple[str, float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i, body in enumerate(bodies):
             paths.append(str(Path(tmp) / f"datafile-{i}.json"))
             Path(paths[-1]).write_bytes(body)
-        for mode in ("default GC", "gc.freeze() after start-up"):
+        for load, pace, mode in (
+            ("saturated load", 0.0, "default GC"),
+            ("paced load", 0.001, "default GC"),
+            ("paced load", 0.001, "gc.freeze() after start-up"),
+        ):
             # Each run is a fresh process that imports only this SDK (the official one, loaded for the other
             # measurements, would double the heap every full collection walks); the server is a process too.
             results = [
-                run_stalls_child(backend, mode, paths, revisions, flips=flips, baseline=baseline)
+                run_stalls_child(backend, mode, paths, revisions, flips=flips, pace=pace)
                 for backend in ("asyncio", "trio")
             ]
-            print(f"event-loop stall, {mode} (1 ms ticker lateness; 'GC' = longest collector pause in that phase)")
-            print(
-                f"{'backend':<9}{'baseline':>10}{'GC':>8}{'updates':>10}{'GC':>8}{'no-GC':>7}{'p99':>8}{'>5ms':>6}"
-                f"{'applied':>9}{'decisions':>11}{'events':>8}"
-            )
-            for r in results:
-                print(
-                    f"{r.backend:<9}{r.baseline_max_ms:>10.1f}{r.baseline_gc_ms:>8.1f}{r.update_max_ms:>10.1f}"
-                    f"{r.update_gc_ms:>8.1f}{r.update_no_gc_max_ms:>7.1f}{r.update_p99_ms:>8.1f}{r.update_stalls:>6}"
-                    f"{r.updates:>9}{r.decisions:>11}{r.events:>8}"
+            label = f"{load} (decision tasks sleep {pace * 1000:g} ms between decisions), {mode}"
+            print_stalls(label, results)
+            verdicts.append(
+                (
+                    f"{load}, {mode}",
+                    max(r.updates.max_ms for r in results),
+                    max(r.baseline.max_ms for r in results),
+                    max(r.idle.max_ms for r in results),
                 )
-            print("(times in ms; 'no-GC' = the longest update-phase stall that no collector pause overlapped)")
-            worst_by_mode[mode] = max(r.update_max_ms for r in results)
-            worst_by_mode[mode + ", ticks without a collector pause"] = max(r.update_no_gc_max_ms for r in results)
-    for mode, worst in worst_by_mode.items():
+            )
+    for mode, worst, base, idle in verdicts:
         print(
-            f"-> longest stall while updates were applied ({mode}): {worst:.2f} ms (target < 5 ms): "
-            f"{'OK' if worst < 5 else 'MISSED'}"
+            f"-> longest stall while updates were applied ({mode}): {worst:.1f} ms (target < 5 ms): "
+            f"{'OK' if worst < 5 else 'MISSED'}; the same load without updates: {base:.1f} ms; "
+            f"the idle loop: {idle:.1f} ms"
         )
     print()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -940,3 +941,38 @@ async def test_get_optimizely_config_follows_updates(server: DatafileServer, dis
         assert "banner" in second.features_map
     # A CONFIG_UPDATE listener already sees the projection of the new revision.
     assert seen_in_listener == ["1", "2"]
+
+
+@pytest.mark.anyio
+async def test_a_replaced_config_is_taken_apart_in_a_worker_thread_once_nothing_holds_it(
+    server: DatafileServer, dispatcher: RecordingDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop_thread = threading.get_ident()
+    taken: list[tuple[str, bool, int]] = []  # (revision, in a worker thread, flags left afterwards)
+    real = client_module.take_apart
+
+    def observed(config: ProjectConfig, *args: Any) -> None:
+        real(config, *args)
+        taken.append((config.revision, threading.get_ident() != loop_thread, len(config.flags_by_key)))
+
+    monkeypatch.setattr(client_module, "take_apart", observed)
+    client = make_client(server, dispatcher)
+    async with client:
+        assert await client.wait_until_ready(GUARD)
+        held = client.config
+        server.set_datafile(REV2)
+        await wait_until(lambda: revision_of(client) == "2")
+        await wait_for_requests(server, 5)
+        # Still referenced here, so left whole.
+        assert taken == []
+        assert held is not None and held.revision == "1" and "checkout" in held.experiments_by_key
+        del held
+        await wait_until(lambda: len(taken) == 1)
+        assert taken == [("1", True, 0)]
+        server.set_datafile(REV3)
+        await wait_until(lambda: revision_of(client) == "3")
+        await wait_until(lambda: len(taken) == 2)
+        assert taken[1] == ("2", True, 0)
+        # The config in use is untouched.
+        assert await client.get_variation("checkout", "u1") == "control"
+        assert await client.get_feature_variable_string("banner", "color", "u1") == "grey"  # REV3: rollout off

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -37,6 +38,7 @@ from .config.project_config import (
     ProjectConfig,
     VariationInfo,
     parse_config,
+    take_apart,
 )
 from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError
@@ -91,6 +93,29 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
+
+
+#: How long a replaced config is watched for its last outside reference to go before it is left to refcounting.
+_RETIRE_PATIENCE = 600.0
+
+
+async def _retire_when_unused(holder: list[ProjectConfig]) -> None:
+    """Wait until ``holder`` has the only reference to its config (decisions in progress, queued events and
+    user code may still hold it), then take the config apart in a worker thread, a few entries at a time.
+
+    Nothing can get hold of an object it has no reference to, so once the count says "only us", it stays so.
+    A config still referenced after :data:`_RETIRE_PATIENCE` seconds is left alone (refcounting frees it).
+    """
+    delay = 0.05
+    deadline = anyio.current_time() + _RETIRE_PATIENCE
+    # 2 = the holder list's reference + getrefcount's own argument.
+    while sys.getrefcount(holder[0]) > 2:
+        if anyio.current_time() >= deadline:
+            return
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    config = holder.pop()
+    await anyio.to_thread.run_sync(take_apart, config, Pacer())
 
 
 class AsyncOptimizely(DecisionMethods):
@@ -350,6 +375,7 @@ class AsyncOptimizely(DecisionMethods):
     # ------------------------------------------------------------------ config
 
     def _set_config(self, config: ProjectConfig) -> None:
+        old = self._config
         context = config.event_context
         if self._event_endpoint is not None:
             context = context.model_copy(update={"endpoint": self._event_endpoint})
@@ -358,6 +384,16 @@ class AsyncOptimizely(DecisionMethods):
         self._config = config
         if self._ready is not None:
             self._ready.set()
+        if old is not None and old is not config:
+            self._retire(old)
+
+    def _retire(self, config: ProjectConfig) -> None:
+        """Have the replaced ``config`` taken apart in a worker thread once nothing references it any more, so
+        that freeing it does not stall the event loop (see :func:`take_apart`)."""
+        task_group = self._task_group
+        if task_group is None or self._state is not _State.OPEN or not hasattr(sys, "getrefcount"):
+            return  # freed by reference counting wherever its last reference goes, as before
+        task_group.start_soon(_retire_when_unused, [config])
 
     async def _on_new_config(self, config: ProjectConfig) -> None:
         self._set_config(config)

@@ -24,7 +24,7 @@ import pydantic
 from ..errors import InvalidDatafileError
 from . import datafile as df
 
-__all__ = ["Pacer", "gc_on_for_new_objects", "gc_paused", "load_datafile", "no_pause"]
+__all__ = ["Pacer", "gc_paused", "load_datafile", "no_pause"]
 
 Pause = Callable[[], None]
 
@@ -56,19 +56,43 @@ def no_pause() -> None:
 
 
 class Pacer:
-    """A ``pause`` that yields the GIL (``time.sleep(0)``) once ``budget`` seconds of work have gone by."""
+    """A ``pause`` for a build in a worker thread: after ``budget`` seconds of work it yields the GIL.
 
-    __slots__ = ("_budget", "_last")
+    It yields with ``sleep(0)``. When the GIL comes back at once nobody else wanted it, and the build goes on
+    at full speed. When it comes back late, another thread (the event loop's) is busy, and the build then also
+    rests for ``rest`` seconds, so that it takes at most about ``budget / (budget + rest)`` of the GIL while
+    the loop has work: the loop's own steps stretch by that share, not by half. ``clock`` and ``sleep`` are
+    ``time.perf_counter`` and ``time.sleep``.
+    """
 
-    def __init__(self, budget: float = 0.0005) -> None:
+    __slots__ = ("_budget", "_clock", "_last", "_rest", "_sleep")
+
+    #: Getting the GIL back later than this after ``sleep(0)`` means another thread ran meanwhile.
+    CONTENDED = 0.0001
+
+    def __init__(
+        self,
+        budget: float = 0.0005,
+        rest: float = 0.0015,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._budget = budget
-        self._last = time.perf_counter()
+        self._rest = rest
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
 
     def __call__(self) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         if now - self._last >= self._budget:
-            time.sleep(0)
-            self._last = time.perf_counter()
+            self._sleep(0)
+            after = self._clock()
+            if after - now > self.CONTENDED and self._rest > 0:
+                self._sleep(self._rest)
+                after = self._clock()
+            self._last = after
 
 
 _gc_lock = threading.Lock()
@@ -76,23 +100,32 @@ _gc_holders = 0
 _gc_was_enabled = False
 _switch_interval = 0.005
 #: While a config is built in a worker thread, the event loop's thread gets the GIL back this fast.
+
 _BUILD_SWITCH_INTERVAL = 0.0005
 
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Suspend the cyclic garbage collector while a config is built.
+    """Suspend the cyclic garbage collector while a config is built, and keep the build from causing a full
+    collection afterwards.
 
-    Building one allocates tens of thousands of objects, which triggers collections that walk the whole
-    heap while holding the GIL. Nothing built here is cyclic garbage, so those walks only cost time (and
-    stall the event loop). Re-entrant across threads: the collector is back on when the last builder ends.
+    A build allocates tens of thousands of objects. With the collector on, they trigger collections that walk
+    the whole heap while holding the GIL (the event loop stalls for each), and the objects the new config
+    keeps would count towards the next full collection. None of them is cyclic garbage: the transient models
+    are freed by reference counting, and the config is acyclic. So the collector is off for the whole build;
+    at the end the objects allocated meanwhile (in any thread) are moved to the oldest generation, without a
+    pass, by ``gc.freeze()`` followed at once by ``gc.unfreeze()``, and the collector goes back on. Garbage
+    cycles made by other threads during the build are found by the next full collection.
+
+    The move is skipped when the application has frozen objects itself (``gc.get_freeze_count() > 0``):
+    ``unfreeze()`` would release its frozen set. Re-entrant across threads: the collector is back on when the
+    last builder ends, and an application that disabled it keeps it disabled.
     """
-    global _gc_holders, _gc_was_enabled
+    global _gc_holders, _gc_was_enabled, _switch_interval
     with _gc_lock:
         if _gc_holders == 0:
             _gc_was_enabled = gc.isenabled()
             gc.disable()
-            global _switch_interval
             _switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(min(_switch_interval, _BUILD_SWITCH_INTERVAL))
         _gc_holders += 1
@@ -104,31 +137,10 @@ def gc_paused() -> Iterator[None]:
             if _gc_holders == 0:
                 sys.setswitchinterval(_switch_interval)
                 if _gc_was_enabled:
+                    if gc.get_freeze_count() == 0:
+                        gc.freeze()
+                        gc.unfreeze()
                     gc.enable()
-
-
-@contextmanager
-def gc_on_for_new_objects() -> Iterator[None]:
-    """Inside :func:`gc_paused`: set aside (``gc.freeze()``) everything allocated so far, the transient models
-    included, and let the collector run again for what is allocated next.
-
-    The objects the build keeps are then collected a few hundred at a time as they are made, instead of all at
-    once (with everything the event loop allocated meanwhile) when the collector comes back on. The frozen
-    objects go back to the oldest generation at the end (``gc.unfreeze()``). Only done when nobody else froze
-    objects (an application that calls ``gc.freeze()`` itself keeps its frozen set) and no other build runs.
-    """
-    with _gc_lock:
-        usable = _gc_holders == 1 and _gc_was_enabled and gc.get_freeze_count() == 0
-        if usable:
-            gc.freeze()
-            gc.enable()
-    try:
-        yield
-    finally:
-        if usable:
-            with _gc_lock:
-                gc.disable()
-                gc.unfreeze()
 
 
 def _text(data: str | bytes | bytearray) -> str:

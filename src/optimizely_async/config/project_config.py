@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from ..decision.compiled import LazyMatcher
 from ..errors import InvalidDatafileError
 from ..events.models import EventContext
 from . import datafile as df
-from .loader import Pause, gc_on_for_new_objects, gc_paused, load_datafile, no_pause
+from .loader import Pause, gc_paused, load_datafile, no_pause
 from .loader import sections as loader_sections
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "VariableInfo",
     "VariationInfo",
     "parse_config",
+    "take_apart",
     "typed_value",
 ]
 
@@ -392,6 +394,42 @@ def _release(model: df.Datafile, pause: Pause) -> None:
             pause()
 
 
+#: The containers :func:`take_apart` empties, in this order (flags before the experiments their rules share).
+_CONTAINERS = (
+    "flags_by_key",
+    "experiment_flags",
+    "experiments_by_key",
+    "experiments_by_id",
+    "variable_usages",
+    "audiences",
+    "events_by_key",
+    "attribute_ids",
+    "groups_by_id",
+    "rule_holdouts",
+)
+
+
+def take_apart(config: ProjectConfig, pause: Pause = no_pause, step: int = 16) -> None:
+    """Empty the indexes of a config that nothing uses any more, ``step`` entries at a time with ``pause()``
+    in between.
+
+    Dropping the last reference to a config frees all of it in one go: for a 1 MB datafile about 11,000
+    objects, 2 to 3 ms holding the GIL, wherever that reference happens to go (usually on the event loop).
+    Taken apart in a worker thread first, it is freed in many short steps instead. The config is unusable
+    afterwards: call this only on a config no task, event or listener can reach. An index that something else
+    still references (an application kept ``config.flags_by_key``, say) is left as it is.
+    """
+    for name in _CONTAINERS:
+        container = getattr(config, name)
+        # 3 = the config's field, this local and getrefcount's own argument.
+        if not isinstance(container, dict) or sys.getrefcount(container) > 3:
+            continue
+        while container:
+            for _ in range(min(step, len(container))):
+                container.popitem()
+            pause()
+
+
 def parse_config(data: str | bytes | bytearray | Mapping[str, Any], pause: Pause = no_pause) -> ProjectConfig:
     """Parse, validate and index a datafile.
 
@@ -402,11 +440,10 @@ def parse_config(data: str | bytes | bytearray | Mapping[str, Any], pause: Pause
     raw = _raw(data)
     with gc_paused():
         model = load_datafile(raw, pause)
-        with gc_on_for_new_objects():
-            try:
-                return _index(model, raw, pause)
-            finally:
-                _release(model, pause)
+        try:
+            return _index(model, raw, pause)
+        finally:
+            _release(model, pause)
 
 
 def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig:

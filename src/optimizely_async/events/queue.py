@@ -30,7 +30,7 @@ from .models import QueuedEvent, materialize
 from .payload import RequestBuilder
 
 # Events built and encoded between two checkpoints while a batch is prepared (about 1 ms of work).
-_BUILD_STEP = 16
+_BUILD_STEP = 4
 
 __all__ = ["DeliveryReport", "EventQueue", "OnDispatch", "OnDrop", "QueueStats"]
 
