@@ -390,7 +390,7 @@ def _release(model: df.Datafile, pause: Pause) -> None:
     for name in loader_sections():
         items: list[Any] = getattr(model, name)
         while items:
-            del items[-32:]
+            del items[-8:]
             pause()
 
 
