@@ -82,7 +82,7 @@ def _default_parse(body: bytes) -> ProjectConfig:
     from optimizely_async.config.loader import Pacer
     from optimizely_async.config.project_config import parse_config
 
-    # Runs in a worker thread: the pacer yields the GIL every millisecond so the event loop keeps going.
+    # Runs in a worker thread: the pacer yields the GIL every 0.5 ms (and rests while the loop is busy).
     return parse_config(body, Pacer())
 
 
