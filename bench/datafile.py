@@ -501,6 +501,9 @@ class StallResult:
     backend: str
     #: The ticker alone, before the client exists: how late this machine wakes a sleeping loop anyway.
     idle: PhaseStats = dataclasses.field(default_factory=PhaseStats)
+    #: Four tasks doing plain Python work (no SDK, no threads) at the decision tasks' pace: what this machine
+    #: does to a loop that is about as busy, with nothing of ours in it.
+    plain: PhaseStats = dataclasses.field(default_factory=PhaseStats)
     #: The decision load, no update (windows interleaved with the update windows, of the same total length).
     baseline: PhaseStats = dataclasses.field(default_factory=PhaseStats)
     #: The decision load while a new revision is fetched, parsed, swapped in and the old one freed.
@@ -561,11 +564,23 @@ async def ticker(ticks: list[Tick], stop: anyio.Event) -> None:
         ticks.append((t0, t1, t1 - t0 - 0.001))
 
 
-async def idle_floor(seconds: float) -> list[Tick]:
+async def idle_floor(seconds: float, *, workers: int = 0, pace: float = 0.0) -> list[Tick]:
+    """The ticker alone, or next to ``workers`` tasks that each do ~50 us of plain Python work and then sleep
+    ``pace`` seconds, in a loop."""
     ticks: list[Tick] = []
     stop = anyio.Event()
+
+    async def work() -> None:
+        while not stop.is_set():
+            total = 0
+            for i in range(1500):
+                total += i
+            await anyio.sleep(pace)
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker, ticks, stop)
+        for _ in range(workers):
+            tg.start_soon(work)
         await anyio.sleep(seconds)
         stop.set()
     return ticks
@@ -588,7 +603,9 @@ async def measure_stalls(
     gc_timer = GcTimer()
     with gc_timer:
         idle_ticks = await idle_floor(idle)
+        plain_ticks = await idle_floor(idle, workers=4, pace=pace)
     result.idle = phase_stats(idle_ticks, idle, gc_timer.intervals)
+    result.plain = phase_stats(plain_ticks, idle, gc_timer.intervals)
     flag_keys = [f"flag_{i}" for i in range(0, 170, 5)]
     dispatcher = NullDispatcher()
     with ChildDatafileServer(paths) as server:
@@ -736,7 +753,7 @@ def run_stalls_child(
     command = [sys.executable, __file__, "--stalls", backend, *paths, *revisions, str(flips), str(pace)]
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=str(ROOT)).stdout
     data = json.loads(output.strip().splitlines()[-1])
-    for name in ("idle", "baseline", "updates"):
+    for name in ("idle", "plain", "baseline", "updates"):
         data[name] = PhaseStats(**data[name])
     return StallResult(**data)
 
@@ -764,7 +781,7 @@ def print_stalls(mode: str, results: list[StallResult]) -> None:
         f"{'>5ms':>6}{'GC':>7}"
     )
     for r in results:
-        for name in ("idle", "baseline", "updates"):
+        for name in ("idle", "plain", "baseline", "updates"):
             st: PhaseStats = getattr(r, name)
             print(
                 f"{r.backend:<9}{name:<10}{st.seconds:>8.1f}{st.ticks:>7}{st.max_ms:>7.1f}{st.no_gc_max_ms:>7.1f}"
@@ -772,7 +789,8 @@ def print_stalls(mode: str, results: list[StallResult]) -> None:
             )
         print(f"{'':<9}({r.updates_applied} updates applied; {r.decisions} decisions, {r.events} events delivered)")
     print(
-        "idle = the ticker alone, before the client exists (this machine's floor); baseline = the decision load\n"
+        "idle = the ticker alone, before the client exists (this machine's floor); plain = next to four tasks of\n"
+        "plain Python work at the same pace (no SDK, no threads); baseline = the decision load\n"
         "without updates; updates = the same load while a revision is fetched, parsed, swapped in and the old one\n"
         "freed (alternating windows, same total time); no-GC = the longest stall no collector pause overlapped;\n"
         "GC = the longest collector pause in the phase."
@@ -831,6 +849,7 @@ def main() -> None:
         worst = [r.updates.max_ms for r in results]
         base = [r.baseline.max_ms for r in results]
         idle = [r.idle.max_ms for r in results]
+        plain = [r.plain.max_ms for r in results]
         met = sum(w < 5 for w in worst)
         print(
             f"-> {load}: longest stall while updates were applied, per run: {_ms_list(worst)} ms "
@@ -840,6 +859,7 @@ def main() -> None:
             f"   the same load without updates: {_ms_list(base)} ms (median {statistics.median(base):.1f}); "
             f"the idle loop: {_ms_list(idle)} ms"
         )
+        print(f"   plain Python tasks at the same pace, no SDK: {_ms_list(plain)} ms")
     print()
 
     # Last: the official Optimizely() keeps ~40k objects alive per instance even after close(), which would make
