@@ -99,6 +99,17 @@ class _State(enum.Enum):
 _RETIRE_PATIENCE = 600.0
 
 
+def _held_only_count() -> int:
+    """What ``sys.getrefcount`` says, in :func:`_retire_when_unused`'s code shape, of an object that only a
+    one-item list references (measured, not assumed: interpreters differ in the temporary references they
+    count)."""
+    holder = [object()]
+    return sys.getrefcount(holder[0])
+
+
+_HELD_ONLY = _held_only_count() if hasattr(sys, "getrefcount") else -1
+
+
 async def _retire_when_unused(holder: list[ProjectConfig]) -> None:
     """Wait until ``holder`` has the only reference to its config (decisions in progress, queued events and
     user code may still hold it), then take the config apart in a worker thread, a few entries at a time.
@@ -108,8 +119,7 @@ async def _retire_when_unused(holder: list[ProjectConfig]) -> None:
     """
     delay = 0.05
     deadline = anyio.current_time() + _RETIRE_PATIENCE
-    # 2 = the holder list's reference + getrefcount's own argument.
-    while sys.getrefcount(holder[0]) > 2:
+    while sys.getrefcount(holder[0]) > _HELD_ONLY:
         if anyio.current_time() >= deadline:
             return
         await anyio.sleep(delay)
@@ -391,7 +401,7 @@ class AsyncOptimizely(DecisionMethods):
         """Have the replaced ``config`` taken apart in a worker thread once nothing references it any more, so
         that freeing it does not stall the event loop (see :func:`take_apart`)."""
         task_group = self._task_group
-        if task_group is None or self._state is not _State.OPEN or not hasattr(sys, "getrefcount"):
+        if task_group is None or self._state is not _State.OPEN or _HELD_ONLY < 0:
             return  # freed by reference counting wherever its last reference goes, as before
         task_group.start_soon(_retire_when_unused, [config])
 
