@@ -555,13 +555,14 @@ def phase_stats(ticks: list[Tick], seconds: float, pauses: list[tuple[float, flo
     )
 
 
-async def ticker(ticks: list[Tick], stop: anyio.Event) -> None:
-    """Sleep 1 ms in a loop and record how late each wake-up is: the longest lateness is the longest stall."""
+async def ticker(ticks: Callable[[], list[Tick]], stop: anyio.Event) -> None:
+    """Sleep 1 ms in a loop and record how late each wake-up is (into the list ``ticks()`` returns at that
+    moment): the longest lateness is the longest stall."""
     while not stop.is_set():
         t0 = time.perf_counter()
         await anyio.sleep(0.001)
         t1 = time.perf_counter()
-        ticks.append((t0, t1, t1 - t0 - 0.001))
+        ticks().append((t0, t1, t1 - t0 - 0.001))
 
 
 async def idle_floor(seconds: float, *, workers: int = 0, pace: float = 0.0) -> list[Tick]:
@@ -578,7 +579,7 @@ async def idle_floor(seconds: float, *, workers: int = 0, pace: float = 0.0) -> 
             await anyio.sleep(pace)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker, ticks, stop)
+        tg.start_soon(ticker, lambda: ticks, stop)
         for _ in range(workers):
             tg.start_soon(work)
         await anyio.sleep(seconds)
@@ -629,13 +630,6 @@ async def measure_stalls(
         phase = ["warmup"]
         stop = anyio.Event()
 
-        async def phase_ticker() -> None:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                await anyio.sleep(0.001)
-                t1 = time.perf_counter()
-                ticks[phase[0]].append((t0, t1, t1 - t0 - 0.001))
-
         async def decider(worker: int) -> None:
             rng = random.Random(worker)
             user = 0
@@ -662,7 +656,7 @@ async def measure_stalls(
             if not await client.wait_until_ready(10):
                 raise SystemExit("the client never loaded the datafile")
             async with anyio.create_task_group() as tg:
-                tg.start_soon(phase_ticker)
+                tg.start_soon(ticker, lambda: ticks[phase[0]], stop)
                 for worker in range(4):
                     tg.start_soon(decider, worker)
                 await anyio.sleep(0.5)
@@ -700,25 +694,19 @@ async def measure_stalls(
 async def thread_parse_stall(body: bytes, parse: Callable[[bytes], object], *, runs: int) -> float:
     """Longest lateness (ms) of a 1 ms ticker while ``parse(body)`` runs ``runs`` times in a worker thread, with
     nothing else going on: the part of a stall that comes from the parse itself (GIL and GC)."""
-    worst = 0.0
+    warmup: list[Tick] = []
+    measured: list[Tick] = []
+    current = [warmup]
     done = anyio.Event()
-
-    async def ticker() -> None:
-        nonlocal worst
-        while not done.is_set():
-            t0 = time.perf_counter()
-            await anyio.sleep(0.001)
-            worst = max(worst, time.perf_counter() - t0 - 0.001)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker)
+        tg.start_soon(ticker, lambda: current[0], done)
         await anyio.sleep(0.02)
-        worst = 0.0
+        current[0] = measured
         for _ in range(runs):
             await anyio.to_thread.run_sync(parse, body)
             await anyio.sleep(0.01)
         done.set()
-    return worst * 1000
+    return max((late for _, _, late in measured), default=0.0) * 1000
 
 
 def _sdk_parse(body: bytes) -> object:

@@ -976,3 +976,25 @@ async def test_a_replaced_config_is_taken_apart_in_a_worker_thread_once_nothing_
         # The config in use is untouched.
         assert await client.get_variation("checkout", "u1") == "control"
         assert await client.get_feature_variable_string("banner", "color", "u1") == "grey"  # REV3: rollout off
+
+
+@pytest.mark.anyio
+async def test_a_failure_while_taking_a_config_apart_is_logged_and_the_client_goes_on(
+    server: DatafileServer,
+    dispatcher: RecordingDispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(config: ProjectConfig, *args: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(client_module, "take_apart", broken)
+    client = make_client(server, dispatcher)
+    async with client:
+        assert await client.wait_until_ready(GUARD)
+        server.set_datafile(REV2)
+        await wait_until(lambda: revision_of(client) == "2")
+        await wait_until(lambda: any("Could not take apart" in r.getMessage() for r in caplog.records))
+        server.set_datafile(REV3)
+        await wait_until(lambda: revision_of(client) == "3")
+        assert await client.get_variation("checkout", "u1") == "control"

@@ -125,7 +125,10 @@ async def _retire_when_unused(holder: list[ProjectConfig]) -> None:
         await anyio.sleep(delay)
         delay = min(delay * 2, 5.0)
     config = holder.pop()
-    await anyio.to_thread.run_sync(take_apart, config, Pacer())
+    try:
+        await anyio.to_thread.run_sync(take_apart, config, Pacer())
+    except Exception:  # never let this housekeeping take the client's task group down
+        _log.exception("Could not take apart the replaced config of revision %s.", config.revision)
 
 
 class AsyncOptimizely(DecisionMethods):

@@ -100,7 +100,6 @@ _gc_holders = 0
 _gc_was_enabled = False
 _switch_interval = 0.005
 #: While a config is built in a worker thread, the event loop's thread gets the GIL back this fast.
-
 _BUILD_SWITCH_INTERVAL = 0.0005
 
 

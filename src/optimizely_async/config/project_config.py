@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .. import defaults
@@ -394,21 +394,6 @@ def _release(model: df.Datafile, pause: Pause) -> None:
             pause()
 
 
-#: The containers :func:`take_apart` empties, in this order (flags before the experiments their rules share).
-_CONTAINERS = (
-    "flags_by_key",
-    "experiment_flags",
-    "experiments_by_key",
-    "experiments_by_id",
-    "variable_usages",
-    "audiences",
-    "events_by_key",
-    "attribute_ids",
-    "groups_by_id",
-    "rule_holdouts",
-)
-
-
 class _Probe:
     __slots__ = ("index",)
 
@@ -439,14 +424,21 @@ def take_apart(config: ProjectConfig, pause: Pause = no_pause, step: int = 16) -
     """
     if _FIELD_ONLY < 0:
         return  # no reference counts to go by (not CPython): leave it to the interpreter
-    for name in _CONTAINERS:
-        container = getattr(config, name)
-        if not isinstance(container, dict) or sys.getrefcount(container) > _FIELD_ONLY:
-            continue
-        while container:
-            for _ in range(min(step, len(container))):
-                container.popitem()
-            pause()
+    names = [f.name for f in fields(config)]
+    # An index may be referenced from inside another one (the compiled audience checks of the experiments
+    # hold ``audiences``): sweep until a pass empties nothing more.
+    emptied = True
+    while emptied:
+        emptied = False
+        for name in names:
+            container = getattr(config, name)
+            if not isinstance(container, dict) or not container or sys.getrefcount(container) > _FIELD_ONLY:
+                continue
+            while container:
+                for _ in range(min(step, len(container))):
+                    container.popitem()
+                pause()
+            emptied = True
 
 
 def parse_config(data: str | bytes | bytearray | Mapping[str, Any], pause: Pause = no_pause) -> ProjectConfig:

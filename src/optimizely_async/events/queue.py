@@ -29,7 +29,7 @@ from .ledger import Batch, DeliveryReport, Ledger, OnDrop, QueueStats, call_hook
 from .models import QueuedEvent, materialize
 from .payload import RequestBuilder
 
-# Events built and encoded between two checkpoints while a batch is prepared (about 1 ms of work).
+# Events built and encoded between two checkpoints while a batch is prepared (a few tenths of a ms of work).
 _BUILD_STEP = 4
 
 __all__ = ["DeliveryReport", "EventQueue", "OnDispatch", "OnDrop", "QueueStats"]
