@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/datafile.py            # about 7 minutes
+    python bench/datafile.py            # about 5 minutes
     python bench/datafile.py --quick    # fewer runs, about 2 minutes
 
 1. **Parse stall.** The longest lateness of a 1 ms ticker while a worker thread (``anyio.to_thread``) parses
@@ -17,6 +17,15 @@ Run from the repository root::
    exists, gives the machine's floor. Collector pauses are shown next to the stalls, because a collection holds
    the GIL and stops the loop. Each run is a fresh process; asyncio and trio; the paced load is run several
    times, because this machine's speed comes and goes in bursts of tens of milliseconds.
+
+   **The machine's speed, probed.** In those bursts the CPU runs the loop's thread 10-30 times slower (a fixed
+   bit of Python, on the CPU the whole time), with nothing of ours running too, and a loop that is busy at all
+   falls behind by several milliseconds, whatever runs on it. So each wake-up of the ticker also times a fixed
+   pure-Python probe in CPU time (which leaves out waits for the GIL: a worker thread that holds it still shows
+   as a stall), and the ``normal`` column gives the longest stall of the ticks whose probes on both sides
+   (before the sleep and after the wake-up) ran at most 3x the run's median. ``injected`` is its positive
+   control: stalls of 8 ms made on purpose (the loop blocked, the loop busy, a worker thread holding the GIL)
+   must show there, but for the few that meet a slow probe by chance.
 3. **Config build.** A generated ~1 MB datafile (hundreds of flags with feature tests and multi-rule rollouts,
    variables of every type, typed and legacy audiences, mutual-exclusion groups, events) is turned into a config
    by ``optimizely_async.config.project_config.parse_config(bytes)`` and by the official SDK 5.x:
@@ -27,7 +36,8 @@ Run from the repository root::
    ~40k objects alive per instance even after ``close()``.
 
 Nothing here asserts: it prints tables. Targets: parse at least 3x faster than the official config build; the
-longest stall while updates are applied under 5 ms.
+longest stall while updates are applied under 5 ms (both the raw figure and the one at the machine's usual speed
+are printed).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import argparse
 import dataclasses
 import functools
 import gc
+import itertools
 import json
 import logging
 import platform
@@ -494,6 +505,18 @@ class PhaseStats:
     gc_ms: float = 0.0
     #: Longest lateness of a tick that no collector pause overlapped.
     no_gc_max_ms: float = float("nan")
+    #: Longest lateness of a tick during which the machine ran at its usual speed: the speed probe run just
+    #: before the tick's sleep and the one run just after its wake-up both took at most SLOW_PROBE times the
+    #: run's median probe time.
+    normal_speed_max_ms: float = float("nan")
+    #: Ticks left out of ``normal_speed_max_ms`` because a probe next to them ran over SLOW_PROBE times slower.
+    slow_ticks: int = 0
+    #: Ticks more than 5 ms late among those not left out.
+    normal_speed_over_5ms: int = 0
+    #: Ticks more than 5 ms late among those left out, and the smallest slow-down of the slower probe next to
+    #: them (its time over the run's median).
+    slow_over_5ms: int = 0
+    slow_over_5ms_least_factor: float = float("nan")
 
 
 @dataclass
@@ -504,6 +527,9 @@ class StallResult:
     #: Four tasks doing plain Python work (no SDK, no threads) at the decision tasks' pace: what this machine
     #: does to a loop that is about as busy, with nothing of ours in it.
     plain: PhaseStats = dataclasses.field(default_factory=PhaseStats)
+    #: The positive control: the ticker next to stalls of INJECTED_MS made on purpose (see injected_stalls).
+    injected: PhaseStats = dataclasses.field(default_factory=PhaseStats)
+    injected_count: int = 0
     #: The decision load, no update (windows interleaved with the update windows, of the same total length).
     baseline: PhaseStats = dataclasses.field(default_factory=PhaseStats)
     #: The decision load while a new revision is fetched, parsed, swapped in and the old one freed.
@@ -534,15 +560,46 @@ class GcTimer:
         gc.callbacks.remove(self)
 
 
-Tick = tuple[float, float, float]  # (start, end, lateness in s)
+#: (start, end, lateness in s, the slower of the speed probes run just before and just after, in s)
+Tick = tuple[float, float, float, float]
+
+#: A tick counts as run at the machine's usual speed when neither speed probe next to it (the one before its sleep,
+#: the one after its wake-up) took more than this many times the run's median probe time. Here about 1 tick in 30
+#: has a slow probe next to it, so a stall of ours that came with every update could not hide: the injected
+#: phase shows how many real stalls are left out by chance.
+SLOW_PROBE = 3.0
 
 
-def phase_stats(ticks: list[Tick], seconds: float, pauses: list[tuple[float, float]]) -> PhaseStats:
+def speed_probe() -> float:
+    """The loop thread's CPU time for a fixed bit of pure Python that allocates nothing: the fastest of three
+    runs of about 4 us each (here).
+
+    It measures how fast this machine runs the loop's thread at that moment, and nothing of the SDK: CPU time
+    leaves out waiting for the GIL (held by a worker thread or a collection in it), a loop that allocates
+    nothing can't start a collection, and the fastest of three leaves out a one-off cost such as the system
+    calls of one GIL hand-over. On this virtual machine the CPU now and then runs 10-30 times slower for tens of
+    milliseconds (the idle and plain phases show it too); the probe shows those bursts. The ``injected`` phase
+    checks that real stalls are not mistaken for them.
+    """
+    best = float("inf")
+    for _ in range(3):
+        start = time.thread_time()
+        for _ in itertools.repeat(None, 400):
+            pass
+        best = min(best, time.thread_time() - start)
+    return best
+
+
+def phase_stats(
+    ticks: list[Tick], seconds: float, pauses: list[tuple[float, float]], probe_median: float
+) -> PhaseStats:
     late = sorted(t[2] for t in ticks)
     if not late:
         return PhaseStats(seconds=seconds)
-    in_phase = [(a, b) for a, b in pauses if any(a < t1 and b > t0 for t0, t1, _ in ticks)]
-    clean = [x for t0, t1, x in ticks if not any(a < t1 and b > t0 for a, b in in_phase)]
+    in_phase = [(a, b) for a, b in pauses if any(a < t1 and b > t0 for t0, t1, _, _ in ticks)]
+    clean = [x for t0, t1, x, _ in ticks if not any(a < t1 and b > t0 for a, b in in_phase)]
+    normal = [x for _, _, x, probe in ticks if probe <= SLOW_PROBE * probe_median]
+    slow_late = [probe for _, _, x, probe in ticks if probe > SLOW_PROBE * probe_median and x > 0.005]
     return PhaseStats(
         seconds=seconds,
         ticks=len(late),
@@ -552,17 +609,25 @@ def phase_stats(ticks: list[Tick], seconds: float, pauses: list[tuple[float, flo
         over_5ms=sum(x > 0.005 for x in late),
         gc_ms=max((b - a for a, b in in_phase), default=0.0) * 1000,
         no_gc_max_ms=max(clean) * 1000 if clean else float("nan"),
+        normal_speed_max_ms=max(normal) * 1000 if normal else float("nan"),
+        slow_ticks=len(ticks) - len(normal),
+        normal_speed_over_5ms=sum(x > 0.005 for x in normal),
+        slow_over_5ms=len(slow_late),
+        slow_over_5ms_least_factor=min(slow_late) / probe_median if slow_late else float("nan"),
     )
 
 
 async def ticker(ticks: Callable[[], list[Tick]], stop: anyio.Event) -> None:
     """Sleep 1 ms in a loop and record how late each wake-up is (into the list ``ticks()`` returns at that
-    moment): the longest lateness is the longest stall."""
+    moment): the longest lateness is the longest stall. Each wake-up also runs the speed probe."""
+    before = speed_probe()
     while not stop.is_set():
         t0 = time.perf_counter()
         await anyio.sleep(0.001)
         t1 = time.perf_counter()
-        ticks().append((t0, t1, t1 - t0 - 0.001))
+        after = speed_probe()
+        ticks().append((t0, t1, t1 - t0 - 0.001, max(before, after)))
+        before = after
 
 
 async def idle_floor(seconds: float, *, workers: int = 0, pace: float = 0.0) -> list[Tick]:
@@ -587,6 +652,43 @@ async def idle_floor(seconds: float, *, workers: int = 0, pace: float = 0.0) -> 
     return ticks
 
 
+INJECTED_MS = 8.0
+
+
+async def injected_stalls(rounds: int) -> tuple[list[Tick], int]:
+    """The positive control for the speed probe: the ticker next to stalls of INJECTED_MS made on purpose, in
+    three ways, each ``rounds`` times: the loop thread blocked in ``time.sleep`` (off the CPU), the loop thread
+    busy in Python, and a worker thread holding the GIL in one C call (``sum`` over a range). Each should show
+    as one tick over 5 ms late at the machine's usual speed; one the probe took for a slow machine would go
+    missing. Returns the ticks and the number of stalls injected."""
+    length = INJECTED_MS / 1000
+    per_item = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        sum(range(200_000))
+        per_item = min(per_item, (time.perf_counter() - start) / 200_000)
+    items = int(length / per_item)
+
+    def busy() -> None:
+        end = time.perf_counter() + length
+        while time.perf_counter() < end:
+            pass
+
+    ticks: list[Tick] = []
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker, lambda: ticks, stop)
+        for _ in range(rounds):
+            for stall in (functools.partial(time.sleep, length), busy):
+                await anyio.sleep(0.05)
+                stall()
+            await anyio.sleep(0.05)
+            await anyio.to_thread.run_sync(sum, range(items))
+        await anyio.sleep(0.05)
+        stop.set()
+    return ticks, 3 * rounds
+
+
 async def measure_stalls(
     backend: str, paths: list[str], revisions: tuple[str, str], *, flips: int, pace: float, idle: float = 3.0
 ) -> StallResult:
@@ -605,8 +707,7 @@ async def measure_stalls(
     with gc_timer:
         idle_ticks = await idle_floor(idle)
         plain_ticks = await idle_floor(idle, workers=4, pace=pace)
-    result.idle = phase_stats(idle_ticks, idle, gc_timer.intervals)
-    result.plain = phase_stats(plain_ticks, idle, gc_timer.intervals)
+        injected_ticks, result.injected_count = await injected_stalls(5)
     flag_keys = [f"flag_{i}" for i in range(0, 170, 5)]
     dispatcher = NullDispatcher()
     with ChildDatafileServer(paths) as server:
@@ -686,8 +787,15 @@ async def measure_stalls(
         result.events = dispatcher.events
     if updates - 1 != result.updates_applied:  # the first load is not an update
         raise SystemExit(f"expected {result.updates_applied} config updates, saw {updates - 1}")
+    # One reference speed for the whole run: the median probe over every phase of it.
+    everything = idle_ticks + plain_ticks + injected_ticks + ticks["warmup"] + ticks["baseline"] + ticks["updates"]
+    probe_median = statistics.median(t[3] for t in everything)
+    result.idle = phase_stats(idle_ticks, idle, gc_timer.intervals, probe_median)
+    result.plain = phase_stats(plain_ticks, idle, gc_timer.intervals, probe_median)
+    injected_seconds = injected_ticks[-1][1] - injected_ticks[0][0]
+    result.injected = phase_stats(injected_ticks, injected_seconds, gc_timer.intervals, probe_median)
     for name in ("baseline", "updates"):
-        setattr(result, name, phase_stats(ticks[name], seconds[name], gc_timer.intervals))
+        setattr(result, name, phase_stats(ticks[name], seconds[name], gc_timer.intervals, probe_median))
     return result
 
 
@@ -706,7 +814,7 @@ async def thread_parse_stall(body: bytes, parse: Callable[[bytes], object], *, r
             await anyio.to_thread.run_sync(parse, body)
             await anyio.sleep(0.01)
         done.set()
-    return max((late for _, _, late in measured), default=0.0) * 1000
+    return max((late for _, _, late, _ in measured), default=0.0) * 1000
 
 
 def _sdk_parse(body: bytes) -> object:
@@ -741,7 +849,7 @@ def run_stalls_child(
     command = [sys.executable, __file__, "--stalls", backend, *paths, *revisions, str(flips), str(pace)]
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=str(ROOT)).stdout
     data = json.loads(output.strip().splitlines()[-1])
-    for name in ("idle", "plain", "baseline", "updates"):
+    for name in ("idle", "plain", "injected", "baseline", "updates"):
         data[name] = PhaseStats(**data[name])
     return StallResult(**data)
 
@@ -766,22 +874,26 @@ def print_stalls(mode: str, results: list[StallResult]) -> None:
     print(f"event-loop stalls, {mode}: lateness of a 1 ms ticker, in ms")
     print(
         f"{'backend':<9}{'phase':<10}{'seconds':>8}{'ticks':>7}{'max':>7}{'no-GC':>7}{'p99':>6}{'p99.9':>7}"
-        f"{'>5ms':>6}{'GC':>7}"
+        f"{'>5ms':>6}{'GC':>7}{'normal':>8}{'>5ms':>6}{'slow':>6}"
     )
     for r in results:
-        for name in ("idle", "plain", "baseline", "updates"):
+        for name in ("idle", "plain", "injected", "baseline", "updates"):
             st: PhaseStats = getattr(r, name)
             print(
                 f"{r.backend:<9}{name:<10}{st.seconds:>8.1f}{st.ticks:>7}{st.max_ms:>7.1f}{st.no_gc_max_ms:>7.1f}"
                 f"{st.p99_ms:>6.1f}{st.p999_ms:>7.1f}{st.over_5ms:>6}{st.gc_ms:>7.1f}"
+                f"{st.normal_speed_max_ms:>8.1f}{st.normal_speed_over_5ms:>6}{st.slow_ticks:>6}"
             )
         print(f"{'':<9}({r.updates_applied} updates applied; {r.decisions} decisions, {r.events} events delivered)")
     print(
         "idle = the ticker alone, before the client exists (this machine's floor); plain = next to four tasks of\n"
-        "plain Python work at the same pace (no SDK, no threads); baseline = the decision load\n"
+        "plain Python work at the same pace (no SDK, no threads); injected = the ticker next to stalls of\n"
+        f"{INJECTED_MS:g} ms made on purpose (the positive control for 'normal'); baseline = the decision load\n"
         "without updates; updates = the same load while a revision is fetched, parsed, swapped in and the old one\n"
         "freed (alternating windows, same total time); no-GC = the longest stall no collector pause overlapped;\n"
-        "GC = the longest collector pause in the phase."
+        "GC = the longest collector pause in the phase; normal = the longest stall of a tick during which the\n"
+        f"machine ran at its usual speed (neither speed probe next to it over {SLOW_PROBE:g}x the run's median);\n"
+        "the >5ms after it counts those ticks over 5 ms; slow = ticks left out of 'normal'."
     )
     print()
 
@@ -834,20 +946,35 @@ def main() -> None:
             print_stalls(f"{load} (decision tasks sleep {pace * 1000:g} ms between decisions)", results)
             summary.append((load, results))
     for load, results in summary:
-        worst = [r.updates.max_ms for r in results]
-        base = [r.baseline.max_ms for r in results]
-        idle = [r.idle.max_ms for r in results]
-        plain = [r.plain.max_ms for r in results]
-        met = sum(w < 5 for w in worst)
+        for label, field in (("", "max_ms"), (" at the machine's usual speed", "normal_speed_max_ms")):
+            worst = [getattr(r.updates, field) for r in results]
+            base = [getattr(r.baseline, field) for r in results]
+            idle = [getattr(r.idle, field) for r in results]
+            plain = [getattr(r.plain, field) for r in results]
+            met = sum(w < 5 for w in worst)
+            print(
+                f"-> {load}: longest stall{label} while updates were applied, per run: {_ms_list(worst)} ms "
+                f"(median {statistics.median(worst):.1f}; target < 5 ms: met in {met} of {len(worst)} runs)"
+            )
+            print(
+                f"   the same load without updates: {_ms_list(base)} ms (median {statistics.median(base):.1f}); "
+                f"the idle loop: {_ms_list(idle)} ms"
+            )
+            print(f"   plain Python tasks at the same pace, no SDK: {_ms_list(plain)} ms")
+        caught = sum(r.injected.normal_speed_over_5ms for r in results)
+        injected = sum(r.injected_count for r in results)
         print(
-            f"-> {load}: longest stall while updates were applied, per run: {_ms_list(worst)} ms "
-            f"(median {statistics.median(worst):.1f}; target < 5 ms: met in {met} of {len(worst)} runs)"
+            f"   positive control: {injected} stalls of {INJECTED_MS:g} ms injected, {caught} seen at the usual speed "
+            f"(longest per run: {_ms_list([r.injected.normal_speed_max_ms for r in results])} ms)"
         )
+        for phase in ("updates", "baseline"):
+            share = [getattr(r, phase).slow_ticks / max(getattr(r, phase).ticks, 1) * 100 for r in results]
+            print(f"   {phase} ticks next to a slow probe, per run: {', '.join(f'{v:.1f}%' for v in share)}")
+        left_out = [(r.updates.slow_over_5ms, r.updates.slow_over_5ms_least_factor) for r in results]
         print(
-            f"   the same load without updates: {_ms_list(base)} ms (median {statistics.median(base):.1f}); "
-            f"the idle loop: {_ms_list(idle)} ms"
+            "   update-window stalls over 5 ms left out, per run (the least slow-down of the probe next to them): "
+            + ", ".join(f"{n}" + (f" ({f:.0f}x)" if n else "") for n, f in left_out)
         )
-        print(f"   plain Python tasks at the same pace, no SDK: {_ms_list(plain)} ms")
     print()
 
     # Last: the official Optimizely() keeps ~40k objects alive per instance even after close(), which would make
