@@ -535,6 +535,8 @@ class StallResult:
     #: The decision load while a new revision is fetched, parsed, swapped in and the old one freed.
     updates: PhaseStats = dataclasses.field(default_factory=PhaseStats)
     updates_applied: int = 0
+    #: Seconds from the server's switch to the new revision in use, per update (polls every 50 ms).
+    apply_seconds: list[float] = dataclasses.field(default_factory=list)
     decisions: int = 0
     events: int = 0
 
@@ -776,6 +778,7 @@ async def measure_stalls(
                         with anyio.fail_after(30):
                             while client.config is None or client.config.revision != revisions[index]:
                                 await anyio.sleep(0.005)
+                            result.apply_seconds.append(time.perf_counter() - started)
                             while old() is not None:
                                 await anyio.sleep(0.005)
                         await anyio.sleep(0.05)
@@ -884,7 +887,11 @@ def print_stalls(mode: str, results: list[StallResult]) -> None:
                 f"{st.p99_ms:>6.1f}{st.p999_ms:>7.1f}{st.over_5ms:>6}{st.gc_ms:>7.1f}"
                 f"{st.normal_speed_max_ms:>8.1f}{st.normal_speed_over_5ms:>6}{st.slow_ticks:>6}"
             )
-        print(f"{'':<9}({r.updates_applied} updates applied; {r.decisions} decisions, {r.events} events delivered)")
+        print(
+            f"{'':<9}({r.updates_applied} updates applied, in {statistics.median(r.apply_seconds) * 1000:.0f} ms "
+            f"(median; longest {max(r.apply_seconds) * 1000:.0f} ms); {r.decisions} decisions, {r.events} events "
+            "delivered)"
+        )
     print(
         "idle = the ticker alone, before the client exists (this machine's floor); plain = next to four tasks of\n"
         "plain Python work at the same pace (no SDK, no threads); injected = the ticker next to stalls of\n"

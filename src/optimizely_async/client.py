@@ -30,7 +30,7 @@ from ._validation import (
     is_non_empty_str,
     number,
 )
-from .config.loader import Pacer
+from .config.loader import run_paced
 from .config.project_config import (
     EMPTY_EXPERIMENT,
     ExperimentInfo,
@@ -126,7 +126,7 @@ async def _retire_when_unused(holder: list[ProjectConfig]) -> None:
         delay = min(delay * 2, 5.0)
     config = holder.pop()
     try:
-        await anyio.to_thread.run_sync(take_apart, config, Pacer())
+        await run_paced(functools.partial(take_apart, config))
     except Exception:  # never let this housekeeping take the client's task group down
         _log.exception("Could not take apart the replaced config of revision %s.", config.revision)
 
@@ -282,7 +282,7 @@ class AsyncOptimizely(DecisionMethods):
             raise ClientStateError("This AsyncOptimizely client is closed; create a new one.")
         if self._raw_datafile is not None:
             raw, self._raw_datafile = self._raw_datafile, None
-            self._set_config(await anyio.to_thread.run_sync(lambda: parse_config(raw, Pacer())))
+            self._set_config(await run_paced(functools.partial(parse_config, raw)))
             if self._source is not None and self._config is not None:
                 self._source.adopt(self._config)
         task_group = anyio.create_task_group()

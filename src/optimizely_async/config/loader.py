@@ -17,16 +17,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+import anyio
 import pydantic
 
 from ..errors import InvalidDatafileError
 from . import datafile as df
 
-__all__ = ["Pacer", "gc_paused", "load_datafile", "no_pause"]
+__all__ = ["Pacer", "gc_paused", "lend_gil", "load_datafile", "no_pause", "run_paced"]
 
 Pause = Callable[[], None]
+T = TypeVar("T")
 
 #: Top-level arrays whose elements are decoded and validated one at a time.
 _SECTIONS: Final[Mapping[str, type[pydantic.BaseModel]]] = {
@@ -61,11 +63,25 @@ class Pacer:
     It yields with ``sleep(0)``. When the GIL comes back at once nobody else wanted it, and the build goes on
     at full speed. When it comes back late, another thread (the event loop's) is busy, and the build then also
     rests for ``rest`` seconds, so that it takes at most about ``budget / (budget + rest)`` of the GIL while
-    the loop has work: the loop's own steps stretch by that share, not by half. ``clock`` and ``sleep`` are
-    ``time.perf_counter`` and ``time.sleep``.
+    the loop has work: the loop's own steps stretch by that share, not by half. On a loop that never idles
+    the build could hardly get the GIL back at all; :func:`lend_gil` then lends it (:meth:`lend`), and the
+    build tells the lender, runs one budget and rests. ``clock`` and ``sleep`` are ``time.perf_counter`` and
+    ``time.sleep``.
     """
 
-    __slots__ = ("_budget", "_clock", "_last", "_rest", "_sleep")
+    __slots__ = (
+        "_budget",
+        "_clock",
+        "_last",
+        "_lending",
+        "_owe_rest",
+        "_rest",
+        "_resting_until",
+        "_seen",
+        "_sleep",
+        "lent",
+        "resumed",
+    )
 
     #: Getting the GIL back later than this after ``sleep(0)`` means another thread ran meanwhile.
     CONTENDED = 0.0001
@@ -82,17 +98,129 @@ class Pacer:
         self._rest = rest
         self._clock = clock
         self._sleep = sleep
+        #: When the build last yielded (its budget counts from there).
         self._last = clock()
+        #: When the build last ran (called the pacer), and until when it rests without wanting the GIL.
+        self._seen = self._last
+        self._resting_until = 0.0
+        #: Set by :meth:`lend` while the event loop's thread waits for the build to take the GIL.
+        self._lending = False
+        #: After a loan, the next yield rests whether or not the GIL came back late.
+        self._owe_rest = False
+        #: Set when the build has taken the GIL lent to it.
+        self.resumed = threading.Event()
+        #: How many times the GIL was lent to this build.
+        self.lent = 0
 
     def __call__(self) -> None:
-        now = self._clock()
+        now = self._seen = self._clock()
+        if self._lending:
+            self._take_loan(now)
         if now - self._last >= self._budget:
             self._sleep(0)
             after = self._clock()
-            if after - now > self.CONTENDED and self._rest > 0:
+            if self._lending:
+                self._take_loan(after)
+                return
+            if (after - now > self.CONTENDED or self._owe_rest) and self._rest > 0:
+                self._owe_rest = False
+                self._resting_until = after + self._rest
                 self._sleep(self._rest)
                 after = self._clock()
-            self._last = after
+                if self._lending:
+                    self._take_loan(after)
+                    return
+            self._last = self._seen = after
+
+    def _take_loan(self, now: float) -> None:
+        # The event loop's thread lent us the GIL (see lend_gil) and waits: tell it, run a whole budget, and then
+        # rest, which hands the GIL back for sure (after a sleep(0), the thread that wakes up usually loses the
+        # GIL to the one that is running).
+        self._lending = False
+        self._owe_rest = True
+        self._last = self._seen = now
+        self.resumed.set()
+
+    def waiting_for(self) -> float:
+        """Seconds the build has been waiting for the GIL: since it last ran, or since its rest ended; 0 once
+        :meth:`done`. Read from the event loop's thread, so the build is not running at that moment."""
+        return max(0.0, self._clock() - max(self._seen, self._resting_until))
+
+    def lend(self, timeout: float) -> None:
+        """Block the calling thread (the event loop's) without the GIL until the build has taken it, for at
+        most ``timeout`` seconds. The build then runs a whole budget before it yields again."""
+        self.resumed.clear()
+        self._lending = True
+        self.lent += 1
+        self.resumed.wait(timeout)
+        self._lending = False
+
+    def done(self) -> None:
+        """The build is over: it wants the GIL no more, and nothing is lent to it."""
+        self._resting_until = float("inf")
+
+
+#: How often :func:`lend_gil` looks at its build.
+_LEND_EVERY = 0.005
+#: A build that has waited this long for the GIL (since it last ran, or since its rest ended) is lent it.
+_LEND_AFTER = 0.01
+#: The longest the loop's thread waits, without the GIL, for the build to take it.
+_LEND_AT_MOST = 0.001
+
+
+async def lend_gil(pacer: Pacer) -> None:
+    """Run on the event loop beside a paced build in a worker thread, and hand the build the GIL when it
+    can't get it.
+
+    A thread that wants the GIL waits on a condition variable, and asks the holder to drop it only when no
+    other thread took it for a whole switch interval. An event loop that never idles (its tasks are always
+    ready) releases the GIL and takes it back at every iteration, around its ``select(0)``: the waiting
+    thread is woken each time, but the loop's thread is already running and takes the GIL back first. The
+    build then waits for hundreds of milliseconds at each of its yields, and a 1 MB datafile takes tens of
+    seconds to apply (48 s with four tasks that only checkpoint, on a 2-core machine).
+
+    So, every 5 ms, when the build has waited more than 10 ms, the loop's thread blocks in :meth:`Pacer.lend`
+    for at most 1 ms, without the GIL: the build takes it and says so at once, runs one budget (0.5 ms) and
+    rests, which hands the GIL back, and the loop goes on. That is a stall of the loop of about 0.6 ms, which
+    the build would have caused anyway had it got the GIL by itself; on a loop that idles now and then the
+    build hardly ever waits that long, and nothing is lent.
+    """
+    while True:
+        await anyio.sleep(_LEND_EVERY)
+        if pacer.waiting_for() > _LEND_AFTER:
+            pacer.lend(_LEND_AT_MOST)
+
+
+class _Failure:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _outcome(work: Callable[[Pacer], T], pacer: Pacer) -> T | _Failure:
+    # What work raises comes back as a value: raised inside the task group it would arrive in an ExceptionGroup.
+    try:
+        return work(pacer)
+    except Exception as exc:
+        return _Failure(exc)
+    finally:
+        pacer.done()
+
+
+async def run_paced(work: Callable[[Pacer], T], pacer: Pacer | None = None) -> T:
+    """``work(pacer)`` in a worker thread (``anyio.to_thread``) with a :class:`Pacer` (a new one unless
+    given), and :func:`lend_gil` beside it on the event loop. What ``work`` raises is raised here as is."""
+    pacer = pacer if pacer is not None else Pacer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lend_gil, pacer)
+        try:
+            result = await anyio.to_thread.run_sync(_outcome, work, pacer)
+        finally:
+            tg.cancel_scope.cancel()
+    if isinstance(result, _Failure):
+        raise result.error
+    return result
 
 
 _gc_lock = threading.Lock()

@@ -16,6 +16,7 @@ Differences from the official ``PollingConfigManager`` worth knowing:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -84,6 +85,15 @@ def _default_parse(body: bytes) -> ProjectConfig:
 
     # Runs in a worker thread: the pacer yields the GIL every 0.5 ms (and rests while the loop is busy).
     return parse_config(body, Pacer())
+
+
+async def _parse_paced(body: bytes) -> ProjectConfig:
+    """What the source runs for :func:`_default_parse`: the same, with the GIL lent to the worker thread when
+    the event loop never idles (:func:`~optimizely_async.config.loader.run_paced`)."""
+    from optimizely_async.config.loader import run_paced
+    from optimizely_async.config.project_config import parse_config
+
+    return await run_paced(functools.partial(parse_config, body))
 
 
 def _check_positive(name: str, value: object) -> float:
@@ -252,7 +262,11 @@ class PollingConfigSource:
                 return self._fail(f"HTTP {response.status_code} {response.reason_phrase}{hint}")
 
             try:
-                config = await anyio.to_thread.run_sync(self._parse, response.content)
+                body = response.content
+                if self._parse is _default_parse:
+                    config = await _parse_paced(body)
+                else:
+                    config = await anyio.to_thread.run_sync(self._parse, body)
             except Exception as exc:
                 return self._fail(f"invalid datafile: {exc}")
 
