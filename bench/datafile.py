@@ -969,10 +969,11 @@ def main() -> None:
             )
             print(f"   plain Python tasks at the same pace, no SDK: {_ms_list(plain)} ms")
         caught = sum(r.injected.normal_speed_over_5ms for r in results)
+        seen = sum(r.injected.over_5ms for r in results)
         injected = sum(r.injected_count for r in results)
         print(
-            f"   positive control: {injected} stalls of {INJECTED_MS:g} ms injected, {caught} seen at the usual speed "
-            f"(longest per run: {_ms_list([r.injected.normal_speed_max_ms for r in results])} ms)"
+            f"   positive control: {injected} stalls of {INJECTED_MS:g} ms injected, {seen} seen in all, {caught} at "
+            f"the usual speed (longest per run: {_ms_list([r.injected.normal_speed_max_ms for r in results])} ms)"
         )
         for phase in ("updates", "baseline"):
             share = [getattr(r, phase).slow_ticks / max(getattr(r, phase).ticks, 1) * 100 for r in results]

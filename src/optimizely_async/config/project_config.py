@@ -480,6 +480,7 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
         fr_extra_var = VariationInfo(ev.id, ev.key, bool(ev.featureEnabled))
         for exp_id in flag.experimentIds:
             fr_extra[exp_id] = fr_extra_var
+        pause()
 
     # The same overwrite order as the official config: top-level experiments, rollout rules, group members.
     raw_experiments: dict[str, tuple[df.Experiment, GroupInfo | None]] = {}
@@ -505,6 +506,7 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
     for e, _ in raw_experiments.values():
         for v in e.variations:
             variable_usages[v.id] = {u.id: u.value for u in v.variables}
+        pause()
     for exp_id, extra in fr_extra.items():
         info2 = experiments_by_id.get(exp_id)
         if info2 is not None and info2.type == "fr":
