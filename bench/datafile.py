@@ -821,9 +821,9 @@ async def thread_parse_stall(body: bytes, parse: Callable[[bytes], object], *, r
 
 
 def _sdk_parse(body: bytes) -> object:
-    from optimizely_async.config.sources import _default_parse
+    from optimizely_async.config.loader import Pacer
 
-    return _default_parse(body)
+    return parse_config(body, Pacer())
 
 
 def bench_thread_stalls(body: bytes, *, runs: int) -> list[tuple[str, float]]:

@@ -79,17 +79,10 @@ class PollingStats:
     revision: str | None = None
 
 
-def _default_parse(body: bytes) -> ProjectConfig:
-    from optimizely_async.config.loader import Pacer
-    from optimizely_async.config.project_config import parse_config
-
-    # Runs in a worker thread: the pacer yields the GIL every 0.5 ms (and rests while the loop is busy).
-    return parse_config(body, Pacer())
-
-
 async def _parse_paced(body: bytes) -> ProjectConfig:
-    """What the source runs for :func:`_default_parse`: the same, with the GIL lent to the worker thread when
-    the event loop never idles (:func:`~optimizely_async.config.loader.run_paced`)."""
+    """The default parse: :func:`parse_config` in a worker thread with a pacer that yields the GIL every 0.5 ms
+    (and rests while the loop is busy), and the GIL lent to it when the event loop never idles
+    (:func:`~optimizely_async.config.loader.run_paced`)."""
     from optimizely_async.config.loader import run_paced
     from optimizely_async.config.project_config import parse_config
 
@@ -126,8 +119,9 @@ class PollingConfigSource:
             from the last one delivered. An exception in it is logged and does not stop polling.
         initial_config: a config the client already uses (e.g. from a static datafile); its revision counts
             as delivered.
-        parse: turns the response body into a ``ProjectConfig``; run in a worker thread. Default:
-            ``optimizely_async.config.project_config.parse_config``.
+        parse: turns the response body into a ``ProjectConfig``; run in a worker thread. Default (None):
+            ``optimizely_async.config.project_config.parse_config``, paced, with the GIL lent to it when the
+            event loop never idles.
     """
 
     def __init__(
@@ -176,7 +170,7 @@ class PollingConfigSource:
             logger.warning("The datafile access token is sent over plain HTTP to %s.", self._safe_url)
 
         self._on_config = on_config
-        self._parse: ParseFn = parse if parse is not None else _default_parse
+        self._parse = parse  # None: the paced default
         self._user_client = http_client
         self._own_client: httpx.AsyncClient | None = None
         self._lock = anyio.Lock()
@@ -263,7 +257,7 @@ class PollingConfigSource:
 
             try:
                 body = response.content
-                if self._parse is _default_parse:
+                if self._parse is None:
                     config = await _parse_paced(body)
                 else:
                     config = await anyio.to_thread.run_sync(self._parse, body)
