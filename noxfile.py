@@ -10,12 +10,14 @@ from pathlib import Path
 
 import nox
 
+# Understands the "uv|virtualenv" backend list below (Debian 12's packaged nox 2022.11.21 does not).
+nox.needs_version = ">=2024.4.15"
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "uv|virtualenv"  # uv when it is installed, virtualenv otherwise
 
 ROOT = Path(__file__).parent
-LINT_PATHS = [p for p in ("src", "tests", "bench", "examples", "noxfile.py") if (ROOT / p).exists()]
+LINT_PATHS = [p for p in ("src", "tests", "bench", "examples", "scripts", "noxfile.py") if (ROOT / p).exists()]
 
 
 @nox.session
