@@ -1,164 +1,32 @@
-"""A test kit for your own tests: build datafiles in a few lines, record events instead of sending them.
-
-* :class:`DatafileBuilder` writes the datafile JSON the Optimizely CDN serves for a Feature Experimentation
-  project (version 4: flags with variables, A/B tests and targeted deliveries as flag rules, typed audiences,
-  events), so the client, and the official SDK, read it like a real one::
-
-      datafile = (
-          DatafileBuilder()
-          .audience("beta", plan="premium")
-          .flag("kit_flag", variables={"title": "Hello", "limit": 3})
-          .rollout(enabled=True, variables={"title": "Welcome"}, audience="beta")
-          .build()
-      )
-
-* :class:`RecordingDispatcher` is an ``event_dispatcher=`` that keeps every request it is given, reports it
-  delivered, and reads the impressions and conversions back out as :class:`RecordedEvent` values.
-* :func:`update_datafile` swaps the datafile of a running client (the way a new revision from the CDN
-  would), so a long-lived client (an app's) can be steered from one test to the next.
-
-Nothing here touches the network. Ids are derived from keys (a flag's id from its key, a rule's from its flag
-and key ...), so adding a flag does not move users between the variations of another: a given user lands in
-the same variation of a rule every time the same builder calls are made.
-"""
+"""DatafileBuilder: an Optimizely datafile (version 4, as the CDN serves it) in a few chained calls."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from .errors import ConfigurationError
-from .events.dispatcher import DispatchResult, EventRequest
-
-if TYPE_CHECKING:
-    from .client import AsyncOptimizely
-
-__all__ = ["DatafileBuilder", "RecordedEvent", "RecordingDispatcher", "update_datafile"]
-
-#: The match types an audience condition can use (``("gt", 17)``); a plain value means ``exact``.
-MATCH_TYPES: Final = frozenset(
-    {"exact", "exists", "substring", "gt", "ge", "lt", "le"} | {f"semver_{op}" for op in ("eq", "lt", "le", "gt", "ge")}
+from ..errors import ConfigurationError
+from ._values import (
+    DUMMY_AUDIENCE,
+    DUMMY_CONDITIONS,
+    MATCH_TYPES,
+    TREE_OPERATORS,
+    AudienceRef,
+    FlagSpec,
+    RuleSpec,
+    VariableSpec,
+    VariationSpec,
+    allocation,
+    encode,
+    percent,
+    stable_id,
+    variable_type,
 )
-_DUMMY_CONDITIONS: Final = json.dumps(
-    ["or", {"match": "exact", "name": "$opt_dummy_attribute", "type": "custom_attribute", "value": "$opt_dummy_value"}]
-)
-_DUMMY_AUDIENCE: Final = {
-    "id": "$opt_dummy_audience",
-    "name": "Optimizely-Generated Audience for Backwards Compatibility",
-    "conditions": _DUMMY_CONDITIONS,
-}
-_TREE_OPERATORS: Final = ("and", "or", "not")
 
-AudienceRef = str | Sequence[Any] | None
-
-
-def _id(*parts: str) -> str:
-    """A stable 11-digit id for an entity, from its kind and keys (the CDN's ids are digit strings too)."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return str(10_000_000_000 + int.from_bytes(digest[:8], "big") % 90_000_000_000)
-
-
-def _variable_type(name: str, value: Any) -> tuple[str, str | None]:
-    """The datafile type (and subType) of a variable, from its Python default value."""
-    if isinstance(value, bool):
-        return "boolean", None
-    if isinstance(value, int):
-        return "integer", None
-    if isinstance(value, float):
-        return "double", None
-    if isinstance(value, str):
-        return "string", None
-    if isinstance(value, Mapping):
-        return "string", "json"
-    raise ConfigurationError(
-        f"variable {name!r}: a default of type {type(value).__name__} has no datafile type; use str, int, "
-        "float, bool or dict (json)"
-    )
-
-
-def _encode(name: str, kind: str, value: Any) -> str:
-    """A variable value as the datafile writes it (always a string), checked against the variable's type."""
-    if kind == "boolean" and isinstance(value, bool):
-        return "true" if value else "false"
-    if kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if kind == "double" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-        if not math.isfinite(number):
-            raise ConfigurationError(f"variable {name!r}: {value!r} is not a finite number")
-        return repr(number)
-    if kind == "string" and isinstance(value, str):
-        return value
-    if kind == "json" and isinstance(value, Mapping):
-        try:
-            return json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"variable {name!r}: not JSON-serialisable ({exc})") from None
-    raise ConfigurationError(f"variable {name!r} is a {kind} variable; {value!r} is not a {kind}")
-
-
-def _percent(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-        raise ConfigurationError(f"{name} must be a percentage from 0 to 100, got {value!r}")
-    return float(value)
-
-
-def _allocation(entries: Sequence[tuple[str, float]], traffic: float) -> list[dict[str, Any]]:
-    """``trafficAllocation`` for variation weights, scaled to ``traffic`` percent of the 10,000 buckets."""
-    total = sum(weight for _, weight in entries)
-    if total <= 0:
-        raise ConfigurationError("a traffic split needs at least one variation with a positive weight")
-    allocation = []
-    running = 0.0
-    for variation_id, weight in entries:
-        running += weight
-        allocation.append({"entityId": variation_id, "endOfRange": round(traffic * 100 * running / total)})
-    return allocation
-
-
-@dataclass
-class _Variable:
-    id: str
-    key: str
-    kind: str  # boolean, integer, double, string, json
-    default: str
-
-
-@dataclass
-class _Variation:
-    id: str
-    key: str
-    enabled: bool
-    values: dict[str, str]  # variable key -> encoded value, only those that differ from the default
-
-
-@dataclass
-class _Rule:
-    id: str
-    key: str
-    layer_id: str
-    audience: AudienceRef
-    allocation: list[tuple[str, float]]  # variation key, weight
-    traffic: float
-    allowlist: dict[str, str] = field(default_factory=dict)
-    status: str = "Running"
-    metrics: tuple[str, ...] = ()
-
-
-@dataclass
-class _Flag:
-    id: str
-    key: str
-    variables: dict[str, _Variable]
-    variations: dict[str, _Variation]
-    experiments: list[_Rule] = field(default_factory=list)
-    deliveries: list[_Rule] = field(default_factory=list)
-    everyone_else: str = "off"
+__all__ = ["DatafileBuilder"]
 
 
 class DatafileBuilder:
@@ -180,10 +48,15 @@ class DatafileBuilder:
     Args:
         revision: the datafile revision; by default ``"1"`` for the first ``build()``, ``"2"`` for the
             next and so on, so a polling client sees each build as new.
-        account_id, project_id, environment_key, sdk_key: the datafile's identity fields.
+        account_id: the datafile's ``accountId`` (sent with every event).
+        project_id: the datafile's ``projectId``.
+        environment_key: the datafile's ``environmentKey``.
+        sdk_key: the datafile's ``sdkKey``.
         region: ``"US"`` or ``"EU"`` (which events endpoint the client picks); omitted by default (US).
-        anonymize_ip, bot_filtering, send_flag_decisions: the datafile's event switches (Optimizely's
-            defaults for a new project).
+        anonymize_ip: the datafile's ``anonymizeIP`` (Optimizely's default for a new project: on).
+        bot_filtering: the datafile's ``botFiltering``.
+        send_flag_decisions: the datafile's ``sendFlagDecisions``: ``decide`` sends an impression even
+            when no rule gave a variation.
     """
 
     def __init__(
@@ -212,13 +85,13 @@ class DatafileBuilder:
         }
         if region is not None:
             self._identity["region"] = region
-        self._environment_id = _id("environment", project_id, environment_key)
-        self._flags: dict[str, _Flag] = {}
-        self._current: _Flag | None = None
+        self._environment_id = stable_id("environment", project_id, environment_key)
+        self._flags: dict[str, FlagSpec] = {}
+        self._current: FlagSpec | None = None
         self._audiences: dict[str, tuple[str, list[Any]]] = {}  # name -> (id, typed conditions)
         self._attributes: dict[str, str] = {}  # key -> id
         self._events: dict[str, list[str]] = {}  # key -> experiment ids
-        self._ab_tests: list[tuple[_Rule, dict[str, _Variation]]] = []
+        self._ab_tests: list[tuple[RuleSpec, dict[str, VariationSpec]]] = []
 
     # ------------------------------------------------------------------ audiences, attributes, events
 
@@ -247,7 +120,7 @@ class DatafileBuilder:
             if not specs:
                 raise ConfigurationError(f"audience {name!r} has no conditions")
             tree = ["and", *(["or", ["or", self._leaf(name, attr, spec)]] for attr, spec in specs.items())]
-        self._audiences[name] = (_id("audience", name), tree)
+        self._audiences[name] = (stable_id("audience", name), tree)
         return self
 
     def _leaf(self, audience: str, attribute: str, spec: Any) -> dict[str, Any]:
@@ -288,7 +161,7 @@ class DatafileBuilder:
         for key in keys:
             if not isinstance(key, str) or not key:
                 raise ConfigurationError(f"an attribute key must be a non-empty string, got {key!r}")
-            self._attributes.setdefault(key, _id("attribute", key))
+            self._attributes.setdefault(key, stable_id("attribute", key))
         return self
 
     def event(self, *keys: str) -> DatafileBuilder:
@@ -319,14 +192,14 @@ class DatafileBuilder:
             raise ConfigurationError("a flag needs a non-empty key")
         if key in self._flags:
             raise ConfigurationError(f"flag {key!r} is defined twice")
-        flag_id = _id("flag", key)
-        declared: dict[str, _Variable] = {}
+        flag_id = stable_id("flag", key)
+        declared: dict[str, VariableSpec] = {}
         for name, value in (variables or {}).items():
-            kind, sub = _variable_type(name, value)
-            declared[name] = _Variable(
-                _id("variable", key, name), name, "json" if sub else kind, _encode(name, sub or kind, value)
+            kind, sub = variable_type(name, value)
+            declared[name] = VariableSpec(
+                stable_id("variable", key, name), name, "json" if sub else kind, encode(name, sub or kind, value)
             )
-        flag = _Flag(flag_id, key, declared, {})
+        flag = FlagSpec(flag_id, key, declared, {})
         self._flags[key] = self._current = flag
         self._variation(flag, "off", False, None)
         self._variation(flag, "on", True, None)
@@ -334,12 +207,12 @@ class DatafileBuilder:
             self._variation(flag, name, True, values)
         return self
 
-    def _open_flag(self, what: str) -> _Flag:
+    def _open_flag(self, what: str) -> FlagSpec:
         if self._current is None:
             raise ConfigurationError(f"{what}() adds a rule to a flag: call flag(key) first")
         return self._current
 
-    def _variation(self, flag: _Flag, key: str, enabled: bool, values: Mapping[str, Any] | None) -> _Variation:
+    def _variation(self, flag: FlagSpec, key: str, enabled: bool, values: Mapping[str, Any] | None) -> VariationSpec:
         """Define (or look up, when nothing new is asked of it) a variation of the flag."""
         if not isinstance(key, str) or not key:
             raise ConfigurationError(f"flag {flag.key!r}: a variation key must be a non-empty string")
@@ -350,7 +223,7 @@ class DatafileBuilder:
                 raise ConfigurationError(
                     f"flag {flag.key!r} has no variable {name!r} (declare it in flag(..., variables=...))"
                 )
-            encoded[name] = _encode(name, variable.kind, value)
+            encoded[name] = encode(name, variable.kind, value)
         existing = flag.variations.get(key)
         if existing is not None:
             if values is not None and (encoded != existing.values or enabled != existing.enabled):
@@ -360,13 +233,13 @@ class DatafileBuilder:
             raise ConfigurationError(
                 f"flag {flag.key!r}: variation {key!r} is disabled, so it always serves the default values"
             )
-        variation = _Variation(_id("variation", flag.key, key), key, enabled, encoded)
+        variation = VariationSpec(stable_id("variation", flag.key, key), key, enabled, encoded)
         flag.variations[key] = variation
         return variation
 
     def _serve(
         self,
-        flag: _Flag,
+        flag: FlagSpec,
         default_key: str,
         enabled: bool | None,
         variables: Mapping[str, Any] | None,
@@ -406,13 +279,13 @@ class DatafileBuilder:
         rule_key = key or f"{flag.key}_delivery_{index}"
         served = self._serve(flag, rule_key, enabled, variables, variation)
         flag.deliveries.append(
-            _Rule(
-                id=_id("rule", flag.key, rule_key),
+            RuleSpec(
+                id=stable_id("rule", flag.key, rule_key),
                 key=rule_key,
                 layer_id="",
                 audience=audience,
                 allocation=[(served, 1.0)],
-                traffic=_percent("percentage", percentage),
+                traffic=percent("percentage", percentage),
             )
         )
         return self
@@ -459,7 +332,7 @@ class DatafileBuilder:
             keys = [self._variation(flag, name, name != "off", None).key for name in variations]
         rule = self._rule(
             f"flag {flag.key!r}",
-            _id("rule", flag.key, key),
+            stable_id("rule", flag.key, key),
             key,
             keys,
             split,
@@ -469,7 +342,7 @@ class DatafileBuilder:
             metrics,
             status,
         )
-        rule.layer_id = _id("layer", flag.key, key)
+        rule.layer_id = stable_id("layer", flag.key, key)
         flag.experiments.append(rule)
         return self
 
@@ -494,10 +367,10 @@ class DatafileBuilder:
         names = list(variations)
         if not names or any(not isinstance(name, str) or not name for name in names):
             raise ConfigurationError(f"experiment {key!r}: variations must be non-empty strings")
-        own = {name: _Variation(_id("variation", key, name), name, False, {}) for name in names}
+        own = {name: VariationSpec(stable_id("variation", key, name), name, False, {}) for name in names}
         rule = self._rule(
             f"experiment {key!r}",
-            _id("experiment", key),
+            stable_id("experiment", key),
             key,
             names,
             split,
@@ -507,7 +380,7 @@ class DatafileBuilder:
             metrics,
             status,
         )
-        rule.layer_id = _id("layer", key)
+        rule.layer_id = stable_id("layer", key)
         self._ab_tests.append((rule, own))
         return self
 
@@ -523,7 +396,7 @@ class DatafileBuilder:
         allowlist: Mapping[str, str] | None,
         metrics: Iterable[str],
         status: str,
-    ) -> _Rule:
+    ) -> RuleSpec:
         if not keys or len(set(keys)) != len(keys):
             raise ConfigurationError(f"{where}, experiment {key!r}: give one or more distinct variations")
         if split is None:
@@ -551,13 +424,13 @@ class DatafileBuilder:
                 )
         metric_keys = tuple(metrics)
         self.event(*metric_keys)
-        return _Rule(
+        return RuleSpec(
             id=rule_id,
             key=key,
             layer_id="",
             audience=audience,
             allocation=list(zip(keys, weights, strict=True)),
-            traffic=_percent("traffic", traffic),
+            traffic=percent("traffic", traffic),
             allowlist=forced,
             status=status,
             metrics=metric_keys,
@@ -584,7 +457,7 @@ class DatafileBuilder:
                 for metric in rule.metrics:
                     events[metric].append(rule.id)
             default_key = f"default-rollout-{flag.id}-{self._environment_id}"
-            everyone = _Rule(default_key, default_key, rollout_id, None, [(flag.everyone_else, 1.0)], 100.0)
+            everyone = RuleSpec(default_key, default_key, rollout_id, None, [(flag.everyone_else, 1.0)], 100.0)
             rules = [*flag.deliveries, everyone]
             rollouts.append(
                 {
@@ -614,15 +487,17 @@ class DatafileBuilder:
             {"id": aid, "name": name, "conditions": copy.deepcopy(tree)}
             for name, (aid, tree) in self._audiences.items()
         ]
-        legacy = [{"id": a["id"], "name": a["name"], "conditions": _DUMMY_CONDITIONS} for a in typed]
+        legacy = [{"id": a["id"], "name": a["name"], "conditions": DUMMY_CONDITIONS} for a in typed]
         return {
             "version": "4",
             "revision": revision,
             **self._identity,
             "attributes": [{"id": aid, "key": key} for key, aid in self._attributes.items()],
-            "audiences": [*legacy, dict(_DUMMY_AUDIENCE)],
+            "audiences": [*legacy, dict(DUMMY_AUDIENCE)],
             "typedAudiences": typed,
-            "events": [{"id": _id("event", key), "key": key, "experimentIds": ids} for key, ids in events.items()],
+            "events": [
+                {"id": stable_id("event", key), "key": key, "experimentIds": ids} for key, ids in events.items()
+            ],
             "experiments": experiments,
             "groups": [],
             "featureFlags": flags,
@@ -636,7 +511,11 @@ class DatafileBuilder:
         return json.dumps(self.build())
 
     def _experiment_json(
-        self, rule: _Rule, variations: Mapping[str, _Variation], variables: Mapping[str, _Variable], layer_id: str
+        self,
+        rule: RuleSpec,
+        variations: Mapping[str, VariationSpec],
+        variables: Mapping[str, VariableSpec],
+        layer_id: str,
     ) -> dict[str, Any]:
         used = [variations[key] for key, _ in rule.allocation]
         audience_ids, conditions = self._audience_refs(rule)
@@ -657,7 +536,7 @@ class DatafileBuilder:
                 }
                 for variation in used
             ],
-            "trafficAllocation": _allocation(
+            "trafficAllocation": allocation(
                 [(variations[key].id, weight) for key, weight in rule.allocation], rule.traffic
             ),
             "audienceIds": audience_ids,
@@ -665,7 +544,7 @@ class DatafileBuilder:
             "forcedVariations": dict(rule.allowlist),
         }
 
-    def _audience_refs(self, rule: _Rule) -> tuple[list[str], list[Any]]:
+    def _audience_refs(self, rule: RuleSpec) -> tuple[list[str], list[Any]]:
         """``audienceIds`` and ``audienceConditions`` of a rule, audience names replaced by ids."""
         ref = rule.audience
         if ref is None:
@@ -674,7 +553,7 @@ class DatafileBuilder:
 
         def resolve(node: Any) -> Any:
             if isinstance(node, str):
-                if node in _TREE_OPERATORS:
+                if node in TREE_OPERATORS:
                     return node
                 if node not in self._audiences:
                     raise ConfigurationError(f"rule {rule.key!r} names audience {node!r}, which is not defined")
@@ -689,138 +568,6 @@ class DatafileBuilder:
         if isinstance(ref, str):
             return [resolve(ref)], ["or", ids[0]]
         tree = resolve(list(ref))
-        if not tree or tree[0] not in _TREE_OPERATORS:
+        if not tree or tree[0] not in TREE_OPERATORS:
             tree = ["or", *tree]
         return ids, tree
-
-
-# ---------------------------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class RecordedEvent:
-    """One event from a recorded request, with its visitor's details beside it."""
-
-    #: ``"impression"`` (a decision was shown) or ``"conversion"`` (``track``).
-    kind: str
-    #: The conversion's event key; ``"campaign_activated"`` for an impression.
-    key: str
-    user_id: str
-    #: The visitor's attributes as sent: attribute key -> value (``$opt_...`` ones included).
-    attributes: dict[str, Any]
-    #: Impressions: the decision's flag, rule, rule type (``feature-test``, ``rollout``, ``experiment``) and
-    #: variation keys, and whether the flag was enabled. None for conversions.
-    flag_key: str | None = None
-    rule_key: str | None = None
-    rule_type: str | None = None
-    variation_key: str | None = None
-    enabled: bool | None = None
-    #: Conversions: the event tags as sent, and the ``revenue`` / ``value`` read from them.
-    tags: dict[str, Any] = field(default_factory=dict)
-    revenue: int | None = None
-    value: float | None = None
-    #: The event and the visitor exactly as they are in the payload.
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-    visitor: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-def _records(request: EventRequest) -> list[RecordedEvent]:
-    records = []
-    for visitor in request.payload.get("visitors", []):
-        attributes = {a.get("key"): a.get("value") for a in visitor.get("attributes", [])}
-        for snapshot in visitor.get("snapshots", []):
-            decisions = snapshot.get("decisions") or []
-            for event in snapshot.get("events", []):
-                base = {
-                    "user_id": visitor.get("visitor_id"),
-                    "attributes": attributes,
-                    "raw": event,
-                    "visitor": visitor,
-                }
-                if event.get("key") == "campaign_activated" and decisions:
-                    meta = decisions[0].get("metadata", {})
-                    records.append(
-                        RecordedEvent(
-                            kind="impression",
-                            key="campaign_activated",
-                            flag_key=meta.get("flag_key"),
-                            rule_key=meta.get("rule_key"),
-                            rule_type=meta.get("rule_type"),
-                            variation_key=meta.get("variation_key"),
-                            enabled=meta.get("enabled"),
-                            **base,
-                        )
-                    )
-                else:
-                    records.append(
-                        RecordedEvent(
-                            kind="conversion",
-                            key=event.get("key", ""),
-                            tags=dict(event.get("tags") or {}),
-                            revenue=event.get("revenue"),
-                            value=event.get("value"),
-                            **base,
-                        )
-                    )
-    return records
-
-
-Responder = Callable[[EventRequest], DispatchResult]
-
-
-class RecordingDispatcher:
-    """An ``event_dispatcher=`` that keeps every request instead of sending it.
-
-    Every request is appended to :attr:`requests` and answered with ``respond(request)`` (by default:
-    delivered, HTTP 204). Call ``await client.flush()`` before reading: events are batched in the
-    background. :attr:`events`, :attr:`impressions` and :attr:`conversions` read the requests back as
-    :class:`RecordedEvent` values, in the order they were sent.
-
-    Args:
-        respond: decides the outcome of each request, e.g.
-            ``lambda request: DispatchResult(delivered=False, retryable=True, status=503, reason="http_503")``
-            to see the client retry. Failed requests are recorded too, one entry per attempt.
-    """
-
-    def __init__(self, respond: Responder | None = None) -> None:
-        #: Every request the client handed over, in order (retries included).
-        self.requests: list[EventRequest] = []
-        self._respond = respond
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        self.requests.append(request)
-        if self._respond is not None:
-            return self._respond(request)
-        return DispatchResult(delivered=True, status=204)
-
-    @property
-    def events(self) -> list[RecordedEvent]:
-        """Every event of every recorded request."""
-        return [record for request in self.requests for record in _records(request)]
-
-    @property
-    def impressions(self) -> list[RecordedEvent]:
-        return [record for record in self.events if record.kind == "impression"]
-
-    @property
-    def conversions(self) -> list[RecordedEvent]:
-        return [record for record in self.events if record.kind == "conversion"]
-
-    @property
-    def payloads(self) -> list[Mapping[str, Any]]:
-        """The requests' payloads (the JSON sent to the events API, as dicts)."""
-        return [request.payload for request in self.requests]
-
-    def clear(self) -> None:
-        """Forget what was recorded (between two tests that share a client)."""
-        self.requests.clear()
-
-
-async def update_datafile(client: AsyncOptimizely, datafile: str | bytes | Mapping[str, Any]) -> None:
-    """Give a running client a new datafile, as if its poller had fetched a new revision: later decisions
-    use it, and ``OPTIMIZELY_CONFIG_UPDATE`` listeners are told. Raises
-    :class:`~optimizely_async.InvalidDatafileError` for a datafile the client cannot use (it keeps the old)."""
-    from .config.project_config import parse_config
-
-    config = parse_config(datafile)
-    await client._on_new_config(config)
