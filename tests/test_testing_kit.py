@@ -153,6 +153,9 @@ def random_builder(seed: int) -> tuple[DatafileBuilder, dict[str, list[str]]]:
             )
         if rng.random() < 0.3:
             builder.everyone_else(variation=rng.choice(pool))
+        if rng.random() < 0.2:
+            builder.for_users({f"user-{rng.randint(0, KIT_USERS - 1)}": rng.choice(pool) for _ in range(2)})
+            made["experiments"].append(f"{flag_key}_users")
     for index in range(rng.randint(0, 2)):
         key = f"legacy_{index}"
         builder.ab_test(
@@ -160,6 +163,9 @@ def random_builder(seed: int) -> tuple[DatafileBuilder, dict[str, list[str]]]:
         )
         made["experiments"].append(key)
         made["events"].append("purchase")
+    if len(made["experiments"]) >= 2 and rng.random() < 0.5:
+        members = rng.sample(made["experiments"], rng.randint(2, min(3, len(made["experiments"]))))
+        builder.exclusion_group("group", members, split=[rng.choice([1, 2, 5]) for _ in members])
     made["events"] = sorted(set(made["events"]))
     return builder, made
 
@@ -282,6 +288,8 @@ async def test_the_generated_programs_cover_every_outcome() -> None:
         seen.update(f"{e['status']}" for e in datafile["experiments"])
         seen.update("allowlist" for e in datafile["experiments"] if e["forcedVariations"])
         seen.update("zero traffic" for e in datafile["experiments"] if e["trafficAllocation"][-1]["endOfRange"] == 0)
+        seen.update("group" for _ in datafile["groups"])
+        seen.update("for_users" for e in datafile["experiments"] if e["key"].endswith("_users"))
     assert {
         "enabled",
         "disabled",
@@ -292,6 +300,8 @@ async def test_the_generated_programs_cover_every_outcome() -> None:
         "Paused",
         "allowlist",
         "zero traffic",
+        "group",
+        "for_users",
     } <= seen, seen
 
 
@@ -419,6 +429,54 @@ async def test_an_allowlist_and_a_paused_test() -> None:
         assert await client.get_variation("paused", "qa") is None
 
 
+async def test_for_users_serves_single_users_first() -> None:
+    datafile = (
+        DatafileBuilder()
+        .flag("beta", variables={"label": "plain"}, variations={"shiny": {"label": "shiny"}})
+        .rollout(enabled=False)
+        .for_users({"alice": "shiny", "bob": "on"})
+        .build()
+    )
+    official, _, _ = make_official(datafile)
+    try:
+        async with AsyncOptimizely(datafile=datafile, event_dispatcher=RecordingDispatcher()) as client:
+            for user_id, expected in (
+                ("alice", ("shiny", "shiny")),
+                ("bob", ("on", "plain")),
+                ("carol", ("off", "plain")),
+            ):
+                user = client.create_user_context(user_id)
+                assert user is not None
+                decision = await user.decide("beta")
+                assert (decision.variation_key, decision.variables["label"]) == expected, user_id
+                assert _view(decision) == _view(official.create_user_context(user_id).decide("beta"))
+    finally:
+        official.close()
+    assert datafile["featureFlags"][0]["experimentIds"] == [datafile["experiments"][0]["id"]]
+
+
+async def test_an_exclusion_group_keeps_users_in_one_experiment() -> None:
+    datafile = (
+        DatafileBuilder()
+        .flag("hero")
+        .experiment("hero_test", ["off", "on"])
+        .flag("banner")
+        .experiment("banner_test", ["off", "on"])
+        .ab_test("pricing")
+        .exclusion_group("surface", ["hero_test", "banner_test", "pricing"], split=[1, 1, 2])
+        .build()
+    )
+    assert [e["key"] for e in datafile["groups"][0]["experiments"]] == ["hero_test", "banner_test", "pricing"]
+    assert datafile["experiments"] == []
+    counts = {"hero_test": 0, "banner_test": 0, "pricing": 0}
+    async with AsyncOptimizely(datafile=datafile, event_dispatcher=RecordingDispatcher()) as client:
+        for index in range(2000):
+            got = [key for key in counts if await client.get_variation(key, f"u{index}") is not None]
+            assert len(got) == 1, got  # everyone is in exactly one: the group takes all traffic
+            counts[got[0]] += 1
+    assert abs(counts["pricing"] / 2000 - 0.5) < 0.05 and abs(counts["hero_test"] / 2000 - 0.25) < 0.05, counts
+
+
 def test_ids_follow_keys_and_revisions_count_builds() -> None:
     one = DatafileBuilder().flag("a", variables={"x": 1}).experiment("t", ["on", "off"])
     first = one.build()
@@ -479,6 +537,14 @@ def test_the_datafile_has_the_cdn_shape() -> None:
         (lambda b: b.audience("a", age=("older", 3)), "must start with one of"),
         (lambda b: b.audience("a"), "no conditions"),
         (lambda b: b.flag("f", variables={"x": float("nan")}), "finite"),
+        (lambda b: b.flag("f").for_users({"u": "nope"}), "known variations ['nope']"),
+        (lambda b: b.flag("f").for_users({"u": "on"}).for_users({"v": "on"}), "once"),
+        (lambda b: b.ab_test("a").exclusion_group("g", ["a", "b"]).build(), "experiment 'b' is not defined"),
+        (lambda b: b.ab_test("a").exclusion_group("g", ["a"]).exclusion_group("h", ["a"]).build(), "another group"),
+        (
+            lambda b: b.flag("f").experiment("a").flag("g").experiment("a").exclusion_group("x", ["a"]).build(),
+            "several",
+        ),
     ],
 )
 def test_mistakes_raise_a_clear_configuration_error(build: Any, message: str) -> None:

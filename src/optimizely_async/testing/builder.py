@@ -32,9 +32,10 @@ __all__ = ["DatafileBuilder"]
 class DatafileBuilder:
     """Build an Optimizely datafile (JSON-ready dict) in a few chained calls.
 
-    ``flag()`` opens a flag; ``rollout()``, ``experiment()`` and ``everyone_else()`` add rules to the flag
-    opened last. ``audience()``, ``event()``, ``attribute()`` and ``ab_test()`` (an experiment outside any
-    flag, for ``activate``/``get_variation``) can come anywhere. ``build()`` returns a new dict each time.
+    ``flag()`` opens a flag; ``rollout()``, ``experiment()``, ``for_users()`` and ``everyone_else()`` add
+    rules to the flag opened last. ``audience()``, ``event()``, ``attribute()``, ``ab_test()`` (an experiment
+    outside any flag, for ``activate``/``get_variation``) and ``exclusion_group()`` can come anywhere.
+    ``build()`` returns a new dict each time.
 
     Every flag gets what the Optimizely app gives it: an ``off`` variation (disabled, default values), an
     ``on`` one (enabled, default values), and a rollout whose last rule, "Everyone Else", serves ``off``
@@ -92,6 +93,7 @@ class DatafileBuilder:
         self._attributes: dict[str, str] = {}  # key -> id
         self._events: dict[str, list[str]] = {}  # key -> experiment ids
         self._ab_tests: list[tuple[RuleSpec, dict[str, VariationSpec]]] = []
+        self._groups: list[tuple[str, list[tuple[str, float]]]] = []
 
     # ------------------------------------------------------------------ audiences, attributes, events
 
@@ -346,6 +348,49 @@ class DatafileBuilder:
         flag.experiments.append(rule)
         return self
 
+    def for_users(self, users: Mapping[str, str]) -> DatafileBuilder:
+        """Serve these users a variation of the open flag (user id -> variation key) before any other rule.
+
+        Optimizely targets single users with an A/B test's allowlist; this adds such a test, first among the
+        flag's rules, that takes no traffic of its own (key ``<flag>_users``). Everyone else goes on to the
+        flag's other rules.
+        """
+        flag = self._open_flag("for_users")
+        key = f"{flag.key}_users"
+        if any(rule.key == key for rule in flag.experiments):
+            raise ConfigurationError(f"flag {flag.key!r}: call for_users() once, with every user")
+        unknown = sorted({v for v in users.values() if v not in flag.variations})
+        if not users or unknown:
+            raise ConfigurationError(f"flag {flag.key!r}: for_users() needs users and known variations {unknown}")
+        keys = list(dict.fromkeys(users.values()))
+        rule = self._rule(
+            f"flag {flag.key!r}", stable_id("rule", flag.key, key), key, keys, None, 0, None, users, (), "Running"
+        )
+        rule.layer_id = stable_id("layer", flag.key, key)
+        flag.experiments.insert(0, rule)
+        return self
+
+    def exclusion_group(
+        self, key: str, experiments: Iterable[str], *, split: Mapping[str, float] | Sequence[float] | None = None
+    ) -> DatafileBuilder:
+        """Make experiments mutually exclusive: each user takes part in at most one of them.
+
+        ``experiments`` are keys of A/B tests (:meth:`experiment`, of any flags) or of :meth:`ab_test`
+        experiments, defined before or after this call. ``split`` shares the users out among them (weights per
+        key, or a list in order; even by default); within its share, each experiment's own traffic applies.
+        """
+        names = list(experiments)
+        if not isinstance(key, str) or not key or len(names) < 1 or len(set(names)) != len(names):
+            raise ConfigurationError("an exclusion group needs a key and one or more distinct experiment keys")
+        if isinstance(split, Mapping):
+            weights = [float(split.get(name, 0)) for name in names]
+        else:
+            weights = [float(w) for w in split] if split is not None else [1.0] * len(names)
+        if len(weights) != len(names) or any(not math.isfinite(w) or w < 0 for w in weights):
+            raise ConfigurationError(f"exclusion group {key!r}: one finite, non-negative weight per experiment")
+        self._groups.append((key, list(zip(names, weights, strict=True))))
+        return self
+
     def ab_test(
         self,
         key: str,
@@ -483,6 +528,7 @@ class DatafileBuilder:
                     "variables": variables,
                 }
             )
+        groups, grouped = self._groups_json(experiments)
         typed = [
             {"id": aid, "name": name, "conditions": copy.deepcopy(tree)}
             for name, (aid, tree) in self._audiences.items()
@@ -498,13 +544,41 @@ class DatafileBuilder:
             "events": [
                 {"id": stable_id("event", key), "key": key, "experimentIds": ids} for key, ids in events.items()
             ],
-            "experiments": experiments,
-            "groups": [],
+            "experiments": [e for e in experiments if e["id"] not in grouped],
+            "groups": groups,
             "featureFlags": flags,
             "rollouts": rollouts,
             "integrations": [],
             "variables": [],
         }
+
+    def _groups_json(self, experiments: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+        """The exclusion groups, each holding its experiments (which leave the top-level list)."""
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for experiment in experiments:
+            by_key.setdefault(experiment["key"], []).append(experiment)
+        groups, grouped = [], set()
+        for key, members in self._groups:
+            found = []
+            for name, _ in members:
+                candidates = by_key.get(name, [])
+                if len(candidates) != 1:
+                    problem = "is not defined" if not candidates else "names several experiments"
+                    raise ConfigurationError(f"exclusion group {key!r}: experiment {name!r} {problem}")
+                if candidates[0]["id"] in grouped:
+                    raise ConfigurationError(f"exclusion group {key!r}: experiment {name!r} is in another group")
+                grouped.add(candidates[0]["id"])
+                found.append(candidates[0])
+            ids = [(experiment["id"], weight) for experiment, (_, weight) in zip(found, members, strict=True)]
+            groups.append(
+                {
+                    "id": stable_id("group", key),
+                    "policy": "random",
+                    "trafficAllocation": allocation(ids, 100.0),
+                    "experiments": found,
+                }
+            )
+        return groups, grouped
 
     def build_json(self) -> str:
         """:meth:`build` encoded as JSON text (what the CDN sends)."""
