@@ -623,6 +623,8 @@ async def test_update_datafile_steers_a_running_client() -> None:
         with pytest.raises(Exception, match="datafile"):
             await update_datafile(client, '{"version": "4"}')
         assert client.config.revision == "2"  # a bad datafile leaves the running one in place
+        with pytest.raises(ConfigurationError, match="takes an AsyncOptimizely client"):
+            await update_datafile(object(), base.build())  # type: ignore[arg-type]
     assert updates == ["u"]
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -71,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=text,
-            description=text[0].upper() + text[1:] + ". " + ATTR_RULE,
+            description=textwrap.fill(text[0].upper() + text[1:] + ". " + ATTR_RULE, 100),
             epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigurationError
 from .builder import DatafileBuilder
 from .recording import RecordedEvent, RecordingDispatcher
 
@@ -40,7 +41,10 @@ async def update_datafile(client: AsyncOptimizely, datafile: str | bytes | Mappi
     """Give a running client a new datafile, as if its poller had fetched a new revision: later decisions
     use it, and ``OPTIMIZELY_CONFIG_UPDATE`` listeners are told. Raises
     :class:`~optimizely_async.InvalidDatafileError` for a datafile the client cannot use (it keeps the old)."""
+    from ..client import AsyncOptimizely
     from ..config.project_config import parse_config
 
+    if not isinstance(client, AsyncOptimizely):
+        raise ConfigurationError(f"update_datafile() takes an AsyncOptimizely client, not {type(client).__name__}")
     config = parse_config(datafile)
     await client._on_new_config(config)
