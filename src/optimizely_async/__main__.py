@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -22,9 +23,19 @@ from typing import Any
 import anyio
 
 from . import AsyncOptimizely, DecideOption, DispatchResult, EventRequest, OptimizelyError, __version__
+from ._cli import COMMANDS, EXIT_CODES
+from ._cli import run as run_command
+from ._cli.text import audience_words, reason_lines
 from .decision.engine import decide_experiment
 
 DESCRIPTION = "Decide for simulated users against a datafile, offline, and summarise what happened."
+COMMANDS_HELP = f"""commands:
+  demo       this demo (the default)
+  validate   check that the SDK can use a datafile: python -m optimizely_async validate FILE
+  decide     decide flags for a user and print the decisions with their reasons
+  explain    trace which rules and audiences were tried for a user, and why
+
+{EXIT_CODES}"""
 
 #: Users whose decisions are explained at the end (the first one is whitelisted in the example datafile).
 SHOWCASE: dict[str, dict[str, Any]] = {
@@ -86,30 +97,8 @@ def random_attributes(rng: random.Random) -> dict[str, Any]:
 
 def audience_text(experiment: dict[str, Any], names: dict[str, str]) -> str:
     """An experiment's audience conditions in words, e.g. ``Adults and (App 2.x or Mobile devices)``."""
-
-    def words(node: Any, top: bool = False) -> str:
-        if isinstance(node, str):
-            return names.get(node, node)
-        op, *rest = node if node and node[0] in ("and", "or", "not") else ["or", *node]
-        if op == "not":
-            return "not " + words(rest[0]) if rest else "?"
-        text = f" {op} ".join(words(child) for child in rest)
-        return text if top or len(rest) < 2 else f"({text})"
-
     conditions = experiment.get("audienceConditions", experiment["audienceIds"])
-    return words(conditions, top=True) if conditions else "everyone"
-
-
-def _reason_lines(reasons: Sequence[str]) -> list[str]:
-    """The reasons, indented, without those the next one restates: "Evaluating audiences for ..." (the ids
-    about to be evaluated) and "Audiences for ... collectively evaluated to ..." when a "User ... meet(s)
-    ... conditions" line follows."""
-    kept = [reason for reason in reasons if not reason.startswith("Evaluating audiences for ")]
-    return [
-        f"{'':8}{reason}"
-        for reason, after in zip(kept, [*kept[1:], ""], strict=True)
-        if not (reason.startswith("Audiences for ") and " meet" in after and "conditions" in after)
-    ]
+    return audience_words(conditions, names)
 
 
 async def explain(
@@ -147,7 +136,7 @@ async def explain(
             lines.append(
                 f"    {kind:<10} {key:<22} -> {result or '(none)':<14} targets: {audience_text(exp, audience_names)}"
             )
-            lines += _reason_lines(reasons)
+            lines += reason_lines(reasons)
             if (variation.key if variation is not None else None) != result:
                 lines.append(f"{'':8}(re-deciding gave {variation.key if variation else '(none)'})")
         user = client.create_user_context(user_id, attrs)
@@ -162,7 +151,7 @@ async def explain(
                 else "no rule gave a variation: the variables' default values"
             )
             lines.append(f"    {'flag':<10} {flag:<22} -> {'on' if enabled else 'off':<14} {detail}")
-            lines += _reason_lines(decision.reasons)
+            lines += reason_lines(decision.reasons)
             if decision.enabled != enabled:
                 lines.append(f"{'':8}(re-deciding gave {'on' if decision.enabled else 'off'})")
             lines.append(f"{'':8}variables {json.dumps(decision.variables)}")
@@ -265,12 +254,23 @@ async def run(datafile: str, users: int, seed: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m optimizely_async", description=DESCRIPTION)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in COMMANDS:
+        sys.exit(run_command(args_list))
+    if args_list and args_list[0] == "demo":
+        args_list = args_list[1:]
+    parser = argparse.ArgumentParser(
+        prog="python -m optimizely_async",
+        description=DESCRIPTION,
+        usage="%(prog)s [demo] [options]\n       %(prog)s {validate,decide,explain} ... (see %(prog)s COMMAND --help)",
+        epilog=COMMANDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--users", type=int, default=5000, help="random users to simulate (default 5000)")
     parser.add_argument("--datafile", type=Path, help="a datafile JSON (default: the bundled example)")
     parser.add_argument("--seed", type=int, default=7, help="random seed for user attributes (default 7)")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     if args.users < 0:
         parser.error("--users must be >= 0")
     if args.datafile is not None:
