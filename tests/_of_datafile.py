@@ -71,7 +71,9 @@ def datafile(revision: str = "1", value: str = "treat-v") -> dict[str, Any]:
             {
                 "id": "902",
                 "name": "germany",
-                "conditions": '["or", {"name": "country", "type": "custom_attribute", "match": "exact", "value": "DE"}]',
+                "conditions": json.dumps(
+                    ["or", {"name": "country", "type": "custom_attribute", "match": "exact", "value": "DE"}]
+                ),
             },
         ],
         "typedAudiences": [],
