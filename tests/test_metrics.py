@@ -145,6 +145,14 @@ async def test_datafile_fetches_failures_updates_and_revision(
     assert value(points, "optimizely.datafile.revision", revision="42") == 42
 
 
+def test_a_no_op_meter_provider_adds_nothing() -> None:
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    client = AsyncOptimizely(datafile=datafile())
+    assert instrument(client, NoOpMeterProvider()) is None
+    assert not client.notification_center.has_listeners(NotificationType.DECISION)
+
+
 async def test_detach_stops_recording(sink: SinkServer, provider: MeterProvider, reader: InMemoryMetricReader) -> None:
     client = AsyncOptimizely(datafile=datafile(), event_endpoint=sink.url)
     metrics = instrument(client, provider)

@@ -44,7 +44,7 @@ from . import _observe
 from .notifications import NotificationType
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, MeterProvider, Observation
+    from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, Observation
 
     from .client import AsyncOptimizely
     from .events.dispatcher import Dispatcher, DispatchResult, EventRequest
@@ -59,6 +59,9 @@ _lock = threading.Lock()
 #: The instruments of each meter provider, made once.
 _by_provider: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
 _NOT_LOADED: Any = object()
+#: What an observable callback reads from one client: (value, extra attributes or None) pairs.
+_Points = Iterable[tuple[int | float, dict[str, Any] | None]]
+_Callback = Callable[["CallbackOptions"], Iterator["Observation"]]
 _api: Any = _NOT_LOADED
 
 
@@ -99,8 +102,9 @@ def attach(client: AsyncOptimizely) -> ClientMetrics | None:
 
 
 def instrument(client: AsyncOptimizely, meter_provider: MeterProvider | None = None) -> ClientMetrics | None:
-    """Record ``client``'s metrics with ``meter_provider`` (default: the global one). None when the
-    OpenTelemetry API is not installed or no meter provider is set.
+    """Record ``client``'s metrics with ``meter_provider`` (default: the global one). None (and nothing added
+    to the client) when the OpenTelemetry API is not installed, or no meter provider is set, or it is the
+    API's no-op one.
 
     Call it before the client is entered to have event request durations measured from the first request.
     """
@@ -108,6 +112,9 @@ def instrument(client: AsyncOptimizely, meter_provider: MeterProvider | None = N
         meter_provider = _global_provider()
         if meter_provider is None:
             return None
+    api = _otel()
+    if api is None or isinstance(meter_provider, api.NoOpMeterProvider):
+        return None  # it would record nothing: add nothing to the client's paths
     with _lock:
         instruments = _by_provider.get(meter_provider)
         if instruments is None:
@@ -125,21 +132,16 @@ class ClientMetrics:
         self._client = weakref.ref(client)
         self._instruments = instruments
         self._base = {"optimizely.client": self.id}
-        self._decision_attrs: dict[tuple[str, str, bool], dict[str, Any]] = {}
-        counter = instruments.decisions
-        attrs = self._decision_attrs
+        #: Decisions so far by (decision type, flag key, enabled): read by the observable counter.
+        self.decisions: dict[tuple[str, str, bool], int] = {}
+        counts = self.decisions
 
         def on_decision(decision_type: str, user_id: Any, attributes: Any, info: Any) -> None:
-            # Runs inline in every decision: a dict lookup and one counter add. No user data is read.
+            # Runs inline in every decision: one dict update. No user data is read.
             flag_key = info.get("flag_key") or info.get("feature_key") or info.get("experiment_key") or ""
             enabled = bool(info.get("enabled", info.get("feature_enabled", info.get("variation_key") is not None)))
             key = (decision_type, flag_key, enabled)
-            labels = attrs.get(key)
-            if labels is None:
-                labels = {**self._base, "flag_key": flag_key, "decision_type": decision_type, "enabled": enabled}
-                if len(attrs) < 10_000:
-                    attrs[key] = labels
-            counter.add(1, labels)
+            counts[key] = counts.get(key, 0) + 1
 
         self._listener_id = client.notification_center.add_notification_listener(NotificationType.DECISION, on_decision)
         _observe.wrap_dispatcher(
@@ -189,9 +191,13 @@ class _Instruments:
     """The instruments of one meter, shared by every client instrumented with it."""
 
     def __init__(self, meter: Meter) -> None:
-        self.clients: weakref.WeakSet[ClientMetrics] = weakref.WeakSet()
-        self.decisions: Counter = meter.create_counter(
-            "optimizely.decisions", unit="{decision}", description="Flag and experiment decisions made, by flag."
+        #: Every instrumented client's part; one whose client is gone is dropped at the next collection.
+        self.clients: set[ClientMetrics] = set()
+        meter.create_observable_counter(
+            "optimizely.decisions",
+            [self._observer(_decisions)],
+            unit="{decision}",
+            description="Flag and experiment decisions made, by flag.",
         )
         self.request_duration: Histogram = meter.create_histogram(
             "optimizely.events.request.duration", unit="s", description="Duration of each events-API request."
@@ -258,9 +264,7 @@ class _Instruments:
             description="The datafile revision decisions use now (attribute revision; the value is it as a number).",
         )
 
-    def _observer(
-        self, read: Callable[[AsyncOptimizely], Iterable[tuple[int | float, dict[str, Any] | None]]]
-    ) -> Callable[[CallbackOptions], Iterator[Observation]]:
+    def _observer(self, read: Callable[[ClientMetrics, AsyncOptimizely], _Points]) -> _Callback:
         """An observable callback: ``read`` for every live instrumented client. Never raises (a client that
         cannot be read is skipped)."""
         api = _otel()
@@ -269,9 +273,10 @@ class _Instruments:
             for metrics in list(self.clients):
                 client = metrics.client
                 if client is None:
+                    self.clients.discard(metrics)
                     continue
                 try:
-                    points = list(read(client))
+                    points = list(read(metrics, client))
                 except Exception:
                     _log.debug("Could not read a client's counters for OpenTelemetry.", exc_info=True)
                     continue
@@ -280,22 +285,33 @@ class _Instruments:
 
         return callback
 
-    def _queue_observer(
-        self, read: Callable[[Any], Iterable[tuple[int | float, dict[str, Any] | None]]]
-    ) -> Callable[[CallbackOptions], Iterator[Observation]]:
-        return self._observer(lambda client: read(client.stats()))
+    def _queue_observer(self, read: Callable[[Any], _Points]) -> _Callback:
+        return self._observer(lambda metrics, client: read(client.stats()))
 
-    def _source_observer(
-        self, read: Callable[[Any], Iterable[tuple[int | float, dict[str, Any] | None]]]
-    ) -> Callable[[CallbackOptions], Iterator[Observation]]:
-        def from_client(client: AsyncOptimizely) -> Iterable[tuple[int | float, dict[str, Any] | None]]:
+    def _source_observer(self, read: Callable[[Any], _Points]) -> _Callback:
+        def from_client(metrics: ClientMetrics, client: AsyncOptimizely) -> _Points:
             stats = _observe.polling_stats(client)
             return () if stats is None else read(stats)
 
         return self._observer(from_client)
 
 
-def _dropped(stats: Any) -> list[tuple[int | float, dict[str, Any] | None]]:
+def _decisions(metrics: ClientMetrics, client: AsyncOptimizely) -> _Points:
+    for _ in range(3):
+        try:
+            counts = dict(metrics.decisions)  # a decision may add a key meanwhile (on the loop thread)
+            break
+        except RuntimeError:
+            continue
+    else:
+        return []
+    return [
+        (count, {"flag_key": flag, "decision_type": kind, "enabled": enabled})
+        for (kind, flag, enabled), count in counts.items()
+    ]
+
+
+def _dropped(stats: Any) -> _Points:
     points: list[tuple[int | float, dict[str, Any] | None]] = [
         (count, {"reason": reason}) for reason, count in stats.dropped.items()
     ]
@@ -304,7 +320,7 @@ def _dropped(stats: Any) -> list[tuple[int | float, dict[str, Any] | None]]:
     return points
 
 
-def _revision(client: AsyncOptimizely) -> list[tuple[int | float, dict[str, Any] | None]]:
+def _revision(metrics: ClientMetrics, client: AsyncOptimizely) -> _Points:
     config = client.config
     if config is None:
         return []
