@@ -52,7 +52,8 @@ async def run(df: dict[str, Any]) -> None:
     noop_metrics = instrument(noop, NoOpMeterProvider())
     assert instrument(recording, sdk_provider) is not None
     print(
-        f"datafile: {len(flags)} flags; {len(users)} users; no-op meter instruments the client: {noop_metrics is not None}"
+        f"datafile: {len(flags)} flags; {len(users)} users; "
+        f"the no-op meter provider instruments the client: {noop_metrics is not None}"
     )
 
     def official_round() -> int:
@@ -100,7 +101,8 @@ async def run(df: dict[str, Any]) -> None:
         if name in ("API, no provider set", "no-op meter provider"):
             verdict = "  ok" if seconds <= base * TARGET else f"  above the {TARGET:g}x target"
         print(
-            f"{name:<24} {seconds * 1e6:7.2f} us per decision (incl. its event)   x{seconds / base:5.3f} of today{verdict}"
+            f"{name:<24} {seconds * 1e6:7.2f} us per decision (incl. its event)   "
+            f"x{seconds / base:5.3f} of today{verdict}"
         )
 
 
