@@ -4,6 +4,7 @@ code, impressions and tracking to a real event sink on 127.0.0.1."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,8 +21,8 @@ from openfeature.provider import ProviderStatus
 from openfeature.track import TrackingEventDetails
 
 from _of_datafile import EVENT_KEY, datafile
-from _sink_server import SinkServer, serve_sink
-from optimizely_async import AsyncOptimizely
+from _sink_server import Reply, SinkServer, serve_sink
+from optimizely_async import AsyncOptimizely, NotificationType
 from optimizely_async.errors import ConfigurationError
 from optimizely_async.openfeature import OptimizelyProvider
 
@@ -297,3 +298,43 @@ async def test_an_owned_client_runs_on_its_own_loop_and_is_closed_on_shutdown(si
     visitors = [v["visitor_id"] for r in sink.received for v in r.payload["visitors"]]
     assert visitors.count("u-de") == 2 and "u-owned" in visitors
     api.clear_providers()
+
+
+async def test_track_on_the_loop_never_waits_for_room_in_the_queue(sink: SinkServer) -> None:
+    sink.script(Reply(200, delay=0.3))  # the first request is slow: the queue fills behind it
+    async with AsyncOptimizely(
+        datafile=datafile(), event_endpoint=sink.url, batch_size=1, max_queue_size=1, enqueue_timeout=5
+    ) as client:
+        of = bind(OptimizelyProvider(client))
+        try:
+            for i in range(2):  # one in flight, one filling the queue
+                await client.track(EVENT_KEY, f"direct-{i}")
+            await anyio.sleep(0.05)
+            stats = client.stats()
+            assert (stats.in_flight, stats.queued) == (1, 1)  # full: client.track() would wait for room
+            start = time.perf_counter()
+            of.track(EVENT_KEY, EvaluationContext("through-of", {}))  # the client's track() would wait here
+            assert time.perf_counter() - start < 0.05
+            await client.flush()
+            with anyio.fail_after(5):
+                while "through-of" not in [v["visitor_id"] for r in sink.received for v in r.payload["visitors"]]:
+                    await anyio.sleep(0.01)
+        finally:
+            api.clear_providers()
+
+
+async def test_track_on_the_loop_of_a_client_not_running_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    client = AsyncOptimizely(datafile=datafile())
+    provider = OptimizelyProvider(client)
+    provider.track(EVENT_KEY, EvaluationContext("u-1", {}))
+    assert "not recorded: the client is not running" in caplog.text
+    assert client.stats().submitted == 0
+
+
+async def test_shutdown_of_a_borrowed_client_leaves_it_running(client: AsyncOptimizely) -> None:
+    provider = OptimizelyProvider(client)
+    assert client.notification_center.has_listeners(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
+    provider.shutdown()
+    assert not client.notification_center.has_listeners(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
+    user = client.create_user_context("u-plan", {"plan": "gold"})
+    assert user is not None and (await user.decide("of_flag")).enabled

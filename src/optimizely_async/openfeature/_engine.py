@@ -70,6 +70,9 @@ class Engine(Protocol):
         """Call ``on_config()`` after each new datafile and ``check()`` every ``interval`` seconds, on the
         client's side (its loop thread), for as long as the client runs."""
 
+    def unwatch(self) -> None:
+        """Stop the calls :meth:`watch` set up."""
+
 
 class AsyncEngine:
     """An :class:`AsyncOptimizely` whose loop runs in some thread (the app's, or a portal's the provider owns)."""
@@ -81,6 +84,7 @@ class AsyncEngine:
         self._check: Callable[[], None] | None = None
         self._interval = 1.0
         self._watching = False
+        self._listener_id = -1
         self._lock = threading.Lock()
 
     # -- the loop
@@ -164,7 +168,8 @@ class AsyncEngine:
             self.bind()  # runs on the client's loop thread
             on_config()
 
-        self.client.notification_center.add_notification_listener(NotificationType.OPTIMIZELY_CONFIG_UPDATE, listener)
+        center = self.client.notification_center
+        self._listener_id = center.add_notification_listener(NotificationType.OPTIMIZELY_CONFIG_UPDATE, listener)
         self._check, self._interval = check, interval
         if self._token is not None:
             if self.on_loop_thread():
@@ -188,4 +193,8 @@ class AsyncEngine:
             self._watching = False
 
     def unwatch(self) -> None:
+        """Stop calling back (the health check ends at its next wake-up)."""
         self._check = None
+        if self._listener_id > 0:
+            self.client.notification_center.remove_notification_listener(self._listener_id)
+            self._listener_id = -1

@@ -150,9 +150,7 @@ class OptimizelyProvider(AbstractProvider):
 
     def shutdown(self) -> None:
         """Stop reporting status; close the client if the provider owns it."""
-        unwatch = getattr(self._engine, "unwatch", None)
-        if unwatch is not None:
-            unwatch()
+        self._engine.unwatch()
         client_cm, self._client_cm = self._client_cm, None
         portal_cm, self._portal_cm = self._portal_cm, None
         try:
