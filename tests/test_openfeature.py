@@ -303,7 +303,12 @@ async def test_an_owned_client_runs_on_its_own_loop_and_is_closed_on_shutdown(si
 async def test_track_on_the_loop_never_waits_for_room_in_the_queue(sink: SinkServer) -> None:
     sink.script(Reply(200, delay=0.3))  # the first request is slow: the queue fills behind it
     async with AsyncOptimizely(
-        datafile=datafile(), event_endpoint=sink.url, batch_size=1, max_queue_size=1, enqueue_timeout=5
+        datafile=datafile(),
+        event_endpoint=sink.url,
+        batch_size=1,
+        max_queue_size=1,
+        enqueue_timeout=5,
+        max_concurrent_requests=1,
     ) as client:
         of = bind(OptimizelyProvider(client))
         try:
