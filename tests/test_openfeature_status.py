@@ -188,3 +188,17 @@ def test_owned_polling_client_reports_ready_through_set_provider(server: Datafil
     finally:
         api.clear_providers()  # shuts the provider down: closes its client and stops its loop
     assert provider._portal_cm is None
+
+
+def test_sync_calls_after_the_clients_loop_ended_say_not_ready(caplog: pytest.LogCaptureFixture) -> None:
+    made: list[OptimizelyProvider] = []
+
+    async def app() -> None:
+        async with AsyncOptimizely(datafile=datafile(), event_endpoint="http://127.0.0.1:9/v1/events") as client:
+            made.append(OptimizelyProvider(client))
+
+    anyio.run(app)  # the loop is gone once this returns
+    details = made[0].resolve_boolean_details("of_flag", False, PLAN)
+    assert (details.value, details.error_code) == (False, ErrorCode.PROVIDER_NOT_READY)
+    assert "ended" in (details.error_message or "")
+    assert not [r for r in caplog.records if r.levelno >= 40]

@@ -39,7 +39,16 @@ class LoopThreadError(RuntimeError):
 
 
 class LoopUnknownError(RuntimeError):
-    """A blocking call was made before the provider has seen the client's event loop."""
+    """A blocking call was made before the provider has seen the client's event loop, or after it ended."""
+
+
+def _loop_running() -> bool:
+    """Whether an event loop runs in this thread (the client's may have ended, leaving a plain thread)."""
+    try:
+        anyio.lowlevel.current_token()
+    except Exception:
+        return False
+    return True
 
 
 class Engine(Protocol):
@@ -126,7 +135,10 @@ class AsyncEngine:
 
     def decide_blocking(self, flag_key: str, user_id: str, attributes: dict[str, Any]) -> OptimizelyDecision:
         token = self._checked_token()
-        return anyio.from_thread.run(self._decide_here, flag_key, user_id, attributes, token=token)
+        try:
+            return anyio.from_thread.run(self._decide_here, flag_key, user_id, attributes, token=token)
+        except anyio.RunFinishedError:
+            raise LoopUnknownError("The client's event loop has ended.") from None
 
     async def _decide_here(self, flag_key: str, user_id: str, attributes: dict[str, Any]) -> OptimizelyDecision:
         user = self.client.create_user_context(user_id, attributes)
@@ -134,7 +146,7 @@ class AsyncEngine:
         return await user.decide(flag_key)
 
     def _checked_token(self) -> anyio.lowlevel.EventLoopToken:
-        if self.on_loop_thread():
+        if self.on_loop_thread() and _loop_running():
             raise LoopThreadError
         if self._token is None:
             raise LoopUnknownError

@@ -345,12 +345,13 @@ class OptimizelyProvider(AbstractProvider):
                     f"{method} cannot wait on the client's event loop thread; use {method}_async "
                     "(get_*_value_async / get_*_details_async) there.",
                 )
-            except LoopUnknownError:
+            except LoopUnknownError as exc:
                 return _error(
                     default,
                     ErrorCode.PROVIDER_NOT_READY,
-                    "The provider has not seen the client's event loop yet: create it on that loop, or make one "
-                    "async evaluation first.",
+                    str(exc)
+                    or "The provider has not seen the client's event loop yet: create it on that loop, or make "
+                    "one async evaluation first.",
                 )
             return self._details(config, flag, decision, default, variable, pick)
         except Exception as exc:
