@@ -38,7 +38,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src (with the pydantic plugin configured in pyproject.toml)."""
-    session.install("-e", ".", "mypy>=1.10", "trio>=0.25")
+    session.install("-e", ".[openfeature,otel]", "mypy>=1.10", "trio>=0.25")
     session.run("mypy", "--strict", "src", *session.posargs)
 
 

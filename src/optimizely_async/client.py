@@ -273,6 +273,10 @@ class AsyncOptimizely(DecisionMethods):
                 initial_config=self._config,
             )
 
+        from .metrics import attach as attach_metrics
+
+        self._metrics = attach_metrics(self)  # None unless OpenTelemetry's API is installed and a provider set
+
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> AsyncOptimizely:

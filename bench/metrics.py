@@ -1,0 +1,110 @@
+"""What OpenTelemetry metrics cost per decision: decide with no metrics (today), with a no-op meter, with the
+OpenTelemetry SDK recording, and the official SDK as the usual reference; rounds alternate between them.
+
+Run: ``python bench/metrics.py`` (or ``nox -s bench``). Target: with a no-op meter (the OpenTelemetry API
+installed, no meter provider set, or a no-op one) a decision costs within 5 % of today's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from _common import bench_users, datafiles, official_client, official_settle
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
+from optimizely_async.metrics import attach, instrument
+
+TARGET = 1.05  # a no-op meter's cost per decision, at most this times today's
+ROUNDS = 15
+
+
+class NullSink:
+    async def dispatch(self, request: EventRequest) -> DispatchResult:
+        return DispatchResult(delivered=True, status=200)
+
+
+async def main() -> None:
+    for title, df in datafiles():
+        print(f"== {title}")
+        await run(df)
+
+
+async def run(df: dict[str, Any]) -> None:
+    users = bench_users(df, n=300)
+    flags = [f["key"] for f in df["featureFlags"]]
+    official = official_client(df)
+    settle = official_settle(official)
+    official_users = [official.create_user_context(uid, attrs) for uid, attrs in users]
+    reader = InMemoryMetricReader()
+    sdk_provider = MeterProvider(metric_readers=[reader])
+
+    today = AsyncOptimizely(datafile=df, event_dispatcher=NullSink())
+    unset = AsyncOptimizely(datafile=df, event_dispatcher=NullSink())  # attach() ran: no global provider set
+    noop = AsyncOptimizely(datafile=df, event_dispatcher=NullSink())
+    recording = AsyncOptimizely(datafile=df, event_dispatcher=NullSink())
+    assert today._metrics is None and unset._metrics is None and attach(unset) is None
+    noop_metrics = instrument(noop, NoOpMeterProvider())
+    assert instrument(recording, sdk_provider) is not None
+    print(
+        f"datafile: {len(flags)} flags; {len(users)} users; "
+        f"the no-op meter provider instruments the client: {noop_metrics is not None}"
+    )
+
+    def official_round() -> int:
+        for user in official_users:
+            for key in flags:
+                user.decide(key)
+        settle()
+        return len(official_users) * len(flags)
+
+    def ours(client: AsyncOptimizely) -> Callable[[], Awaitable[int]]:
+        contexts = [client.create_user_context(uid, attrs) for uid, attrs in users]
+
+        async def round_() -> int:
+            for user in contexts:
+                assert user is not None
+                for key in flags:
+                    await user.decide(key)
+            await client.flush()
+            return len(contexts) * len(flags)
+
+        return round_
+
+    async with today, unset, noop, recording:
+        variants: list[tuple[str, Callable[[], Any]]] = [
+            ("official SDK", official_round),
+            ("today (no metrics)", ours(today)),
+            ("API, no provider set", ours(unset)),
+            ("no-op meter provider", ours(noop)),
+            ("SDK meter, recording", ours(recording)),
+        ]
+        best = {name: float("inf") for name, _ in variants}
+        for round_index in range(ROUNDS):
+            shift = round_index % len(variants)  # each round starts with another variant
+            for name, fn in variants[shift:] + variants[:shift]:
+                start = time.perf_counter()
+                result = fn()
+                count = await result if isinstance(result, Awaitable) else result
+                best[name] = min(best[name], (time.perf_counter() - start) / count)
+    official.close()
+    sdk_provider.shutdown()
+    base = best["today (no metrics)"]
+    for name, _ in variants:
+        seconds = best[name]
+        verdict = ""
+        if name in ("API, no provider set", "no-op meter provider"):
+            verdict = "  ok" if seconds <= base * TARGET else f"  above the {TARGET:g}x target"
+        print(
+            f"{name:<24} {seconds * 1e6:7.2f} us per decision (incl. its event)   "
+            f"x{seconds / base:5.3f} of today{verdict}"
+        )
+
+
+if __name__ == "__main__":
+    anyio.run(main)

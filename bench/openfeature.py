@@ -1,0 +1,152 @@
+"""What an evaluation through the OpenFeature provider costs against a direct ``decide``, with the official
+SDK's ``decide`` as the usual reference; rounds alternate between all of them.
+
+Run: ``python bench/openfeature.py`` (or ``nox -s bench``). Target: the provider's async resolution costs at
+most 2x a direct ``create_user_context`` + ``decide`` (measured at the provider; the OpenFeature client's
+hooks and context merging come on top and are shown separately).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+# This script is named like the openfeature package: import the package with bench/ off the path.
+_HERE = Path(__file__).resolve().parent
+_saved = list(sys.path)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+from openfeature import api  # noqa: E402
+from openfeature.evaluation_context import EvaluationContext  # noqa: E402
+
+sys.path[:] = _saved
+
+import anyio  # noqa: E402
+import anyio.to_thread  # noqa: E402
+from _common import bench_users, datafiles, official_client, official_settle  # noqa: E402
+
+from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest  # noqa: E402
+from optimizely_async.openfeature import OptimizelyProvider  # noqa: E402
+
+TARGET = 2.0
+ROUNDS = 11
+
+
+class NullSink:
+    async def dispatch(self, request: EventRequest) -> DispatchResult:
+        return DispatchResult(delivered=True, status=200)
+
+
+async def main() -> None:
+    for title, df in datafiles():
+        print(f"== {title}")
+        await run(df)
+
+
+async def run(df: dict[str, Any]) -> None:
+    users = bench_users(df, n=200)
+    flags = [f["key"] for f in df["featureFlags"]]
+    ops = len(users) * len(flags)
+    official = official_client(df)
+    settle = official_settle(official)
+    official_users = [official.create_user_context(uid, attrs) for uid, attrs in users]
+    contexts = [EvaluationContext(uid, dict(attrs or {})) for uid, attrs in users]
+
+    def official_round() -> int:
+        for user in official_users:
+            for key in flags:
+                user.decide(key)
+        settle()
+        return ops
+
+    async with AsyncOptimizely(datafile=df, event_dispatcher=NullSink()) as client:
+        provider = OptimizelyProvider(client)
+        domain = f"bench-{uuid.uuid4().hex}"
+        api.set_provider_and_wait(provider, domain)
+        of = api.get_client(domain)
+        reused = [client.create_user_context(uid, attrs) for uid, attrs in users]
+
+        async def direct_round() -> int:
+            for uid, attrs in users:
+                user = client.create_user_context(uid, attrs)
+                assert user is not None
+                for key in flags:
+                    await user.decide(key)
+            await client.flush()
+            return ops
+
+        async def direct_reused_round() -> int:
+            for user in reused:
+                assert user is not None
+                for key in flags:
+                    await user.decide(key)
+            await client.flush()
+            return ops
+
+        async def provider_bool_round() -> int:
+            for context in contexts:
+                for key in flags:
+                    await provider.resolve_boolean_details_async(key, False, context)
+            await client.flush()
+            return ops
+
+        async def provider_object_round() -> int:
+            for context in contexts:
+                for key in flags:
+                    await provider.resolve_object_details_async(key, {}, context)
+            await client.flush()
+            return ops
+
+        async def of_client_round() -> int:
+            for context in contexts:
+                for key in flags:
+                    await of.get_boolean_details_async(key, False, context)
+            await client.flush()
+            return ops
+
+        def sync_in_thread() -> int:
+            for context in contexts:
+                for key in flags:
+                    provider.resolve_boolean_details(key, False, context)
+            return ops
+
+        async def provider_sync_round() -> int:
+            count = await anyio.to_thread.run_sync(sync_in_thread)
+            await client.flush()
+            return count
+
+        variants: list[tuple[str, Callable[[], Any]]] = [
+            ("official SDK decide", official_round),
+            ("direct decide", direct_round),
+            ("direct decide, reused ctx", direct_reused_round),
+            ("provider boolean async", provider_bool_round),
+            ("provider object async", provider_object_round),
+            ("OpenFeature client async", of_client_round),
+            ("provider boolean sync*", provider_sync_round),
+        ]
+        best = {name: float("inf") for name, _ in variants}
+        for round_index in range(ROUNDS):
+            shift = round_index % len(variants)
+            for name, fn in variants[shift:] + variants[:shift]:
+                start = time.perf_counter()
+                result = fn()
+                count = await result if isinstance(result, Awaitable) else result
+                best[name] = min(best[name], (time.perf_counter() - start) / count)
+        api.clear_providers()
+    official.close()
+    base = best["direct decide"]
+    print(f"datafile: {len(flags)} flags; {len(users)} users; each evaluation sends its impression")
+    for name, _ in variants:
+        seconds = best[name]
+        verdict = ""
+        if name.startswith("provider") and name.endswith("async"):
+            verdict = "  ok" if seconds <= base * TARGET else f"  above the {TARGET:g}x target"
+        print(f"{name:<28} {seconds * 1e6:8.2f} us   x{seconds / base:5.2f} of a direct decide{verdict}")
+    print("* from a worker thread, each call waiting for the client's event loop (anyio.from_thread.run)")
+
+
+if __name__ == "__main__":
+    anyio.run(main)
