@@ -113,10 +113,12 @@ async def test_a_lone_surrogate_user_id_decides_as_its_replacement_and_events_go
 async def test_a_lone_surrogate_bucketing_id_decides_as_its_replacement(text: str) -> None:
     """The same for ``$opt_bucketing_id``."""
     attributes = {"country": "US", "$opt_bucketing_id": text}
-    async with serve_sink() as sink:
-        async with AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url, batch_size=50) as client:
-            ours = await every_decision(client, "user-1", attributes)
-            expected = official_decisions("user-1", {**attributes, "$opt_bucketing_id": replaced(text)})
-            assert {k: v for k, v in ours.items() if k in expected} == expected
-            await client.flush()
-            assert client.stats().delivered > 0 and client.stats().dropped == {}, client.stats()
+    async with (
+        serve_sink() as sink,
+        AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url, batch_size=50) as client,
+    ):
+        ours = await every_decision(client, "user-1", attributes)
+        expected = official_decisions("user-1", {**attributes, "$opt_bucketing_id": replaced(text)})
+        assert {k: v for k, v in ours.items() if k in expected} == expected
+        await client.flush()
+        assert client.stats().delivered > 0 and client.stats().dropped == {}, client.stats()
