@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _sink_server import SinkServer, serve_sink
 from differential import make_official
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
+from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType
 from optimizely_async.decision.compiled import MAX_CONDITION_DEPTH
 from optimizely_async.errors import InvalidDatafileError, OptimizelyError
+from optimizely_async.user_context import OptimizelyDecisionContext, OptimizelyForcedDecision
 
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
@@ -281,3 +284,212 @@ async def test_the_deepest_supported_conditions_decide_alike_at_every_log_level(
     finally:
         official.close()
     assert answers[logging.WARNING] == expected
+
+
+# ------------------------------------------------------------------ item 14: the never-raise promise
+
+
+class RaisingDunders:
+    """Every dunder that a look-up, a comparison or a log line could reach raises."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("__hash__")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("__eq__")
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"__getattr__({name})")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__")
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__")
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("__bool__")
+
+
+class StrHashRaises(str):
+    def __hash__(self) -> int:
+        raise RuntimeError("__hash__")
+
+
+class StrEq(str):
+    """Equal to every string, with the hash of the text it holds: it lies."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        return False
+
+    __hash__ = str.__hash__
+
+
+class StrEqRaises(str):
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("__eq__")
+
+    __hash__ = str.__hash__
+
+
+class MappingLenRaises(Mapping[str, Any]):
+    def __len__(self) -> int:
+        raise RuntimeError("__len__")
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("__getitem__")
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("__iter__")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("__eq__")
+
+    __hash__ = object.__hash__
+
+
+class FloatRaises(float):
+    def __float__(self) -> float:
+        raise RuntimeError("__float__")
+
+    def __lt__(self, other: object) -> bool:
+        raise RuntimeError("__lt__")
+
+    def __gt__(self, other: object) -> bool:
+        raise RuntimeError("__gt__")
+
+    def __le__(self, other: object) -> bool:
+        raise RuntimeError("__le__")
+
+    def __ge__(self, other: object) -> bool:
+        raise RuntimeError("__ge__")
+
+    def __add__(self, other: object) -> float:
+        raise RuntimeError("__add__")
+
+    __radd__ = __add__
+
+    def __sub__(self, other: object) -> float:
+        raise RuntimeError("__sub__")
+
+    __rsub__ = __sub__
+
+    def __mul__(self, other: object) -> float:
+        raise RuntimeError("__mul__")
+
+    __rmul__ = __mul__
+
+
+async def healthy(client: AsyncOptimizely, sink: SinkServer, user_id: str = "after") -> None:
+    """The client still decides and delivers: an impression and a conversion reach the sink."""
+    before = len(visitors(sink))
+    assert await client.activate("checkout_button_color", user_id) in {"control", "green", "orange"}
+    await client.track("purchase", user_id, {"country": "US"}, {"revenue": 100})
+    user = client.create_user_context(user_id, {"country": "US"})
+    assert user is not None
+    decision = await user.decide("new_checkout")
+    assert decision.flag_key == "new_checkout"
+    await client.flush()
+    assert visitors(sink)[before:].count(user_id) >= 2, visitors(sink)
+
+
+def visitors(sink: SinkServer) -> list[str]:
+    return [v["visitor_id"] for r in sink.received for v in r.payload["visitors"]]
+
+
+@pytest.mark.anyio
+async def test_decision_contexts_and_forced_decisions_whose_dunders_raise() -> None:
+    async with serve_sink() as sink, AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url) as client:
+        user = client.create_user_context("u")
+        assert user is not None
+        good_context = OptimizelyDecisionContext("new_checkout")
+        for context in (RaisingDunders(), OptimizelyDecisionContext(RaisingDunders()), good_context):  # type: ignore[arg-type]
+            for decision in (RaisingDunders(), OptimizelyForcedDecision(RaisingDunders())):  # type: ignore[arg-type]
+                assert user.set_forced_decision(context, decision) is False  # type: ignore[arg-type]
+            assert user.get_forced_decision(context) is None
+            assert user.remove_forced_decision(context) is False
+        assert user.remove_all_forced_decisions() is True
+        # A context whose keys are lying str subclasses is stored under the plain strings they hold.
+        lying = OptimizelyDecisionContext(StrEq("new_checkout"), StrEqRaises("rule"))
+        assert user.set_forced_decision(lying, OptimizelyForcedDecision(StrEqRaises("on"))) is True
+        assert user.get_forced_decision(OptimizelyDecisionContext("new_checkout", "rule")) == OptimizelyForcedDecision(
+            "on"
+        )
+        assert user.get_forced_decision(good_context) is None  # StrEq would have matched any flag key
+        assert (await user.decide("new_checkout")).flag_key == "new_checkout"
+        await healthy(client, sink)
+
+
+@pytest.mark.anyio
+async def test_notification_listeners_with_hostile_types_and_callbacks() -> None:
+    async with serve_sink() as sink, AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url) as client:
+        center = client.notification_center
+        seen: list[Any] = []
+
+        def on_decision(*args: Any) -> None:
+            seen.append(args)
+
+        decision_type = "DECISION:type, user_id, attributes, decision_info"
+        listener_id = center.add_notification_listener(StrHashRaises(decision_type), on_decision)
+        assert listener_id > 0
+        assert center.add_notification_listener(StrHashRaises(decision_type), on_decision) == -1  # a duplicate
+        assert center.add_notification_listener(NotificationType.TRACK, MappingLenRaises()) == -1  # not callable
+        assert center.add_notification_listener(MappingLenRaises(), seen.append) == -1  # type: ignore[arg-type]
+        assert center.add_notification_listener(RaisingDunders(), seen.append) == -1  # type: ignore[arg-type]
+        assert center.add_notification_listener(NotificationType.TRACK, RaisingDunders()) == -1  # type: ignore[arg-type]
+        assert center.remove_notification_listener(RaisingDunders()) is False  # type: ignore[arg-type]
+        center.clear_notification_listeners(StrHashRaises("nope"))
+        center.clear_notification_listeners(RaisingDunders())  # type: ignore[arg-type]
+        await healthy(client, sink)
+        assert seen, "the listener registered with a str subclass type still runs"
+        assert center.remove_notification_listener(listener_id) is True
+
+
+@pytest.mark.anyio
+async def test_close_with_a_timeout_whose_arithmetic_raises_still_drains() -> None:
+    async with serve_sink() as sink:
+        client = AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url)
+        async with client:
+            await client.track("purchase", "u", None, None)
+            assert await client.wait_until_ready(timeout=FloatRaises(1.0)) is True
+            report = await client.close(timeout=FloatRaises(5.0))
+        assert report.delivered == 1, report
+        assert visitors(sink) == ["u"]
+
+
+@pytest.mark.anyio
+async def test_a_lying_user_id_in_set_forced_variation_does_not_break_that_user() -> None:
+    """``set_forced_variation(exp, StrEq("x"), v)`` made every later call for user "x" fail."""
+    async with serve_sink() as sink, AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url) as client:
+        for user_id in (StrEq("x"), StrEqRaises("x"), StrHashRaises("x")):
+            assert client.set_forced_variation("checkout_button_color", user_id, "green") is True
+            assert client.get_forced_variation("checkout_button_color", "x") == "green"
+            assert client.get_forced_variation("checkout_button_color", "y") is None  # StrEq matched everyone
+            assert await client.get_variation("checkout_button_color", "x") == "green"
+            assert await client.activate(StrEqRaises("checkout_button_color"), "x") == "green"
+            assert client.set_forced_variation("checkout_button_color", "x", None) is True
+        assert client.set_forced_variation(StrEqRaises("checkout_button_color"), "x", StrEq("orange")) is True
+        assert await client.get_variation("checkout_button_color", StrHashRaises("x")) == "orange"
+        await healthy(client, sink, "x")
+
+
+@pytest.mark.anyio
+async def test_lying_attributes_and_options_cost_nothing_beyond_their_call() -> None:
+    async with serve_sink() as sink, AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url) as client:
+        lying = {StrEqRaises("country"): StrEqRaises("US"), StrEq("age"): FloatRaises(30.0)}
+        user = client.create_user_context(StrEqRaises("u"), lying)
+        assert user is not None
+        assert user.get_user_attributes() == {"country": "US", "age": 30.0}
+        assert all(type(k) is str for k in user.get_user_attributes())
+        user.set_attribute(StrEqRaises("plan"), StrEqRaises("gold"))
+        options: list[Any] = [StrEqRaises("INCLUDE_REASONS"), RaisingDunders(), StrHashRaises("EXCLUDE_VARIABLES")]
+        decision = await user.decide(StrEqRaises("new_checkout"), options)
+        assert decision.flag_key == "new_checkout" and decision.reasons and decision.variables == {}
+        # The options cache was not poisoned: plain options still work for everyone.
+        plain = await user.decide("new_checkout", ["INCLUDE_REASONS"])
+        assert plain.reasons and plain.variables
+        assert set(await user.decide_for_keys([StrEqRaises("new_checkout"), RaisingDunders()])) >= {"new_checkout"}
+        await healthy(client, sink)
