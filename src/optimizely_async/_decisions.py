@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from ._validation import NOT_READY, attributes_ok, invalid_input, is_non_empty_str
+from ._validation import NOT_READY, attributes_ok, invalid_input, is_non_empty_str, plain
 from .config.project_config import (
     ExperimentInfo,
     FlagInfo,
@@ -97,6 +97,7 @@ class DecisionMethods:
 
     async def activate(self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None) -> str | None:
         """Decide the user's variation and send an impression; returns the variation key or None."""
+        experiment_key, user_id = plain(experiment_key), plain(user_id)
         try:
             config = self._usable_config("activate")
             if config is None:
@@ -125,6 +126,7 @@ class DecisionMethods:
         self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> str | None:
         """The variation key the user is bucketed into, or None. Sends no event."""
+        experiment_key, user_id = plain(experiment_key), plain(user_id)
         try:
             config = self._usable_config("get_variation")
             if config is None:
@@ -172,6 +174,8 @@ class DecisionMethods:
 
     def set_forced_variation(self, experiment_key: str, user_id: str, variation_key: str | None) -> bool:
         """Force (or with None, unforce) a user into a variation of an experiment."""
+        # Plain copies: a str subclass stored in the forced map could break every later look-up for its user.
+        experiment_key, user_id, variation_key = plain(experiment_key), plain(user_id), plain(variation_key)
         try:
             config = self._usable_config("set_forced_variation")
             if config is None:
@@ -216,6 +220,7 @@ class DecisionMethods:
 
     def get_forced_variation(self, experiment_key: str, user_id: str) -> str | None:
         """The variation key forced with :meth:`set_forced_variation`, or None."""
+        experiment_key, user_id = plain(experiment_key), plain(user_id)
         try:
             config = self._usable_config("get_forced_variation")
             if config is None:
@@ -258,6 +263,7 @@ class DecisionMethods:
         self, feature_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> bool:
         """Whether the flag is on for the user; sends the impression the official SDK sends."""
+        feature_key, user_id = plain(feature_key), plain(user_id)
         try:
             config = self._usable_config("is_feature_enabled")
             flag = self._checked_flag(config, feature_key, user_id, attributes)
@@ -320,6 +326,7 @@ class DecisionMethods:
     async def get_enabled_features(self, user_id: str, attributes: dict[str, Any] | None = None) -> list[str]:
         """Keys of every flag enabled for the user (each decided as ``is_feature_enabled`` does)."""
         enabled: list[str] = []
+        user_id = plain(user_id)
         try:
             config = self._usable_config("get_enabled_features")
             if config is None:
@@ -383,6 +390,7 @@ class DecisionMethods:
         user_id: str,
         attributes: dict[str, Any] | None,
     ) -> Any:
+        feature_key, variable_key, user_id = plain(feature_key), plain(variable_key), plain(user_id)
         try:
             config = self._usable_config("get_feature_variable")
             flag = self._checked_flag(config, feature_key, user_id, attributes, variable_key)
@@ -473,6 +481,7 @@ class DecisionMethods:
         self, feature_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
         """Every variable of the flag for the user, typed; None for an unknown flag."""
+        feature_key, user_id = plain(feature_key), plain(user_id)
         try:
             config = self._usable_config("get_all_feature_variables")
             flag = self._checked_flag(config, feature_key, user_id, attributes)

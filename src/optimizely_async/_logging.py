@@ -1,8 +1,16 @@
-"""The library logger and helpers that keep secrets out of logs."""
+"""The library logger and helpers that keep secrets out of logs.
+
+Secrets are redacted by value, not by pattern: every registered secret is replaced wherever it appears in a log
+record of the SDK's or of the HTTP libraries' loggers (message, arguments and exception text), in each form it
+can take there: as it is, percent-encoded (in a URL), escaped as Python shows it inside a ``repr`` (an
+exception that quotes a header), and as the bytes literal of its UTF-8 form.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from urllib.parse import quote
 
 logger = logging.getLogger("optimizely_async")
 
@@ -12,6 +20,26 @@ def redact(secret: str | None) -> str:
     if not secret:
         return "<none>"
     return secret[:4] + "…" if len(secret) > 4 else "…"
+
+
+def secret_forms(secret: str) -> list[str]:
+    """The texts under which ``secret`` can show up in a message, longest first."""
+    forms = {secret, quote(secret, safe=""), repr(secret)[1:-1]}
+    with contextlib.suppress(UnicodeEncodeError):
+        forms.add(repr(secret.encode("utf-8"))[2:-1])
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every form of each secret shortened to its first four characters."""
+    for secret in secrets:
+        if not secret:
+            continue
+        short = redact(secret)
+        for form in secret_forms(secret):
+            if form in text:
+                text = text.replace(form, short)
+    return text
 
 
 class _RedactingFilter(logging.Filter):
@@ -35,23 +63,29 @@ class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
+        secrets = list(self._secrets)
         try:
             message = record.getMessage()
         except Exception:
             return True
-        changed = False
-        for secret in tuple(self._secrets):
-            if secret in message:
-                message = message.replace(secret, redact(secret))
-                changed = True
-        if changed:
-            record.msg = message
+        cleaned = scrub(message, secrets)
+        if cleaned != message:
+            record.msg = cleaned
             record.args = ()
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            # Handlers render exc_text when it is set: fill it in, redacted (an exception's text may hold a secret).
+            record.exc_text = scrub(_formatter.formatException(record.exc_info), secrets)
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text, secrets)
         return True
 
 
+_formatter = logging.Formatter()
 _redactor = _RedactingFilter()
 _WATCHED_LOGGERS = (
+    "optimizely_async",
+    "optimizely_async.config",
+    "optimizely_async.events",
     "httpx",
     "httpcore",
     "httpcore.connection",
@@ -63,7 +97,7 @@ _WATCHED_LOGGERS = (
 
 
 def protect_secret(secret: str | None) -> None:
-    """Keep ``secret`` out of the HTTP libraries' log records from now on."""
+    """Keep ``secret`` out of the SDK's and the HTTP libraries' log records from now on."""
     if not secret:
         return
     for name in _WATCHED_LOGGERS:

@@ -29,6 +29,8 @@ from ._validation import (
     invalid_input,
     is_non_empty_str,
     number,
+    plain,
+    seconds,
 )
 from .config.loader import run_paced
 from .config.project_config import (
@@ -327,6 +329,7 @@ class AsyncOptimizely(DecisionMethods):
         polling and return what happened to every event. Idempotent."""
         if self._report is not None:
             return self._report
+        timeout = seconds("timeout", timeout, self._close_timeout)
         self._state = _State.CLOSED
         if self._pending:
             held, self._pending = self._pending, []
@@ -356,6 +359,7 @@ class AsyncOptimizely(DecisionMethods):
         """Wait until a datafile is loaded (at once for a static one); False when ``timeout`` passes first."""
         if self._config is not None:
             return True
+        timeout = seconds("timeout", timeout, defaults.READY_TIMEOUT)
         if self._state is _State.CLOSED:
             return False  # nothing polls any more
         if self._state is _State.UNOPENED and self._source is not None:
@@ -543,6 +547,7 @@ class AsyncOptimizely(DecisionMethods):
         event_tags: dict[str, Any] | None = None,
     ) -> None:
         """Record a conversion for ``event_key``; returns nothing and never raises."""
+        event_key, user_id = plain(event_key), plain(user_id)
         try:
             if not isinstance(event_key, str) or not event_key:
                 invalid_input("event_key")
@@ -691,6 +696,7 @@ class AsyncOptimizely(DecisionMethods):
         self, user_id: str, attributes: dict[str, Any] | None = None
     ) -> OptimizelyUserContext | None:
         """A user context for the decide API; None (with a log) for a bad user id or attributes."""
+        user_id = plain(user_id)
         if not isinstance(user_id, str):
             invalid_input("user_id")
             return None

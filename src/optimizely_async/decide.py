@@ -38,17 +38,26 @@ class DecisionMessage:
     VARIABLE_VALUE_INVALID: Final = 'Variable value for key "{}" is invalid or wrong type.'
 
 
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
 def coerce_options(options: Iterable[DecideOption | str] | None) -> tuple[DecideOption, ...]:
     """Known options as enum members, in order; unknown strings are ignored (as the official SDK does)."""
     if not options:
         return ()
     out: list[DecideOption] = []
     for option in options:
-        member = (
-            option if isinstance(option, DecideOption) else _BY_VALUE.get(option) if isinstance(option, str) else None
-        )
+        if type(option) is DecideOption:
+            member: DecideOption | None = option
+        else:  # a str subclass is read as its plain characters: its own __hash__ never runs
+            member = _BY_VALUE.get(str.__str__(option)) if issubclass(type(option), str) else None
         if member is None:
-            _log.debug("Ignoring unknown decide option %r.", option)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("Ignoring unknown decide option %s.", _safe_repr(option))
         elif member not in out:
             out.append(member)
     return tuple(out)

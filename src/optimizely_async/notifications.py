@@ -2,7 +2,8 @@
 
 Type strings, listener ids and listener arguments are the official SDK's, so listeners written for it work
 unchanged. A listener may be a plain function or a coroutine function; listeners run in registration order
-and an exception in one is logged and never reaches the caller, the queue or the other listeners.
+and an exception in one is logged and never reaches the caller, the queue or the other listeners. No method
+raises, whatever it is given: a callback that is not callable is refused (-1) with an error log.
 """
 
 from __future__ import annotations
@@ -33,15 +34,37 @@ class NotificationType(str, enum.Enum):
         return self.value
 
 
+_BY_VALUE: dict[str, NotificationType] = {t.value: t for t in NotificationType}
+
+
 def _coerce(notification_type: object) -> NotificationType | None:
-    if isinstance(notification_type, NotificationType):
+    """The type named by an enum member or its exact string; None for anything else. Never runs a method of
+    the argument (a ``str`` subclass whose ``__hash__`` raises is read as the plain string it holds)."""
+    if type(notification_type) is NotificationType:
         return notification_type
-    if isinstance(notification_type, str):
-        try:
-            return NotificationType(notification_type)
-        except ValueError:
-            return None
-    return None
+    kind = type(notification_type)
+    if not issubclass(kind, str):
+        return None
+    return _BY_VALUE.get(str.__str__(notification_type))
+
+
+def _shown(value: object) -> str:
+    """A safe rendering of a bad argument for an error message (its own __repr__ or __str__ may raise)."""
+    kind = type(value)
+    if issubclass(kind, str):
+        return str.__str__(value)
+    return f"<{kind.__name__}>"
+
+
+def _same(a: Listener, b: Listener) -> bool:
+    """``a == b`` as the official duplicate check has it (bound methods of one object compare equal), but an
+    ``__eq__`` that raises means "not the same"."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
 
 
 class NotificationCenter:
@@ -56,9 +79,16 @@ class NotificationCenter:
         for that type."""
         kind = _coerce(notification_type)
         if kind is None:
-            _log.error("Invalid notification_type: %s provided. Not adding listener.", notification_type)
+            _log.error("Invalid notification_type: %s provided. Not adding listener.", _shown(notification_type))
             return -1
-        if any(cb == callback for _, cb in self._listeners[kind]):
+        try:
+            usable = callable(callback)
+        except Exception:
+            usable = False
+        if not usable:
+            _log.error("Invalid notification callback: a %s is not callable. Not adding listener.", _shown(callback))
+            return -1
+        if any(_same(cb, callback) for _, cb in self._listeners[kind]):
             _log.error("Listener has already been added. Not adding it again.")
             return -1
         listener_id = self._next_id
@@ -68,6 +98,9 @@ class NotificationCenter:
 
     def remove_notification_listener(self, notification_id: int) -> bool:
         """Remove the listener with that id from whichever type holds it."""
+        if not isinstance(notification_id, int):
+            return False
+        notification_id = int.__int__(notification_id)  # a subclass's __eq__ never runs
         for kind, entries in self._listeners.items():
             for i, (listener_id, _) in enumerate(entries):
                 if listener_id == notification_id:
@@ -78,7 +111,7 @@ class NotificationCenter:
     def clear_notification_listeners(self, notification_type: NotificationType | str) -> None:
         kind = _coerce(notification_type)
         if kind is None:
-            _log.error("Invalid notification_type: %s provided. Not removing any listener.", notification_type)
+            _log.error("Invalid notification_type: %s provided. Not removing any listener.", _shown(notification_type))
             return
         self._listeners[kind] = []
 
@@ -94,7 +127,9 @@ class NotificationCenter:
         """Call every listener of the type with ``args``; coroutine results are awaited."""
         kind = _coerce(notification_type)
         if kind is None:
-            _log.error("Invalid notification_type: %s provided. Not triggering any notification.", notification_type)
+            _log.error(
+                "Invalid notification_type: %s provided. Not triggering any notification.", _shown(notification_type)
+            )
             return
         for _, callback in tuple(self._listeners[kind]):
             try:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._validation import plain, plain_attributes
 from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
 from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
 from .decision.user_profile import load_profile, save_profile
@@ -67,8 +68,10 @@ class OptimizelyUserContext:
         self, client: AsyncOptimizely | None, user_id: str, user_attributes: dict[str, Any] | None = None
     ) -> None:
         self.client = client
-        self.user_id = user_id
-        self._attributes: dict[str, Any] = dict(user_attributes) if isinstance(user_attributes, dict) else {}
+        self.user_id = plain(user_id)
+        self._attributes: dict[str, Any] = (
+            plain_attributes(user_attributes) if isinstance(user_attributes, dict) else {}
+        )
         self._forced: dict[tuple[str, str | None], str | None] = {}
 
     # ------------------------------------------------------------------ attributes
@@ -84,6 +87,7 @@ class OptimizelyUserContext:
         only read string keys, so it changes no decision. A key that cannot be a dict key (a list, a dict) is
         logged as an error and the call is ignored, where the official SDK raises ``TypeError``.
         """
+        attribute_key, attribute_value = plain(attribute_key), plain_attributes({0: attribute_value})[0]
         if not isinstance(attribute_key, str):
             kind = type(attribute_key).__name__
             try:
@@ -107,7 +111,8 @@ class OptimizelyUserContext:
         return {"user_id": self.user_id, "attributes": self.get_user_attributes()}
 
     def _clone(self) -> OptimizelyUserContext:
-        clone = OptimizelyUserContext(self.client, self.user_id, self._attributes)
+        clone = OptimizelyUserContext(self.client, self.user_id)
+        clone._attributes = dict(self._attributes)  # already plain: no need to check them again
         if self._forced:
             clone._forced = dict(self._forced)  # keys and values are immutable: a shallow copy is a snapshot
         return clone
@@ -121,11 +126,13 @@ class OptimizelyUserContext:
         """Force a variation for a flag (rule_key None) or a rule of it. True, as the official SDK (False, with
         an error log, when the arguments are not a decision context and a forced decision)."""
         key = _context_key(decision_context)
-        variation_key = getattr(decision, "variation_key", _ABSENT)
+        variation_key = _field(decision, "variation_key")
+        if variation_key is not None and not isinstance(variation_key, str):
+            variation_key = _ABSENT
         if key is None or variation_key is _ABSENT:
             _log.error('Provided "decision" or "decision_context" is in an invalid format.')
             return False
-        self._forced[key] = variation_key
+        self._forced[key] = plain(variation_key)
         return True
 
     def get_forced_decision(self, decision_context: _Context) -> _Forced | None:
@@ -151,6 +158,7 @@ class OptimizelyUserContext:
         """Decide one flag; sends its impression unless DISABLE_DECISION_EVENT. Never raises."""
         snapshot = self._clone()
         client = self.client
+        key = plain(key)
         try:
             if client is None:
                 raise ValueError("no client")
@@ -190,7 +198,11 @@ class OptimizelyUserContext:
             if client is None or client.config is None:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_for_keys".')
                 return {}
-            return await _decide_for_keys(client, client.config, snapshot, list(keys), _options(client, options))
+            given = list(keys)
+            keys = [plain(key) for key in given if isinstance(key, str)]
+            if len(keys) != len(given):
+                _log.error("Key parameter is invalid: decide_for_keys skips the keys that are not strings.")
+            return await _decide_for_keys(client, client.config, snapshot, keys, _options(client, options))
         except Exception:
             _log.exception("Unexpected error in decide_for_keys.")
             return {}
@@ -222,16 +234,22 @@ class OptimizelyUserContext:
 _ABSENT: Any = object()
 
 
-def _context_key(decision_context: object) -> tuple[str, str | None] | None:
-    flag_key = getattr(decision_context, "flag_key", _ABSENT)
-    rule_key = getattr(decision_context, "rule_key", _ABSENT)
-    if flag_key is _ABSENT or rule_key is _ABSENT:
-        return None
+def _field(value: object, name: str) -> Any:
+    """``getattr(value, name)``, or ``_ABSENT`` when it is missing or its ``__getattr__`` raises."""
     try:
-        hash((flag_key, rule_key))
-    except TypeError:
+        return getattr(value, name, _ABSENT)
+    except Exception:
+        return _ABSENT
+
+
+def _context_key(decision_context: object) -> tuple[str, str | None] | None:
+    """The (flag key, rule key) a decision context names, as plain strings; None (not a usable context) unless
+    the flag key is a string and the rule key a string or None."""
+    flag_key = _field(decision_context, "flag_key")
+    rule_key = _field(decision_context, "rule_key")
+    if not isinstance(flag_key, str) or not (rule_key is None or isinstance(rule_key, str)):
         return None
-    return (flag_key, rule_key)
+    return (plain(flag_key), plain(rule_key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,13 +278,13 @@ def _options(client: AsyncOptimizely, options: Sequence[DecideOption | str] | No
     if options is not None and not isinstance(options, (list, tuple)):
         _log.debug("Provided decide options is not an array. Using default decide options.")
         options = None
-    key = (tuple(options) if options else (), single)
+    items = tuple(options) if options else ()
+    key = (items, single)
     cache = client._decide_options_cache
-    cacheable = True
-    try:
-        merged = cache.get(key)
-    except TypeError:  # an unhashable item (a list, a dict): ignored below like any unknown option, not cached
-        merged, cacheable = None, False
+    # Only exact strings and options make a cache key: another item's __hash__ or __eq__ may raise or lie, and
+    # a key holding it would break the look-ups of every later call.
+    cacheable = all(type(o) is str or type(o) is DecideOption for o in items)
+    merged = cache.get(key) if cacheable else None
     if merged is None:
         given = coerce_options(options)
         combined = given + tuple(o for o in client._default_decide_options if o not in given)

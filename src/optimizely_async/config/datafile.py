@@ -3,13 +3,21 @@
 The models mirror the JSON keys (camelCase) so that a datafile validates straight from bytes with
 pydantic-core; unknown keys are ignored. They hold data only: every index and every derived value lives in
 :class:`~optimizely_async.config.project_config.ProjectConfig`.
+
+The models also refuse what the SDK could not use later (an error names the field): an unsupported
+``version``, and free-form values (condition trees, ``cmab``, the flags kept as the JSON gave them) nested
+deeper than :data:`~optimizely_async.decision.compiled.MAX_CONDITION_DEPTH`, so that no decision and no event
+payload ever recurses past what the SDK supports.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ..decision.compiled import MAX_CONDITION_DEPTH, too_deep
 
 __all__ = [
     "Attribute",
@@ -31,6 +39,41 @@ __all__ = [
 SUPPORTED_VERSIONS = frozenset({"2", "3", "4"})
 
 
+_TOO_DEEP = f"nested deeper than {MAX_CONDITION_DEPTH} levels, which this SDK does not support"
+
+
+def _bounded(value: Any) -> Any:
+    if too_deep(value):
+        raise ValueError(_TOO_DEEP)
+    return value
+
+
+def _bounded_conditions(value: Any) -> Any:
+    """Also looks inside a string: an audience's ``conditions`` is JSON text (in ``typedAudiences`` a string is
+    a plain value, and text that is not JSON is left to the config build to report)."""
+    if not isinstance(value, str):
+        return _bounded(value)
+    try:
+        parsed = json.loads(value)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    except ValueError:
+        return value
+    _bounded(parsed)
+    return value
+
+
+def _supported_version(value: str) -> str:
+    if value not in SUPPORTED_VERSIONS:
+        raise ValueError(f'unsupported datafile version {value!r}: this SDK reads versions "2", "3" and "4"')
+    return value
+
+
+#: A JSON value kept as the datafile gave it, nested at most MAX_CONDITION_DEPTH deep.
+JsonValue = Annotated[Any, AfterValidator(_bounded)]
+ConditionTree = Annotated[Any, AfterValidator(_bounded_conditions)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -44,7 +87,7 @@ class Audience(_Model):
     id: str
     name: str = ""
     #: A JSON string in ``audiences``; a JSON value in ``typedAudiences``.
-    conditions: Any
+    conditions: ConditionTree
 
 
 class Event(_Model):
@@ -79,9 +122,9 @@ class Experiment(_Model):
     trafficAllocation: list[TrafficAllocation]
     audienceIds: list[str]
     forcedVariations: dict[str, str]
-    audienceConditions: Any = None
+    audienceConditions: JsonValue = None
     type: str | None = None
-    cmab: dict[str, Any] | None = None
+    cmab: dict[str, JsonValue] | None = None
 
 
 class Group(_Model):
@@ -125,13 +168,13 @@ class Holdout(_Model):
     variations: list[Variation] = Field(default_factory=list)
     trafficAllocation: list[TrafficAllocation] = Field(default_factory=list)
     audienceIds: list[str] = Field(default_factory=list)
-    audienceConditions: Any = None
+    audienceConditions: JsonValue = None
     includedRules: list[str] | None = None
     excludeTargetedDeliveries: bool = False
 
 
 class Datafile(_Model):
-    version: str
+    version: Annotated[str, AfterValidator(_supported_version)]
     accountId: str
     projectId: str
     revision: str
@@ -141,9 +184,9 @@ class Datafile(_Model):
     # Kept as the JSON gave them, as the official SDK does (its schema does not type them): anonymizeIP is sent
     # verbatim, sendFlagDecisions is read for its truthiness, and only a real boolean botFiltering adds the
     # bot-filtering attribute to events. Lax bools would turn "false" into False and 1 into True.
-    anonymizeIP: Any = False
-    botFiltering: Any = None
-    sendFlagDecisions: Any = False
+    anonymizeIP: JsonValue = False
+    botFiltering: JsonValue = None
+    sendFlagDecisions: JsonValue = False
     attributes: list[Attribute]
     audiences: list[Audience]
     typedAudiences: list[Audience] = Field(default_factory=list)

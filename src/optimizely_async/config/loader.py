@@ -284,11 +284,12 @@ def _skip(text: str, index: int) -> int:
     return match.end() if match is not None else index
 
 
-def _decode(text: str, index: int) -> tuple[Any, int]:
+def _decode(text: str, index: int, where: str = "") -> tuple[Any, int]:
     try:
         return _DECODER.raw_decode(text, index)
-    except json.JSONDecodeError as exc:
-        raise InvalidDatafileError(f"datafile is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # also a number of more than 4,300 digits, or nesting too deep
+        at = f" in {where}" if where else ""
+        raise InvalidDatafileError(f"datafile is not valid JSON{at}: {exc}") from None
 
 
 def _expect(text: str, index: int, char: str) -> int:
@@ -320,7 +321,7 @@ def _scan(text: str, pause: Pause) -> dict[str, Any]:
                 index += 1
             else:
                 while True:
-                    item, index = _decode(text, index)
+                    item, index = _decode(text, index, f"{key}[{len(items)}]")
                     items.append(item)
                     pause()
                     index = _skip(text, index)
@@ -331,7 +332,7 @@ def _scan(text: str, pause: Pause) -> dict[str, Any]:
                     break
             result[key] = items
         else:
-            result[key], index = _decode(text, index)
+            result[key], index = _decode(text, index, key)
         index = _skip(text, index)
         if text[index : index + 1] == ",":
             index = _skip(text, index + 1)
@@ -358,7 +359,7 @@ def _raise(problems: list[str]) -> None:
 
 
 def check_version(version: object) -> None:
-    if version not in df.SUPPORTED_VERSIONS:
+    if not isinstance(version, str) or version not in df.SUPPORTED_VERSIONS:
         raise InvalidDatafileError(
             f'unsupported datafile version {version!r}: this SDK reads versions "2", "3" and "4"'
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .. import defaults
-from ..decision.compiled import LazyMatcher
+from ..decision.compiled import MAX_CONDITION_DEPTH, LazyMatcher, too_deep
 from ..errors import InvalidDatafileError
 from ..events.models import EventContext
 from . import datafile as df
@@ -376,12 +376,17 @@ def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> bytes:
     if isinstance(data, Mapping):
         try:
             return json.dumps(data).encode()
-        except (TypeError, ValueError) as exc:
-            raise InvalidDatafileError(f"datafile dict is not JSON-serialisable: {exc}") from exc
+        except (TypeError, ValueError, RecursionError) as exc:
+            deep = [str(k) for k, v in data.items() if too_deep(v, MAX_CONDITION_DEPTH)]
+            at = f" ({', '.join(deep)} nested too deep)" if isinstance(exc, RecursionError) and deep else ""
+            raise InvalidDatafileError(f"datafile dict is not JSON-serialisable{at}: {exc}") from None
     if isinstance(data, (bytes, bytearray)):
         return bytes(data)
     if isinstance(data, str):
-        return data.encode()
+        try:
+            return str.encode(data, "utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidDatafileError(f"datafile text cannot be encoded as UTF-8: {exc}") from None
     raise InvalidDatafileError(f"datafile must be str, bytes or dict, not {type(data).__name__}")
 
 

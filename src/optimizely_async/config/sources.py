@@ -10,8 +10,13 @@ Differences from the official ``PollingConfigManager`` worth knowing:
 * the validators are stored only after the body parsed, so one bad datafile is not stuck behind 304s;
 * failures are retried with exponential backoff and jitter, capped at ``update_interval``;
 * redirects are followed by hand (at most :data:`MAX_REDIRECTS`), and the ``Authorization`` header goes only
-  to the origin (scheme, host, port) of the configured URL;
-* the SDK key and the access token never appear in full in a log line.
+  to the origin (scheme, host, port) of the configured URL; a redirect from https to plain http is refused;
+* the SDK key is percent-encoded into the URL path (a key like ``../x?y=`` cannot rewrite the URL);
+* an SDK key or access token that cannot be sent (whitespace, a control character such as the newline a
+  secrets file ends with; for the token, anything but visible ASCII) raises ``ConfigurationError`` at
+  construction, without echoing the secret;
+* the SDK key and the access token never appear in full in a log line or in ``stats.last_error``: they are
+  redacted by value (in every form they can take in a message), not by pattern.
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ import logging
 import math
 import random
 import traceback
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import anyio
 import httpx
 from anyio.abc import TaskStatus
 
 from optimizely_async import defaults
-from optimizely_async._logging import protect_secret, redact
+from optimizely_async._logging import protect_secret, scrub
+from optimizely_async._validation import plain
 from optimizely_async.errors import ClientStateError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -97,6 +105,20 @@ def _check_positive(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_sendable(name: str, secret: str, *, header: bool) -> None:
+    """Raise ConfigurationError, naming the problem but never the secret, when ``secret`` cannot be sent: in a
+    URL path (percent-encoded UTF-8) or, with ``header``, in an ``Authorization`` header (visible ASCII)."""
+    problem = None
+    if secret != secret.strip():
+        problem = "starts or ends with whitespace (a newline read from a secrets file?)"
+    elif any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") or ch.isspace() for ch in secret):
+        problem = "contains whitespace or a control character"
+    elif header and not all("!" <= ch <= "~" for ch in secret):
+        problem = "contains a character that cannot be sent in an HTTP header (only visible ASCII can)"
+    if problem is not None:
+        raise ConfigurationError(f"{name} {problem}; check the value you pass (it is not shown here).")
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     default_port = {"http": 80, "https": 443}.get(url.scheme)
     return (url.scheme, url.host, url.port or default_port)
@@ -137,10 +159,14 @@ class PollingConfigSource:
         initial_config: ProjectConfig | None = None,
         parse: ParseFn | None = None,
     ) -> None:
+        sdk_key, access_token = plain(sdk_key), plain(access_token)
         if not isinstance(sdk_key, str) or not sdk_key.strip():
             raise ConfigurationError("sdk_key must be a non-empty string.")
         if access_token is not None and (not isinstance(access_token, str) or not access_token.strip()):
             raise ConfigurationError("datafile_access_token cannot be empty; pass None to poll the public CDN.")
+        _check_sendable("sdk_key", sdk_key, header=False)
+        if access_token is not None:
+            _check_sendable("datafile_access_token", access_token, header=True)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ConfigurationError(f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}.")
         if not callable(on_config):
@@ -288,10 +314,12 @@ class PollingConfigSource:
         if not isinstance(template, str) or "{sdk_key}" not in template:
             raise ConfigurationError(f"url_template must be a string containing '{{sdk_key}}', got {template!r}.")
         try:
-            url = httpx.URL(template.format(sdk_key=sdk_key))
+            # Percent-encoded: the key is one path segment, whatever it holds ("/", "?", "#", "..").
+            url = httpx.URL(template.format(sdk_key=quote(sdk_key, safe="")))
         except (KeyError, IndexError, ValueError, httpx.InvalidURL) as exc:
+            reason = scrub(f"{type(exc).__name__}: {exc}", [sdk_key])
             raise ConfigurationError(
-                f"Invalid url_template {template!r}: {exc!r}. Use '{{sdk_key}}' as the only placeholder."
+                f"Invalid url_template {template!r} ({reason}). Use '{{sdk_key}}' as the only placeholder."
             ) from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigurationError(f"url_template must be an http(s) URL with a host, got {template!r}.")
@@ -327,6 +355,8 @@ class PollingConfigSource:
                 raise _FetchError(f"redirect to an invalid URL: {exc}") from None
             if url.scheme not in ("http", "https"):
                 raise _FetchError(f"redirect to a non-HTTP URL ({url.scheme})")
+            if self._url.scheme == "https" and url.scheme != "https":
+                raise _FetchError("refused a redirect from https to plain http")
             logger.debug("Datafile request redirected (%s) to %s.", response.status_code, self._scrub(str(url)))
         raise _FetchError(f"more than {MAX_REDIRECTS} redirects")
 
@@ -378,10 +408,7 @@ class PollingConfigSource:
         return self._random.uniform(cap / 2, cap)
 
     def _scrub(self, text: str) -> str:
-        text = text.replace(self._sdk_key, redact(self._sdk_key))
-        if self._token:
-            text = text.replace(self._token, redact(self._token))
-        return text
+        return scrub(text, [self._sdk_key, self._token or ""])
 
     def _format_exc(self, exc: BaseException) -> str:
         return self._scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())

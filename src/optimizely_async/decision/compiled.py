@@ -1,46 +1,88 @@
-"""Audience trees compiled once per config into plain closures, for the fast decision path.
+"""The audience evaluator: condition trees compiled once per config into plain closures.
 
-:func:`~optimizely_async.decision.audiences.audience_check` walks the trees and writes the official
-messages; it runs whenever reasons are asked for or the logger wants INFO. Otherwise the engine calls the
-matcher compiled here, which gives the same answer (same three-valued rules, same leaf order, the same
-leaf warnings) without walking lists or formatting anything.
+This is the only evaluator of and/or/not trees. :func:`~optimizely_async.decision.audiences.audience_check`
+writes the official messages around it when reasons are asked for or the logger wants INFO; the fast path
+calls the matcher directly. Both run the same closures, so a decision never depends on the log level. At
+DEBUG the audience leaves are compiled a second time, wrapped in the official per-audience debug messages;
+everything below them is shared.
+
+Rules (the official SDK's): a list headed by ``"and"``, ``"or"`` or ``"not"`` applies that operator to the rest;
+a list without an operator is an implicit OR; anything else is a leaf. ``and``: any False gives False, otherwise
+any UNKNOWN (None) gives UNKNOWN, otherwise True. ``or``: any True gives True, otherwise any UNKNOWN gives
+UNKNOWN, otherwise False. ``not`` negates its first operand only; none, or an UNKNOWN one, gives UNKNOWN.
+Operands run left to right and stop at the first deciding one, so leaves (and their log messages) run in the
+official order. An empty list is UNKNOWN (the official SDK raises ``IndexError``).
+
+Trees nested deeper than :data:`MAX_CONDITION_DEPTH` are refused when the datafile is loaded
+(:mod:`optimizely_async.config.datafile`), so compiling and evaluating one never runs out of stack.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from .conditions import evaluate_leaf
 
-__all__ = ["LazyMatcher", "Matcher", "compile_audience_check"]
+__all__ = ["MAX_CONDITION_DEPTH", "LazyMatcher", "Matcher", "compile_audience_check", "compile_tree", "too_deep"]
 
 _log: Final = logging.getLogger("optimizely_async")
 
+#: The deepest nesting of lists and objects accepted in a condition tree (an audience's conditions, an
+#: experiment's audienceConditions). Real datafiles nest 3 or 4 deep; the official SDK fails from about 490.
+MAX_CONDITION_DEPTH: Final = 100
+
 Attributes = Mapping[str, Any]
-_Node = Callable[[Attributes], "bool | None"]
+Node = Callable[[Any], "bool | None"]
 Matcher = Callable[[Attributes], bool]
+LeafFactory = Callable[[Any], Node]
 _OPERATORS: Final = ("and", "or", "not")
+_SEQUENCES: Final = (list, tuple)
 
 
-def _unknown(attributes: Attributes) -> bool | None:
+def too_deep(value: Any, limit: int = MAX_CONDITION_DEPTH) -> bool:
+    """Whether lists, tuples and dicts nest more than ``limit`` levels in ``value`` (a scalar is level 0).
+    Iterative, so it is safe on any input."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, _SEQUENCES):
+            children: Any = node
+        elif isinstance(node, dict):
+            children = node.values()
+        else:
+            continue
+        if depth >= limit:
+            return True
+        for child in children:
+            if isinstance(child, (list, tuple, dict)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _unknown(context: Any) -> bool | None:
     return None
 
 
-def _everyone(attributes: Attributes) -> bool:
+def _true(context: Any) -> bool:
     return True
 
 
-def _and(children: tuple[_Node, ...]) -> _Node:
+def _false(context: Any) -> bool:
+    return False
+
+
+def _and(children: tuple[Node, ...]) -> Node:
     if len(children) == 1:
         return children[0]
 
-    def run(attributes: Attributes) -> bool | None:
+    def run(context: Any) -> bool | None:
         unknown = False
         for child in children:
-            result = child(attributes)
+            result = child(context)
             if result is False:
                 return False
             if result is None:
@@ -50,14 +92,14 @@ def _and(children: tuple[_Node, ...]) -> _Node:
     return run
 
 
-def _or(children: tuple[_Node, ...]) -> _Node:
+def _or(children: tuple[Node, ...]) -> Node:
     if len(children) == 1:
         return children[0]
 
-    def run(attributes: Attributes) -> bool | None:
+    def run(context: Any) -> bool | None:
         unknown = False
         for child in children:
-            result = child(attributes)
+            result = child(context)
             if result is True:
                 return True
             if result is None:
@@ -67,69 +109,94 @@ def _or(children: tuple[_Node, ...]) -> _Node:
     return run
 
 
-def _not(child: _Node) -> _Node:
-    def run(attributes: Attributes) -> bool | None:
-        result = child(attributes)
+def _not(child: Node) -> Node:
+    def run(context: Any) -> bool | None:
+        result = child(context)
         return None if result is None else not result
 
     return run
 
 
-def _compile(tree: Any, leaf: Callable[[Any], _Node]) -> _Node:
-    if not isinstance(tree, (list, tuple)):
+def compile_tree(tree: Any, leaf: LeafFactory) -> Node:
+    """A function ``context -> True | False | None`` evaluating ``tree``; ``leaf(node)`` makes the function of
+    one leaf. One stack frame per nesting level (plain loops, no comprehensions)."""
+    if not isinstance(tree, _SEQUENCES):
         return leaf(tree)
     if not tree:
         return _unknown
     head = tree[0]
     if isinstance(head, str) and head in _OPERATORS:
-        operands = tree[1:]
         if head == "not":
-            return _not(_compile(operands[0], leaf)) if operands else _unknown
-        children = tuple(_compile(node, leaf) for node in operands)
+            return _not(compile_tree(tree[1], leaf)) if len(tree) > 1 else _unknown
+        children: list[Node] = []
+        for node in tree[1:]:
+            children.append(compile_tree(node, leaf))
         if not children:
-            return _everyone if head == "and" else _false  # the tree walk gives True / False here too
-        return _and(children) if head == "and" else _or(children)
-    return _or(tuple(_compile(node, leaf) for node in tree))
+            return _true if head == "and" else _false
+        return _and(tuple(children)) if head == "and" else _or(tuple(children))
+    operands: list[Node] = []
+    for node in tree:
+        operands.append(compile_tree(node, leaf))
+    return _or(tuple(operands))
 
 
-def _false(attributes: Attributes) -> bool:
-    return False
-
-
-def _condition_leaf(node: Any) -> _Node:
+def _condition_leaf(node: Any) -> Node:
     if isinstance(node, Mapping):
         return functools.partial(evaluate_leaf, node)
     return _unknown
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=repr)
+
+
+def _missing_audience(audience_id: Any) -> Node:
+    def missing(attributes: Attributes) -> bool | None:
+        _log.error(f'Audience ID "{audience_id}" is not in datafile.')
+        return None
+
+    return missing
+
+
+def _with_debug_messages(audience_id: Any, conditions: Any, body: Node) -> Node:
+    def explained(attributes: Attributes) -> bool | None:
+        _log.debug(f'Starting to evaluate audience "{audience_id}" with conditions: {_dumps(conditions)}.')
+        result = body(attributes)
+        _log.debug(f'Audience "{audience_id}" evaluated to {"UNKNOWN" if result is None else str(result).upper()}.')
+        return result
+
+    return explained
+
+
 def compile_audience_check(
-    audience_tree: Any, audiences: Mapping[str, Any], compiled_audiences: dict[str, Any] | None = None
+    audience_tree: Any,
+    audiences: Mapping[str, Any],
+    compiled_audiences: dict[Any, Node] | None = None,
+    *,
+    verbose: bool = False,
 ) -> Matcher:
-    """A function ``attributes -> bool`` equal to ``audience_check(audience_tree, audiences, ...)``.
+    """A function ``attributes -> bool``: True when ``audience_tree`` (whose leaves are audience ids) evaluates
+    to True, each audience id through its own condition tree in ``audiences``.
 
     ``compiled_audiences`` may be shared by every call for one config, so each audience compiles once.
+    ``verbose`` wraps each audience in the official per-audience debug messages.
     """
-    if audience_tree is None or (isinstance(audience_tree, (list, tuple)) and not audience_tree):
-        return _everyone
+    if audience_tree is None or (isinstance(audience_tree, _SEQUENCES) and not audience_tree):
+        return _true
     if compiled_audiences is None:
         compiled_audiences = {}
 
-    def audience_leaf(audience_id: Any) -> _Node:
+    def audience_leaf(audience_id: Any) -> Node:
         try:
             conditions = audiences[audience_id]
-        except (KeyError, TypeError):
+        except (KeyError, TypeError):  # an unhashable leaf cannot be an audience id
+            return _missing_audience(audience_id)
+        body = compiled_audiences.get(audience_id)
+        if body is None:
+            body = compiled_audiences[audience_id] = compile_tree(conditions, _condition_leaf)
+        return _with_debug_messages(audience_id, conditions, body) if verbose else body
 
-            def missing(attributes: Attributes) -> bool | None:
-                _log.error(f'Audience ID "{audience_id}" is not in datafile.')
-                return None
-
-            return missing
-        node = compiled_audiences.get(audience_id)
-        if node is None:
-            node = compiled_audiences[audience_id] = _compile(conditions, _condition_leaf)
-        return node
-
-    root = _compile(audience_tree, audience_leaf)
+    root = compile_tree(audience_tree, audience_leaf)
 
     def matcher(attributes: Attributes) -> bool:
         return root(attributes) is True
@@ -138,22 +205,35 @@ def compile_audience_check(
 
 
 class LazyMatcher:
-    """Compiles its audience check on first use, so building a config does not pay for rules never decided.
+    """An experiment's (or rule's, or holdout's) audience check, compiled on first use, so building a config
+    does not pay for rules never decided.
 
-    Use ``(matcher.fn or matcher.compile())(attributes)``. No reference cycle is made (a bound method stored on
-    the instance would make one), so a replaced config is freed at once, without the cyclic collector.
+    Use ``(matcher.fn or matcher.compile())(attributes)``; :meth:`verbose` gives the same check with the
+    per-audience debug messages. No reference cycle is made (a bound method stored on the instance would make
+    one), so a replaced config is freed at once, without the cyclic collector.
     """
 
-    __slots__ = ("_audiences", "_shared", "_tree", "fn")
+    __slots__ = ("_audiences", "_shared", "_tree", "_verbose", "fn")
 
-    def __init__(self, audience_tree: Any, audiences: Mapping[str, Any], shared: dict[str, Any]) -> None:
+    def __init__(self, audience_tree: Any, audiences: Mapping[str, Any], shared: dict[Any, Any]) -> None:
         self._tree = audience_tree
         self._audiences = audiences
         self._shared = shared
+        self._verbose: Matcher | None = None
         self.fn: Matcher | None = None
-        if audience_tree is None or (isinstance(audience_tree, (list, tuple)) and not audience_tree):
-            self.fn = _everyone
+        if audience_tree is None or (isinstance(audience_tree, _SEQUENCES) and not audience_tree):
+            self.fn = self._verbose = _true
+
+    @property
+    def tree(self) -> Any:
+        return self._tree
 
     def compile(self) -> Matcher:
         fn = self.fn = compile_audience_check(self._tree, self._audiences, self._shared)
+        return fn
+
+    def verbose(self) -> Matcher:
+        fn = self._verbose
+        if fn is None:
+            fn = self._verbose = compile_audience_check(self._tree, self._audiences, self._shared, verbose=True)
         return fn

@@ -83,11 +83,11 @@ def _audience_ok(
     label: str,
     reasons: list[str] | None,
 ) -> bool:
-    """The compiled matcher on the fast path; the message-writing tree walk when reasons or logs want it."""
+    """The compiled matcher; with the official messages around it when reasons or logs want them."""
+    matcher = entity.matcher
     if reasons is None and not _log.isEnabledFor(_INFO):
-        matcher = entity.matcher
         return (matcher.fn or matcher.compile())(attributes)
-    return audience_check(entity.audience_tree, config.audiences, attributes, label, reasons)
+    return audience_check(entity.audience_tree, config.audiences, attributes, label, reasons, matcher)
 
 
 def bucketing_id_for(user_id: str, attributes: Mapping[str, Any], reasons: list[str] | None) -> str:
