@@ -199,6 +199,8 @@ def trace_flag(
             trace.status, trace.note = "skipped", "an earlier delivery matched the audiences but not the traffic"
         elif trace.variation is not None and trace.status in ("allowlisted", "in traffic"):
             decided = True
+            if trace.status == "allowlisted":
+                trace.note = "the user is on this A/B test's allowlist: no audience or traffic check"
             trace.status = "decided"
         elif trace.kind == "delivery" and trace.status == "outside traffic":
             skipping = True  # Optimizely goes straight to "Everyone Else"

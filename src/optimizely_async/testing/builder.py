@@ -9,22 +9,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
+from ._audiences import audience_conditions
 from ._values import (
     DUMMY_AUDIENCE,
     DUMMY_CONDITIONS,
-    MATCH_TYPES,
-    TREE_OPERATORS,
     AudienceRef,
     FlagSpec,
     RuleSpec,
     VariableSpec,
     VariationSpec,
-    allocation,
     encode,
     percent,
     stable_id,
     variable_type,
 )
+from ._write import experiment_json, groups_json, variables_json
 
 __all__ = ["DatafileBuilder"]
 
@@ -108,54 +107,10 @@ class DatafileBuilder:
         identifiers go in a mapping: ``audience("eu", {"geo-region": "EU"})``. A list instead is used as the
         audience's raw condition tree (leaves are condition dicts), for ORs and NOTs.
         """
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError("an audience needs a non-empty name")
-        if isinstance(conditions, (str, bytes)):
-            raise ConfigurationError(f"audience {name!r}: conditions must be a mapping or a list, not a string")
-        if conditions is not None and not isinstance(conditions, Mapping):
-            tree = copy.deepcopy(list(conditions))
-            if attributes:
-                raise ConfigurationError(f"audience {name!r}: give a raw condition list or attributes, not both")
-            self._note_attributes(tree)
-        else:
-            specs = {**(conditions or {}), **attributes}
-            if not specs:
-                raise ConfigurationError(f"audience {name!r} has no conditions")
-            tree = ["and", *(["or", ["or", self._leaf(name, attr, spec)]] for attr, spec in specs.items())]
+        tree, used = audience_conditions(name, conditions, attributes)
+        self.attribute(*used)
         self._audiences[name] = (stable_id("audience", name), tree)
         return self
-
-    def _leaf(self, audience: str, attribute: str, spec: Any) -> dict[str, Any]:
-        if isinstance(spec, tuple):
-            if not spec or spec[0] not in MATCH_TYPES:
-                raise ConfigurationError(
-                    f"audience {audience!r}, attribute {attribute!r}: {spec!r} must start with one of "
-                    f"{sorted(MATCH_TYPES)}"
-                )
-            match = spec[0]
-            if match == "exists":
-                value = None
-            elif len(spec) == 2:
-                value = spec[1]
-            else:
-                raise ConfigurationError(f"audience {audience!r}, attribute {attribute!r}: use ({match!r}, value)")
-        else:
-            match, value = "exact", spec
-        if match != "exists" and not isinstance(value, (str, int, float, bool)):
-            raise ConfigurationError(
-                f"audience {audience!r}, attribute {attribute!r}: {value!r} is not a string, number or boolean"
-            )
-        self.attribute(attribute)
-        return {"match": match, "name": attribute, "type": "custom_attribute", "value": value}
-
-    def _note_attributes(self, tree: Any) -> None:
-        if isinstance(tree, Mapping):
-            name = tree.get("name")
-            if isinstance(name, str) and tree.get("type") == "custom_attribute":
-                self.attribute(name)
-        elif isinstance(tree, list):
-            for node in tree:
-                self._note_attributes(node)
 
     def attribute(self, *keys: str) -> DatafileBuilder:
         """Declare attributes. Events carry only the attributes the datafile declares; those used in an
@@ -488,9 +443,10 @@ class DatafileBuilder:
         self._builds += 1
         revision = self._revision if self._revision is not None else str(self._builds)
         events = {key: list(ids) for key, ids in self._events.items()}
+        names = {name: audience_id for name, (audience_id, _) in self._audiences.items()}
         experiments: list[dict[str, Any]] = []
         for rule, own in self._ab_tests:
-            experiments.append(self._experiment_json(rule, own, {}, rule.layer_id))
+            experiments.append(experiment_json(rule, own, {}, rule.layer_id, names))
             for metric in rule.metrics:
                 events[metric].append(rule.id)
         flags: list[dict[str, Any]] = []
@@ -498,7 +454,7 @@ class DatafileBuilder:
         for flag in self._flags.values():
             rollout_id = f"rollout-{flag.id}-{self._environment_id}"
             for rule in flag.experiments:
-                experiments.append(self._experiment_json(rule, flag.variations, flag.variables, rule.layer_id))
+                experiments.append(experiment_json(rule, flag.variations, flag.variables, rule.layer_id, names))
                 for metric in rule.metrics:
                     events[metric].append(rule.id)
             default_key = f"default-rollout-{flag.id}-{self._environment_id}"
@@ -508,27 +464,20 @@ class DatafileBuilder:
                 {
                     "id": rollout_id,
                     "experiments": [
-                        self._experiment_json(rule, flag.variations, flag.variables, rollout_id) for rule in rules
+                        experiment_json(rule, flag.variations, flag.variables, rollout_id, names) for rule in rules
                     ],
                 }
             )
-            variables = []
-            for variable in flag.variables.values():
-                entry: dict[str, Any] = {"id": variable.id, "key": variable.key, "defaultValue": variable.default}
-                entry["type"] = "string" if variable.kind == "json" else variable.kind
-                if variable.kind == "json":
-                    entry["subType"] = "json"
-                variables.append(entry)
             flags.append(
                 {
                     "id": flag.id,
                     "key": flag.key,
                     "rolloutId": rollout_id,
                     "experimentIds": [rule.id for rule in flag.experiments],
-                    "variables": variables,
+                    "variables": variables_json(flag.variables),
                 }
             )
-        groups, grouped = self._groups_json(experiments)
+        groups, grouped = groups_json(self._groups, experiments)
         typed = [
             {"id": aid, "name": name, "conditions": copy.deepcopy(tree)}
             for name, (aid, tree) in self._audiences.items()
@@ -552,96 +501,6 @@ class DatafileBuilder:
             "variables": [],
         }
 
-    def _groups_json(self, experiments: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
-        """The exclusion groups, each holding its experiments (which leave the top-level list)."""
-        by_key: dict[str, list[dict[str, Any]]] = {}
-        for experiment in experiments:
-            by_key.setdefault(experiment["key"], []).append(experiment)
-        groups, grouped = [], set()
-        for key, members in self._groups:
-            found = []
-            for name, _ in members:
-                candidates = by_key.get(name, [])
-                if len(candidates) != 1:
-                    problem = "is not defined" if not candidates else "names several experiments"
-                    raise ConfigurationError(f"exclusion group {key!r}: experiment {name!r} {problem}")
-                if candidates[0]["id"] in grouped:
-                    raise ConfigurationError(f"exclusion group {key!r}: experiment {name!r} is in another group")
-                grouped.add(candidates[0]["id"])
-                found.append(candidates[0])
-            ids = [(experiment["id"], weight) for experiment, (_, weight) in zip(found, members, strict=True)]
-            groups.append(
-                {
-                    "id": stable_id("group", key),
-                    "policy": "random",
-                    "trafficAllocation": allocation(ids, 100.0),
-                    "experiments": found,
-                }
-            )
-        return groups, grouped
-
     def build_json(self) -> str:
         """:meth:`build` encoded as JSON text (what the CDN sends)."""
         return json.dumps(self.build())
-
-    def _experiment_json(
-        self,
-        rule: RuleSpec,
-        variations: Mapping[str, VariationSpec],
-        variables: Mapping[str, VariableSpec],
-        layer_id: str,
-    ) -> dict[str, Any]:
-        used = [variations[key] for key, _ in rule.allocation]
-        audience_ids, conditions = self._audience_refs(rule)
-        return {
-            "id": rule.id,
-            "key": rule.key,
-            "status": rule.status,
-            "layerId": layer_id,
-            "variations": [
-                {
-                    "id": variation.id,
-                    "key": variation.key,
-                    "featureEnabled": variation.enabled,
-                    "variables": [
-                        {"id": variable.id, "value": variation.values.get(variable.key, variable.default)}
-                        for variable in variables.values()
-                    ],
-                }
-                for variation in used
-            ],
-            "trafficAllocation": allocation(
-                [(variations[key].id, weight) for key, weight in rule.allocation], rule.traffic
-            ),
-            "audienceIds": audience_ids,
-            "audienceConditions": conditions,
-            "forcedVariations": dict(rule.allowlist),
-        }
-
-    def _audience_refs(self, rule: RuleSpec) -> tuple[list[str], list[Any]]:
-        """``audienceIds`` and ``audienceConditions`` of a rule, audience names replaced by ids."""
-        ref = rule.audience
-        if ref is None:
-            return [], []
-        ids: list[str] = []
-
-        def resolve(node: Any) -> Any:
-            if isinstance(node, str):
-                if node in TREE_OPERATORS:
-                    return node
-                if node not in self._audiences:
-                    raise ConfigurationError(f"rule {rule.key!r} names audience {node!r}, which is not defined")
-                audience_id = self._audiences[node][0]
-                if audience_id not in ids:
-                    ids.append(audience_id)
-                return audience_id
-            if isinstance(node, Sequence):
-                return [resolve(child) for child in node]
-            raise ConfigurationError(f"rule {rule.key!r}: {node!r} is not an audience name or a list of them")
-
-        if isinstance(ref, str):
-            return [resolve(ref)], ["or", ids[0]]
-        tree = resolve(list(ref))
-        if not tree or tree[0] not in TREE_OPERATORS:
-            tree = ["or", *tree]
-        return ids, tree

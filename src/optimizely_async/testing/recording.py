@@ -102,6 +102,7 @@ class RecordingDispatcher:
         self._respond = respond
 
     async def dispatch(self, request: EventRequest) -> DispatchResult:
+        """Record the request and answer it (delivered, unless ``respond`` says otherwise)."""
         self.requests.append(request)
         if self._respond is not None:
             return self._respond(request)
@@ -114,10 +115,12 @@ class RecordingDispatcher:
 
     @property
     def impressions(self) -> list[RecordedEvent]:
+        """The impressions (``decide``, ``activate`` ...), in order."""
         return [record for record in self.events if record.kind == "impression"]
 
     @property
     def conversions(self) -> list[RecordedEvent]:
+        """The conversions (``track``, ``track_event``), in order."""
         return [record for record in self.events if record.kind == "conversion"]
 
     @property
