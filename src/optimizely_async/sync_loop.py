@@ -50,7 +50,7 @@ _WARN_EVERY: Final = 10.0
 _JOIN_MARGIN: Final = 5.0
 
 
-class OwnThreadError(RuntimeError):
+class OwnThreadError(Exception):
     """A blocking call was made from the loop thread itself (a LOG_EVENT or CONFIG_UPDATE listener): it could
     never complete, since it waits for that very thread."""
 
