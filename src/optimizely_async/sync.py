@@ -357,8 +357,10 @@ class SyncOptimizely:
 
     def _fork_prepare(self) -> None:
         self._lock.acquire()
+        self._runner.pause_for_fork()
 
     def _fork_parent(self) -> None:
+        self._runner.resume_after_fork()
         self._lock.release()
 
     def _fork_child(self) -> None:

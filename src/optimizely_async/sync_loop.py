@@ -46,6 +46,8 @@ _S = TypeVar("_S", QueueStats, DeliveryReport)
 _DRAIN_STEP: Final = 512
 #: Seconds between two warnings about events refused for the same reason.
 _WARN_EVERY: Final = 10.0
+#: Longest wait for the loop thread to pause before a fork (and for a paused one to be resumed).
+_FORK_PAUSE: Final = 5.0
 #: Extra seconds ``stop()`` waits for the thread after the close timeout (closing the HTTP clients).
 _JOIN_MARGIN: Final = 5.0
 
@@ -93,7 +95,10 @@ class LoopThread:
         self._entered = threading.Event()
         self._finished = threading.Event()
         self._error: BaseException | None = None
+        self._starter_waits = False  # start(wait=True) re-raises a failure to enter the client
         self._report: DeliveryReport | None = None
+        self._looping = threading.Event()  # the loop runs (its imports are done): it can be paused for a fork
+        self._resume: threading.Event | None = None
 
     # ------------------------------------------------------------------ any thread
 
@@ -106,6 +111,7 @@ class LoopThread:
         entering it raised (an invalid large datafile, parsed on the loop)."""
         with self._start_lock:
             if not self.started and self._accepting:
+                self._starter_waits = wait
                 self._thread.start()
         if wait and self.started:
             self._entered.wait()
@@ -211,6 +217,39 @@ class LoopThread:
             )
         return self._report
 
+    def pause_for_fork(self) -> None:
+        """Before ``fork()``: have the loop thread wait between two callbacks until :meth:`resume_after_fork`.
+
+        A thread forked in the middle of something leaves the child a copy of its half-done work; the worst
+        is an import in progress (the first ``anyio.run`` imports its backend, the first request imports
+        the HTTP stack), which leaves a partially initialised module in the child's ``sys.modules``. Between
+        two callbacks the loop thread holds no lock and imports nothing. Bounded: a loop held longer than
+        :data:`_FORK_PAUSE` (by a listener that blocks) is forked as it is.
+        """
+        if not self.started or self._finished.is_set() or threading.get_ident() == self.client.loop_thread:
+            return
+        if not self._looping.wait(_FORK_PAUSE) or self._loop is None:
+            return
+        resume, parked = threading.Event(), threading.Event()
+
+        def park() -> None:
+            parked.set()
+            resume.wait(_FORK_PAUSE)
+
+        try:
+            self._loop.call_soon_threadsafe(park)
+        except RuntimeError:  # the loop has just closed
+            return
+        self._resume = resume
+        if not parked.wait(_FORK_PAUSE):
+            _log.debug("The client's loop thread was busy; forking without pausing it.")
+
+    def resume_after_fork(self) -> None:
+        """In the parent, after ``fork()``: let the loop thread go on."""
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            resume.set()
+
     # ------------------------------------------------------------------ internals
 
     def _count_refused(self, reason: str) -> None:
@@ -253,8 +292,8 @@ class LoopThread:
             anyio.run(self._serve, backend="asyncio")
         except BaseException as exc:  # raised by start(wait=True), or logged below
             self._error = exc
-            if self._entered.is_set():
-                _log.error("The client's loop thread failed.", exc_info=exc)
+            if not self._starter_waits or self._entered.is_set():
+                _log.error("The client's loop thread failed; events are no longer sent.", exc_info=exc)
         finally:
             self._finished.set()
             self._entered.set()
@@ -263,6 +302,7 @@ class LoopThread:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self.client.loop_thread = threading.get_ident()
+        self._looping.set()
         async with self.client:
             self._entered.set()
             while True:
