@@ -32,7 +32,7 @@ def decide_and_track(user: str) -> None:
     time.sleep(0.03)  # a little work, so that both pool processes take tasks
     assert client.is_feature_enabled("flag", user)  # sends an impression
     client.track(EVENT_KEY, user)
-    with open(os.environ["SYNC_TEST_DONE"], "a") as done:  # noqa: PTH123 - one line per task, for the test
+    with open(os.environ["SYNC_TEST_DONE"], "a") as done:  # one line per task, for the test
         done.write(f"{os.getpid()} {user}\n")
 
 
