@@ -46,7 +46,8 @@ _S = TypeVar("_S", QueueStats, DeliveryReport)
 _DRAIN_STEP: Final = 512
 #: Seconds between two warnings about events refused for the same reason.
 _WARN_EVERY: Final = 10.0
-#: Longest wait for the loop thread to pause before a fork (and for a paused one to be resumed).
+#: Longest wait for the loop thread to pause before a fork (and for a paused one to be resumed), or to answer
+#: ``stats()``.
 _FORK_PAUSE: Final = 5.0
 #: Extra seconds ``stop()`` waits for the thread after the close timeout (closing the HTTP clients).
 _JOIN_MARGIN: Final = 5.0
@@ -161,14 +162,16 @@ class LoopThread:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError from None
+        except concurrent.futures.CancelledError:  # the loop shut down before it ran
+            raise RuntimeError("the client's loop thread stopped") from None
 
     def stats(self) -> QueueStats:
         """The client's counters with the events still in the hand-off deque and the refused ones folded in."""
         if self.started and not self._finished.is_set():
             try:
-                return self.call(self._stats_on_loop, timeout=None)
-            except (OwnThreadError, RuntimeError):
-                pass
+                return self.call(self._stats_on_loop, timeout=_FORK_PAUSE)
+            except (OwnThreadError, RuntimeError, TimeoutError):
+                pass  # read from here: a snapshot that may be a moment out of date
         return self._stats_on_loop_sync()
 
     def flush(self, timeout: float) -> bool:
