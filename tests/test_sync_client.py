@@ -356,3 +356,26 @@ def test_used_inside_a_running_event_loop_too() -> None:
             return client.activate("exp", "u")
 
     assert asyncio.run(main()) == "on"
+
+
+def test_a_full_queue_drops_at_once_and_counts(sink: Any) -> None:
+    """The loop thread is held (a LOG_EVENT listener blocks it), so the hand-off fills to ``max_queue_size``;
+    the calling thread never waits, later events are counted as dropped, and the books balance."""
+    gate, held = threading.Event(), threading.Event()
+
+    def block_the_loop(event: Any) -> None:
+        if not held.is_set():
+            held.set()
+            gate.wait(20)
+
+    client = SyncOptimizely(datafile(), event_endpoint=sink.url, batch_size=1, max_queue_size=5)
+    client.notification_center.add_notification_listener(NotificationType.LOG_EVENT, block_the_loop)
+    client.track(EVENT_KEY, "first")
+    assert held.wait(20)
+    for i in range(20):
+        client.track(EVENT_KEY, f"u{i}")
+    gate.set()
+    report = client.close()
+    assert report.submitted == 21
+    assert report.dropped == {"queue_full": 15}
+    assert report.delivered == 6 == len(sink.events())
