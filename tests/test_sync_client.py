@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 import datagen
-from _datafile_server import DatafileServer, Status
+from _datafile_server import DatafileServer
 from _logcapture import capture
 from _sync_support import EVENT_KEY, assert_each_once, datafile, sink_in_thread
 from differential import make_official, same
@@ -298,17 +298,17 @@ def test_close_reports_and_later_events_are_counted(sink: Any) -> None:
 
 def test_track_before_the_first_datafile_is_held_then_sent(sink: Any) -> None:
     with DatafileServer() as server:
-        server.enqueue(Status(500), Status(500))
         client = SyncOptimizely(
             sdk_key="k",
             datafile_url_template=f"{server.url}/datafiles/{{sdk_key}}.json",
             update_interval=0.2,
             event_endpoint=sink.url,
         )
-        server.set_datafile(datafile())
         try:
-            assert client.is_ready is False or client.config is not None
-            client.track(EVENT_KEY, "early")
+            assert not client.is_ready and not client.wait_until_ready(0.2)
+            client.track(EVENT_KEY, "early")  # held: the datafile is not served yet
+            assert client.stats().queued == 1
+            server.set_datafile(datafile())
             assert client.wait_until_ready(20)
             client.flush()
             assert_each_once(sink.events(), {("early", EVENT_KEY)})
