@@ -28,6 +28,7 @@ EXPECTED = {
     "OptimizelyForcedDecision",
     "OptimizelyUserContext",
     "QueueStats",
+    "SyncOptimizely",
     "UserProfileService",
     "__version__",
 }

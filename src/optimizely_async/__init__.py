@@ -15,6 +15,7 @@ from .errors import ClientStateError, ConfigurationError, InvalidDatafileError, 
 from .events.dispatcher import Dispatcher, DispatchResult, EventRequest, HttpDispatcher
 from .events.queue import DeliveryReport, QueueStats
 from .notifications import NotificationCenter, NotificationType
+from .sync import SyncOptimizely
 from .user_context import OptimizelyDecisionContext, OptimizelyForcedDecision, OptimizelyUserContext
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "OptimizelyForcedDecision",
     "OptimizelyUserContext",
     "QueueStats",
+    "SyncOptimizely",
     "UserProfileService",
     "__version__",
 ]

@@ -202,9 +202,8 @@ class OptimizelyUserContext:
             # Strings become plain strings; numbers, booleans and None stay (the official SDK answers them with
             # "no flag" decisions under the same keys); any other object, whose __hash__ or __eq__ may raise or
             # lie, is skipped.
-            keys = [
-                _plain_value(key) for key in given if key is None or type(key) in _KEY_TYPES or isinstance(key, str)
-            ]
+            given_any: list[Any] = given
+            keys = [_plain_value(key) for key in given_any if key is None or isinstance(key, (str, *_KEY_TYPES))]
             if len(keys) != len(given):
                 _log.error("Key parameter is invalid: decide_for_keys skips keys that are not strings or numbers.")
             return await _decide_for_keys(client, client.config, snapshot, keys, _options(client, options))
@@ -237,7 +236,7 @@ class OptimizelyUserContext:
 
 
 _ABSENT: Any = object()
-_KEY_TYPES = (int, float, bool)
+_KEY_TYPES: tuple[type, ...] = (int, float, bool)  # subclasses are copied to the plain type by _plain_value
 
 
 def _field(value: object, name: str) -> Any:
