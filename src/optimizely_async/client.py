@@ -11,7 +11,6 @@ import dataclasses
 import enum
 import functools
 import logging
-import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -30,7 +29,6 @@ from ._validation import (
     is_non_empty_str,
     number,
 )
-from .config.loader import run_paced
 from .config.project_config import (
     EMPTY_EXPERIMENT,
     ExperimentInfo,
@@ -38,7 +36,6 @@ from .config.project_config import (
     ProjectConfig,
     VariationInfo,
     parse_config,
-    take_apart,
 )
 from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError
@@ -51,11 +48,12 @@ from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .events.tags import check_json_encodable, parse_revenue, parse_value
 from .notifications import NotificationCenter, NotificationType
 
+from .user_context import OptimizelyUserContext
+
 if TYPE_CHECKING:
     from .config.optimizely_config import OptimizelyConfig
     from .config.sources import PollingConfigSource
     from .decide import DecideOption
-    from .user_context import OptimizelyUserContext
 
 __all__ = ["AsyncOptimizely", "HeldTrack"]
 
@@ -64,8 +62,6 @@ _log = logging.getLogger("optimizely_async")
 _ACTIVATE: Final = NotificationType.ACTIVATE
 _TRACK: Final = NotificationType.TRACK
 
-#: Static datafiles larger than this are parsed in a worker thread when the client starts.
-_INLINE_PARSE_LIMIT: Final = 256 * 1024
 #: track() calls buffered while no datafile is loaded yet.
 _PENDING_TRACK_LIMIT: Final = 10_000
 
@@ -93,42 +89,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-#: How long a replaced config is watched for its last outside reference to go before it is left to refcounting.
-_RETIRE_PATIENCE = 600.0
-
-
-def _held_only_count() -> int:
-    """What ``sys.getrefcount`` says, in :func:`_retire_when_unused`'s code shape, of an object that only a
-    one-item list references (measured, not assumed: interpreters differ in the temporary references they
-    count)."""
-    holder = [object()]
-    return sys.getrefcount(holder[0])
-
-
-_HELD_ONLY = _held_only_count() if hasattr(sys, "getrefcount") else -1
-
-
-async def _retire_when_unused(holder: list[ProjectConfig]) -> None:
-    """Wait until ``holder`` has the only reference to its config (decisions in progress, queued events and
-    user code may still hold it), then take the config apart in a worker thread, a few entries at a time.
-
-    Nothing can get hold of an object it has no reference to, so once the count says "only us", it stays so.
-    A config still referenced after :data:`_RETIRE_PATIENCE` seconds is left alone (refcounting frees it).
-    """
-    delay = 0.05
-    deadline = anyio.current_time() + _RETIRE_PATIENCE
-    while sys.getrefcount(holder[0]) > _HELD_ONLY:
-        if anyio.current_time() >= deadline:
-            return
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-    config = holder.pop()
-    try:
-        await run_paced(functools.partial(take_apart, config))
-    except Exception:  # never let this housekeeping take the client's task group down
-        _log.exception("Could not take apart the replaced config of revision %s.", config.revision)
 
 
 class AsyncOptimizely(DecisionMethods):
@@ -237,13 +197,10 @@ class AsyncOptimizely(DecisionMethods):
         self._pending_dropped: dict[str, int] = {}
         self._report: DeliveryReport | None = None
         self._warned_unopened = False
-        self._raw_datafile: str | bytes | bytearray | Mapping[str, Any] | None = None
 
         if datafile is not None:
-            if isinstance(datafile, Mapping) or len(datafile) <= _INLINE_PARSE_LIMIT:
-                self._set_config(parse_config(datafile))
-            else:
-                self._raw_datafile = datafile  # parsed off the loop in __aenter__
+            # At once, unpaced: nothing else waits on a client that is being constructed.
+            self._set_config(parse_config(datafile))
 
         self._dispatcher: Dispatcher = event_dispatcher or HttpDispatcher(http_client)
         self._owns_dispatcher = event_dispatcher is None
@@ -280,11 +237,6 @@ class AsyncOptimizely(DecisionMethods):
             raise ClientStateError("This AsyncOptimizely client is already open.")
         if self._state is _State.CLOSED:
             raise ClientStateError("This AsyncOptimizely client is closed; create a new one.")
-        if self._raw_datafile is not None:
-            raw, self._raw_datafile = self._raw_datafile, None
-            self._set_config(await run_paced(functools.partial(parse_config, raw)))
-            if self._source is not None and self._config is not None:
-                self._source.adopt(self._config)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
@@ -388,25 +340,20 @@ class AsyncOptimizely(DecisionMethods):
     # ------------------------------------------------------------------ config
 
     def _set_config(self, config: ProjectConfig) -> None:
-        old = self._config
-        context = config.event_context
-        if self._event_endpoint is not None:
-            context = context.model_copy(update={"endpoint": self._event_endpoint})
-        # One assignment each; decisions read self._config once, so they always see one consistent config.
-        self._context = context
+        # One assignment each; decisions read self._config once, so they always see one consistent config. The
+        # replaced config is simply dropped: whatever still uses it (a decision in progress, a queued event)
+        # keeps it alive, and reference counting frees it after.
+        self._context = event_context(config, self._event_endpoint)
         self._config = config
         if self._ready is not None:
             self._ready.set()
-        if old is not None and old is not config:
-            self._retire(old)
 
-    def _retire(self, config: ProjectConfig) -> None:
-        """Have the replaced ``config`` taken apart in a worker thread once nothing references it any more, so
-        that freeing it does not stall the event loop (see :func:`take_apart`)."""
-        task_group = self._task_group
-        if task_group is None or self._state is not _State.OPEN or _HELD_ONLY < 0:
-            return  # freed by reference counting wherever its last reference goes, as before
-        task_group.start_soon(_retire_when_unused, [config])
+    def _context_of(self, config: ProjectConfig) -> EventContext:
+        """The event context of ``config``: the current one's, or (a config replaced meanwhile) built anew."""
+        context = self._context
+        if self._config is config and context is not None:
+            return context
+        return event_context(config, self._event_endpoint)
 
     async def _on_new_config(self, config: ProjectConfig) -> None:
         self._set_config(config)
@@ -496,9 +443,7 @@ class AsyncOptimizely(DecisionMethods):
         user_id: str,
         attributes: dict[str, Any] | None,
     ) -> None:
-        context = self._context if self._config is config else None
-        if context is None:
-            context = config.event_context
+        context = self._context_of(config)
         # A snapshot of the input, stamped with the moment of the decision; built later by the queue's task.
         build = functools.partial(
             build_impression,
@@ -612,8 +557,7 @@ class AsyncOptimizely(DecisionMethods):
             if problem is not None:
                 _log.error('Not tracking event "%s": %s', event_key, problem)
                 return "invalid_payload"
-        context = self._context if self._config is config else config.event_context
-        assert context is not None
+        context = self._context_of(config)
         return PendingEvent(
             context,
             _conversion,
@@ -693,8 +637,6 @@ class AsyncOptimizely(DecisionMethods):
         if attributes is not None and type(attributes) is not dict:
             invalid_input("attributes")
             return None
-        from .user_context import OptimizelyUserContext
-
         return OptimizelyUserContext(self, user_id, attributes)
 
 
@@ -737,6 +679,18 @@ def _conversion(
         parse_value(tags) if tags else None,
         event_uuid=event_uuid,
         timestamp=timestamp,
+    )
+
+
+def event_context(config: ProjectConfig, endpoint: str | None = None) -> EventContext:
+    """The per-config facts every payload carries; ``endpoint`` (the client's ``event_endpoint``) replaces the
+    datafile region's."""
+    return EventContext(
+        account_id=config.account_id,
+        project_id=config.project_id,
+        revision=config.revision,
+        anonymize_ip=config.anonymize_ip,
+        endpoint=endpoint if endpoint is not None else config.event_endpoint,
     )
 
 
