@@ -192,7 +192,7 @@ class _Builder:
 
     def __init__(self, config: ProjectConfig) -> None:
         self.config = config
-        self.names = {a.id: a.name for a in config.listed_audiences}
+        self.names = {audience_id: name for audience_id, name, _ in config.listed_audiences}
         self.flags = config.flags_by_key
         # Per flag key: its variables at their default values, by key and by id.
         self.defaults: dict[str, dict[str, OptimizelyVariable]] = {}
@@ -283,7 +283,7 @@ class _Builder:
             environment_key=config.environment_key or "",
             attributes=tuple(OptimizelyAttribute(i, k) for i, k in config.listed_attributes),
             events=tuple(OptimizelyEvent(e.id, e.key, e.experiment_ids) for e in config.listed_events),
-            audiences=tuple(OptimizelyAudience(a.id, a.name, a.conditions) for a in config.listed_audiences),
+            audiences=tuple(OptimizelyAudience(*entry) for entry in config.listed_audiences),
         )
 
 

@@ -68,9 +68,8 @@ class ExperimentInfo:
     status: str
     layer_id: str
     type: str | None
-    variations: tuple[VariationInfo, ...]
+    #: The variations by id, in datafile order (a feature rollout's appended "everyone else" last).
     variations_by_id: Mapping[str, VariationInfo]
-    variations_by_key: Mapping[str, VariationInfo]
     allocation: tuple[tuple[str, int | None], ...]
     #: ``audienceConditions`` when it is not null, else ``audienceIds`` (lists made tuples).
     audience_tree: Any
@@ -97,6 +96,15 @@ class ExperimentInfo:
         """How audience messages name it: ``experiment "<key>"``."""
         return f'experiment "{self.key}"'
 
+    @property
+    def variations(self) -> tuple[VariationInfo, ...]:
+        return tuple(self.variations_by_id.values())
+
+    @property
+    def variations_by_key(self) -> Mapping[str, VariationInfo]:
+        """The variations by key (built on each use: only forced variations and whitelists look them up)."""
+        return {v.key: v for v in self.variations_by_id.values()}
+
 
 #: The official SDK's ``Experiment.get_default()``: what ACTIVATE listeners get for an impression with no rule.
 EMPTY_EXPERIMENT: ExperimentInfo
@@ -108,7 +116,6 @@ class HoldoutInfo:
     key: str
     status: str
     variations_by_id: Mapping[str, VariationInfo]
-    variations_by_key: Mapping[str, VariationInfo]
     allocation: tuple[tuple[str, int | None], ...]
     audience_tree: Any
     included_rules: tuple[str, ...]
@@ -125,6 +132,10 @@ class HoldoutInfo:
     @property
     def audience_label(self) -> str:
         return f'experiment "{self.key}"'
+
+    @property
+    def variations_by_key(self) -> Mapping[str, VariationInfo]:
+        return {v.key: v for v in self.variations_by_id.values()}
 
 
 class VariableInfo(NamedTuple):
@@ -146,11 +157,18 @@ class FlagInfo:
     rollout_rules: tuple[ExperimentInfo, ...]
     #: Every variation of every rule, deduplicated by id, in rule order (forced decisions, impressions).
     variations_by_id: Mapping[str, VariationInfo]
-    variations_by_key: Mapping[str, VariationInfo]
     #: Typed variable values per enabled variation id (None: the defaults), filled on first use. Each entry
     #: holds the values that are safe to share, and the raw text of json variables whose parsed value is
     #: mutable (a dict or a list), parsed afresh on every call.
     typed_variables: dict[str | None, Any] = field(default_factory=dict)
+
+    @property
+    def variations_by_key(self) -> Mapping[str, VariationInfo]:
+        """By key, the first of each key in rule order (built on each use: only forced decisions need it)."""
+        by_key: dict[str, VariationInfo] = {}
+        for info in self.variations_by_id.values():
+            by_key.setdefault(info.key, info)
+        return by_key
 
 
 class EventInfo(NamedTuple):
@@ -159,13 +177,9 @@ class EventInfo(NamedTuple):
     experiment_ids: tuple[str, ...]
 
 
-class AudienceEntry(NamedTuple):
-    """An audience as the OptimizelyConfig projection lists it."""
-
-    id: str
-    name: str
-    #: The conditions as JSON text.
-    conditions: str
+#: An audience as the OptimizelyConfig projection lists it: (id, name, conditions as JSON text). A plain tuple
+#: of strings, which the cyclic collector stops tracking.
+AudienceEntry = tuple[str, str, str]
 
 
 class _WeakReferenceable:
@@ -323,9 +337,7 @@ EMPTY_EXPERIMENT = ExperimentInfo(
     status="",
     layer_id="",
     type=None,
-    variations=(),
     variations_by_id={},
-    variations_by_key={},
     allocation=(),
     audience_tree=(),
     forced_variations={},
@@ -363,9 +375,7 @@ def _experiment(
         status=e.status,
         layer_id=e.layerId,
         type=e.type,
-        variations=tuple(variations),
         variations_by_id={v.id: v for v in variations},
-        variations_by_key={v.key: v for v in variations},
         allocation=allocation,
         audience_tree=_tuples(e.audienceConditions if has_conditions else e.audienceIds),
         forced_variations=dict(e.forcedVariations),
@@ -383,7 +393,6 @@ def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
         key=h.key,
         status=h.status,
         variations_by_id={v.id: v for v in variations},
-        variations_by_key={v.key: v for v in variations},
         allocation=_allocation(h.trafficAllocation),
         audience_tree=_tuples(h.audienceConditions if h.audienceConditions is not None else h.audienceIds),
         included_rules=tuple(h.includedRules or ()) if local else (),
@@ -459,13 +468,13 @@ def _build(d: df.Datafile, raw: bytes) -> Steps[ProjectConfig]:
     typed_ids = {a.id for a in d.typedAudiences}
     for a in d.typedAudiences:
         audiences[a.id] = _load_conditions(a, typed=True)
-        listed_audiences.append(AudienceEntry(a.id, a.name, json.dumps(a.conditions)))
+        listed_audiences.append((a.id, a.name, json.dumps(a.conditions)))
         yield
     for a in d.audiences:
         if a.id not in typed_ids:
             audiences[a.id] = _load_conditions(a, typed=False)
             if a.id != "$opt_dummy_audience":
-                listed_audiences.append(AudienceEntry(a.id, a.name, a.conditions))
+                listed_audiences.append((a.id, a.name, a.conditions))
         else:
             _load_conditions(a, typed=False)  # still checked, as every legacy audience is
         yield
@@ -541,11 +550,8 @@ def _build(d: df.Datafile, raw: bytes) -> Steps[ProjectConfig]:
             rules.extend(rollout_rules)
         by_id: dict[str, VariationInfo] = {}
         for rule in rules:
-            for info in rule.variations:
+            for info in rule.variations_by_id.values():
                 by_id.setdefault(info.id, info)
-        by_key: dict[str, VariationInfo] = {}
-        for info in by_id.values():
-            by_key.setdefault(info.key, info)
         flags[flag.key] = FlagInfo(
             id=flag.id,
             key=flag.key,
@@ -554,7 +560,6 @@ def _build(d: df.Datafile, raw: bytes) -> Steps[ProjectConfig]:
             variables=variables,
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
-            variations_by_key=by_key,
         )
         yield
 
