@@ -443,6 +443,13 @@ class AsyncOptimizely(DecisionMethods):
         user_id: str,
         attributes: dict[str, Any] | None,
     ) -> None:
+        if not self.notification_center.has_listeners(_ACTIVATE):
+            pending = self._offer_impression(
+                config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes
+            )
+            if pending is not None:
+                await self._queue.put(pending)
+            return
         context = self._context_of(config)
         # A snapshot of the input, stamped with the moment of the decision; built later by the queue's task.
         build = functools.partial(
@@ -459,11 +466,6 @@ class AsyncOptimizely(DecisionMethods):
             dict(attributes) if attributes else None,
             timestamp=now_ms(),
         )
-        if not self.notification_center.has_listeners(_ACTIVATE):
-            pending = PendingEvent(context, build)
-            if not self._offer(pending):
-                await self._queue.put(pending)
-            return
         # Listeners see the payload that is sent, so the event is built (and its uuid fixed) now.
         event = build(event_uuid=str(uuid.uuid4()))
         await self._enqueue(event)
@@ -475,6 +477,44 @@ class AsyncOptimizely(DecisionMethods):
             variation,
             _log_event(context.endpoint, build_payload([event])),
         )
+
+    def _offer_impression(
+        self,
+        config: ProjectConfig,
+        experiment: ExperimentInfo | HoldoutInfo | None,
+        variation: VariationInfo | None,
+        flag_key: str,
+        rule_key: str,
+        rule_type: str,
+        enabled: bool,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+    ) -> PendingEvent | None:
+        """Queue an impression without a coroutine (for callers that checked there is no ACTIVATE listener).
+
+        It holds a snapshot of the input, stamped with the moment of the decision; the queue's task builds the
+        event later. None when queued; the pending event when the queue is full, for the caller to
+        ``await self._queue.put(...)`` (which waits for room as ``enqueue_timeout`` allows, or counts the drop).
+        """
+        context = self._context_of(config)
+        pending = PendingEvent(
+            context,
+            functools.partial(
+                build_impression,
+                config,
+                context,
+                experiment,
+                variation,
+                flag_key,
+                rule_key,
+                rule_type,
+                enabled,
+                user_id,
+                dict(attributes) if attributes else None,
+                timestamp=now_ms(),
+            ),
+        )
+        return None if self._offer(pending) else pending
 
     async def track(
         self,
