@@ -116,9 +116,12 @@ class OptimizelyUserContext:
         return {"user_id": self.user_id, "attributes": self.get_user_attributes()}
 
     def _clone(self) -> OptimizelyUserContext:
-        clone = OptimizelyUserContext(self.client, self.user_id, self._attributes)
-        if self._forced:
-            clone._forced = dict(self._forced)  # keys and values are immutable: a shallow copy is a snapshot
+        clone = OptimizelyUserContext.__new__(OptimizelyUserContext)
+        clone.client = self.client
+        clone.user_id = self.user_id
+        clone._attributes = dict(self._attributes)
+        # Keys and values are immutable: a shallow copy is a snapshot.
+        clone._forced = dict(self._forced) if self._forced else {}
         return clone
 
     def __repr__(self) -> str:
@@ -267,12 +270,15 @@ class _Options:
         )
 
 
+_NO_OPTIONS: dict[bool, tuple[tuple[Any, ...], bool]] = {True: ((), True), False: ((), False)}
+
+
 def _options(client: AsyncOptimizely, options: Sequence[DecideOption | str] | None, single: bool = False) -> _Options:
     """Merge with the defaults (cached per distinct option list); ``decide`` ignores ENABLED_FLAGS_ONLY."""
     if options is not None and not isinstance(options, (list, tuple)):
         _log.debug("Provided decide options is not an array. Using default decide options.")
         options = None
-    key = (tuple(options) if options else (), single)
+    key = (tuple(options), single) if options else _NO_OPTIONS[single]
     cache = client._decide_options_cache
     cacheable = True
     try:
@@ -327,13 +333,13 @@ def decide_now(
     variation = decision.variation
     experiment = decision.experiment
     return OptimizelyDecision(
-        variation_key=variation.key if variation is not None else None,
-        enabled=variation is not None and bool(variation.feature_enabled),
-        variables={} if options.exclude_variables else config.flag_variables(flag, variation),
-        rule_key=experiment.key if experiment is not None else None,
-        flag_key=flag.key,
-        user_context=user,
-        reasons=[],
+        variation.key if variation is not None else None,
+        variation is not None and bool(variation.feature_enabled),
+        {} if options.exclude_variables else config.flag_variables(flag, variation),
+        experiment.key if experiment is not None else None,
+        flag.key,
+        user,
+        [],
     )
 
 
