@@ -278,7 +278,7 @@ class _Builder:
             revision=config.revision,
             experiments_map=experiments_by_key,
             features_map=features,
-            _datafile=config.raw.decode("utf-8"),
+            _datafile=config.raw if isinstance(config.raw, str) else config.raw.decode("utf-8"),
             sdk_key=config.sdk_key or "",
             environment_key=config.environment_key or "",
             attributes=tuple(OptimizelyAttribute(i, k) for i, k in config.listed_attributes),

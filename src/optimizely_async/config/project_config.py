@@ -190,7 +190,8 @@ class _WeakReferenceable:
 class ProjectConfig(_WeakReferenceable):
     """One datafile revision, parsed and indexed. Build it with :func:`parse_config` or :func:`build_config`."""
 
-    raw: bytes = field(repr=False)
+    #: The datafile text as given (a str, or UTF-8 bytes; a dict given is encoded once), not copied.
+    raw: str | bytes = field(repr=False)
     revision: str
     account_id: str
     project_id: str
@@ -413,16 +414,17 @@ def _load_conditions(audience: df.Audience, *, typed: bool) -> Any:
         raise InvalidDatafileError(f"audiences[id={audience.id}].conditions: invalid JSON ({exc})") from exc
 
 
-def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> bytes:
+def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> str | bytes:
+    """The datafile's text, kept as given where it is immutable (no copy of a large str or bytes)."""
     if isinstance(data, Mapping):
         try:
-            return json.dumps(data).encode()
+            return json.dumps(data)
         except (TypeError, ValueError) as exc:
             raise InvalidDatafileError(f"datafile dict is not JSON-serialisable: {exc}") from exc
-    if isinstance(data, (bytes, bytearray)):
+    if isinstance(data, (str, bytes)):
+        return data
+    if isinstance(data, bytearray):
         return bytes(data)
-    if isinstance(data, str):
-        return data.encode()
     raise InvalidDatafileError(f"datafile must be str, bytes or dict, not {type(data).__name__}")
 
 
@@ -450,7 +452,7 @@ async def build_config(data: str | bytes | bytearray | Mapping[str, Any]) -> Pro
     return await run_in_steps(config_steps(data))
 
 
-def _index(d: df.Datafile, raw: bytes) -> Steps[ProjectConfig]:
+def _index(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     try:
         return (yield from _build(d, raw))
     finally:
@@ -462,7 +464,7 @@ def _index(d: df.Datafile, raw: bytes) -> Steps[ProjectConfig]:
                 yield
 
 
-def _build(d: df.Datafile, raw: bytes) -> Steps[ProjectConfig]:
+def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     audiences: dict[str, Any] = {}
     listed_audiences: list[AudienceEntry] = []
     typed_ids = {a.id for a in d.typedAudiences}
