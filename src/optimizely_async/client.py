@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
-import httpx
 
 from . import defaults
 from ._decisions import DecisionMethods
@@ -51,6 +50,8 @@ from .notifications import NotificationCenter, NotificationType
 from .user_context import OptimizelyUserContext
 
 if TYPE_CHECKING:
+    import httpx
+
     from .config.optimizely_config import OptimizelyConfig
     from .config.sources import PollingConfigSource
     from .decide import DecideOption
@@ -156,7 +157,7 @@ class AsyncOptimizely(DecisionMethods):
             isinstance(event_endpoint, str) and event_endpoint.startswith(("http://", "https://"))
         ):
             raise ConfigurationError(f"event_endpoint must be an http(s) URL, got {event_endpoint!r}.")
-        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+        if http_client is not None and not _is_httpx_client(http_client):
             raise ConfigurationError(f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}.")
         if event_dispatcher is not None and not callable(getattr(event_dispatcher, "dispatch", None)):
             raise ConfigurationError("event_dispatcher must have an async dispatch(request) method.")
@@ -720,6 +721,12 @@ def _conversion(
         event_uuid=event_uuid,
         timestamp=timestamp,
     )
+
+
+def _is_httpx_client(value: object) -> bool:
+    import httpx  # only when a client is given: importing httpx is a large part of the SDK's import time
+
+    return isinstance(value, httpx.AsyncClient)
 
 
 def event_context(config: ProjectConfig, endpoint: str | None = None) -> EventContext:

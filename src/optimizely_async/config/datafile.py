@@ -32,7 +32,8 @@ SUPPORTED_VERSIONS = frozenset({"2", "3", "4"})
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Schemas are built on first validation, not at import (import time is the application's start-up).
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class Attribute(_Model):

@@ -28,7 +28,7 @@ import pydantic_core
 from ..errors import InvalidDatafileError
 from . import datafile as df
 
-__all__ = ["Steps", "run_at_once", "run_in_steps", "validate_at_once", "validate_in_steps"]
+__all__ = ["Steps", "prepare", "run_at_once", "run_in_steps", "validate_at_once", "validate_in_steps"]
 
 T = TypeVar("T")
 #: A computation that yields (None) wherever it may be interrupted, and returns its result.
@@ -53,6 +53,16 @@ _SECTIONS: Final[Mapping[str, type[pydantic.BaseModel]]] = {
 }
 _WHITESPACE: Final = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace
 _DECODER: Final = json.JSONDecoder()
+
+
+def prepare() -> None:
+    """Build the validators of the datafile models now (they are deferred at import, to keep import fast).
+
+    The first validation builds them anyway; a client that will only build configs in steps on the loop calls
+    this at construction, so that no step of its first build spends tens of milliseconds on it.
+    """
+    for model in {*_SECTIONS.values(), df.Datafile}:
+        model.model_rebuild()
 
 
 def sections() -> tuple[str, ...]:
@@ -171,8 +181,9 @@ def _expect(text: str, index: int, char: str) -> int:
     return index + 1
 
 
-def _scan(text: str) -> Steps[dict[str, Any]]:
-    """The top-level object, with the elements of the big arrays decoded one per step."""
+def _scan(text: str, problems: list[str]) -> Steps[dict[str, Any]]:
+    """The top-level object, with the elements of the big arrays decoded and validated one per step (so only
+    one element is ever held as decoded JSON). Validation problems are added to ``problems``."""
     index = _skip(text, 0)
     if text[index : index + 1] != "{":
         value, _ = _decode(text, index)
@@ -186,7 +197,8 @@ def _scan(text: str) -> Steps[dict[str, Any]]:
         if not isinstance(key, str):
             raise InvalidDatafileError(f"datafile is not valid JSON: object key expected at char {index}")
         index = _skip(text, _expect(text, _skip(text, index), ":"))
-        if key in _SECTIONS and text[index : index + 1] == "[":
+        model = _SECTIONS.get(key)
+        if model is not None and text[index : index + 1] == "[":
             items: list[Any] = []
             index = _skip(text, index + 1)
             if text[index : index + 1] == "]":
@@ -194,7 +206,11 @@ def _scan(text: str) -> Steps[dict[str, Any]]:
             else:
                 while True:
                     item, index = _decode(text, index)
-                    items.append(item)
+                    try:
+                        items.append(model.model_validate(item))
+                    except pydantic.ValidationError as exc:
+                        problems.extend(_problems(exc, f"{key}[{len(items)}]"))
+                        items.append(None)
                     yield
                     index = _skip(text, index)
                     if text[index : index + 1] == ",":
@@ -217,27 +233,14 @@ def _scan(text: str) -> Steps[dict[str, Any]]:
 
 def validate_in_steps(data: str | bytes) -> Steps[df.Datafile]:
     """The same :class:`Datafile` as :func:`validate_at_once`, one array element per step."""
-    top = yield from _scan(_text(data))
+    problems: list[str] = []
+    top = yield from _scan(_text(data), problems)
     if "version" in top:
         check_version(top["version"])
-    problems: list[str] = []
-    fields: dict[str, Any] = {}
-    for key, value in top.items():
-        model = _SECTIONS.get(key)
-        if model is None or not isinstance(value, list):
-            fields[key] = value
-            continue
-        validated = []
-        for i, item in enumerate(value):
-            try:
-                validated.append(model.model_validate(item))
-            except pydantic.ValidationError as exc:
-                problems.extend(_problems(exc, f"{key}[{i}]"))
-            value[i] = None  # free each decoded element now, not all at once at the end
-            yield
-        fields[key] = validated
+    if problems:  # the elements that failed are left out, so that only top-level problems are added below
+        top = {k: [x for x in v if x is not None] if k in _SECTIONS and isinstance(v, list) else v for k, v in top.items()}
     try:
-        result = df.Datafile.model_validate(fields)
+        result = df.Datafile.model_validate(top)
     except pydantic.ValidationError as exc:
         problems.extend(_problems(exc))
     if problems:

@@ -166,6 +166,10 @@ class PollingConfigSource:
             logger.warning("The datafile access token is sent over plain HTTP to %s.", self._safe_url)
 
         self._on_config = on_config
+        if parse is None:
+            from optimizely_async.config.loader import prepare
+
+            prepare()  # the datafile models' validators, built here rather than in a step of the first build
         self._parse: ParseFn = parse if parse is not None else _build
         self._user_client = http_client
         self._own_client: httpx.AsyncClient | None = None

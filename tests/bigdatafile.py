@@ -1,4 +1,5 @@
-"""A large, valid, generated datafile (about 1 MB at the default size) for the datafile benchmarks and the soak test."""
+"""A large, valid, generated datafile (about 1 MB at the default size), for the datafile benchmarks and the
+soak tests."""
 
 from __future__ import annotations
 
