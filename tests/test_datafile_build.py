@@ -146,7 +146,8 @@ def test_both_paths_report_the_same_problem(body: str) -> None:
     if "valid JSON" in str(at_once.value):  # the two JSON parsers word their errors differently
         assert "valid JSON" in str(stepped.value)
     else:  # the same problems (the stepped path lists the elements' before the top level's)
-        assert sorted(str(stepped.value).split("; ")) == sorted(str(at_once.value).split("; "))
+        problems = [sorted(str(e.value).removeprefix("invalid datafile: ").split("; ")) for e in (stepped, at_once)]
+        assert problems[0] == problems[1]
 
 
 def _settings() -> tuple[Any, ...]:
@@ -180,7 +181,7 @@ async def test_a_build_on_the_loop_lets_other_tasks_run_and_touches_no_process_w
         config = await build_config(body)
         done.set()
     assert config.revision == "1"
-    assert len(seen) > 20  # the watcher ran many times while the build was under way
+    assert len(seen) > 5  # the watcher ran again and again while the build was under way
     assert set(seen) == {before}
     assert set(thread_counts) == {threads}  # no worker thread
     assert _settings() == before
