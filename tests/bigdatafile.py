@@ -264,5 +264,3 @@ def describe(datafile: dict[str, Json], size: int) -> str:
         f"{len(datafile['typedAudiences'])} typed + {len(datafile['audiences'])} legacy audiences, "
         f"{len(datafile['events'])} events"
     )
-
-

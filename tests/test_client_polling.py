@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any

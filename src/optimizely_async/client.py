@@ -46,7 +46,6 @@ from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .events.tags import check_json_encodable, parse_revenue, parse_value
 from .notifications import NotificationCenter, NotificationType
-
 from .user_context import OptimizelyUserContext
 
 if TYPE_CHECKING:

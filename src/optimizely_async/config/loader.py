@@ -61,7 +61,8 @@ def prepare() -> None:
     The first validation builds them anyway; a client that will only build configs in steps on the loop calls
     this at construction, so that no step of its first build spends tens of milliseconds on it.
     """
-    for model in {*_SECTIONS.values(), df.Datafile}:
+    models: set[type[pydantic.BaseModel]] = {*_SECTIONS.values(), df.Datafile}
+    for model in models:
         model.model_rebuild()
 
 
@@ -231,6 +232,10 @@ def _scan(text: str, problems: list[str]) -> Steps[dict[str, Any]]:
         return result
 
 
+def _valid_only(value: Any) -> Any:
+    return [x for x in value if x is not None] if isinstance(value, list) else value
+
+
 def validate_in_steps(data: str | bytes) -> Steps[df.Datafile]:
     """The same :class:`Datafile` as :func:`validate_at_once`, one array element per step."""
     problems: list[str] = []
@@ -238,7 +243,7 @@ def validate_in_steps(data: str | bytes) -> Steps[df.Datafile]:
     if "version" in top:
         check_version(top["version"])
     if problems:  # the elements that failed are left out, so that only top-level problems are added below
-        top = {k: [x for x in v if x is not None] if k in _SECTIONS and isinstance(v, list) else v for k, v in top.items()}
+        top = {k: _valid_only(v) if k in _SECTIONS else v for k, v in top.items()}
     try:
         result = df.Datafile.model_validate(top)
     except pydantic.ValidationError as exc:

@@ -331,7 +331,6 @@ def _typed_set(variables: Mapping[str, VariableInfo], usages: Mapping[str, str] 
     return values, tuple(json_raw)
 
 
-
 EMPTY_EXPERIMENT = ExperimentInfo(
     id="",
     key="",
@@ -361,9 +360,7 @@ def _variation(v: df.Variation) -> VariationInfo:
     return VariationInfo(v.id, v.key, v.featureEnabled, listed)
 
 
-def _experiment(
-    e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None
-) -> ExperimentInfo:
+def _experiment(e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None) -> ExperimentInfo:
     variations = [_variation(v) for v in e.variations]
     allocation = _allocation(e.trafficAllocation)
     if extra is not None:
