@@ -350,3 +350,30 @@ def test_soak_hundreds_of_revisions_keep_memory_and_objects_bounded(mode: str) -
     if mode == "fork":
         assert report["forks"] >= 20, report
         assert report["children_differing"] == 0, report
+
+
+@pytest.mark.anyio
+async def test_the_projection_of_an_update_can_be_built_in_steps_on_the_loop() -> None:
+    import dataclasses
+
+    from optimizely_async.config import optimizely_config as oc
+
+    config = parse_config(json.dumps(build_datafile("1", flags=40)))
+    runs = 0
+    done = anyio.Event()
+
+    async def watcher() -> None:
+        nonlocal runs
+        while not done.is_set():
+            runs += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher)
+        await anyio.lowlevel.checkpoint()
+        await oc.prepare_optimizely_config(config)
+        done.set()
+    assert runs > 2  # other tasks ran while it was built
+    prepared = oc.optimizely_config_for(config)  # returned from the cache, not built again
+    assert oc.optimizely_config_for(config) is prepared
+    assert dataclasses.asdict(prepared) == dataclasses.asdict(oc._Builder(config).build())

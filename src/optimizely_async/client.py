@@ -197,6 +197,8 @@ class AsyncOptimizely(DecisionMethods):
         self._pending_dropped: dict[str, int] = {}
         self._report: DeliveryReport | None = None
         self._warned_unopened = False
+        #: Set once get_optimizely_config() is called: each update then builds its projection in steps.
+        self._projection_used = False
 
         if datafile is not None:
             # At once, unpaced: nothing else waits on a client that is being constructed.
@@ -356,6 +358,14 @@ class AsyncOptimizely(DecisionMethods):
         return event_context(config, self._event_endpoint)
 
     async def _on_new_config(self, config: ProjectConfig) -> None:
+        if self._projection_used:
+            # The application reads projections: build the new one in steps now, not in one go at its next call.
+            from .config.optimizely_config import prepare_optimizely_config
+
+            try:
+                await prepare_optimizely_config(config)
+            except Exception:
+                _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
         self._set_config(config)
         # The source has logged the new revision (at INFO); this only marks that the client switched to it.
         _log.debug("The client now uses datafile revision %s.", config.revision)
@@ -406,6 +416,7 @@ class AsyncOptimizely(DecisionMethods):
         config = self._usable_config("get_optimizely_config")
         if config is None:
             return None
+        self._projection_used = True
         try:
             from .config.optimizely_config import optimizely_config_for
 

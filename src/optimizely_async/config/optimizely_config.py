@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .loader import Steps, run_at_once, run_in_steps
 from .project_config import ExperimentInfo, ProjectConfig, VariationInfo
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "OptimizelyVariable",
     "OptimizelyVariation",
     "optimizely_config_for",
+    "prepare_optimizely_config",
 ]
 
 _log = logging.getLogger("optimizely_async")
@@ -250,6 +252,10 @@ class _Builder:
         return OptimizelyExperiment(exp.id, exp.key, variations_map, audiences)
 
     def build(self) -> OptimizelyConfig:
+        return run_at_once(self.steps())
+
+    def steps(self) -> Steps[OptimizelyConfig]:
+        """The build, one experiment or flag per step."""
         config = self.config
         experiments = config.experiments_by_id
         experiments_by_key: dict[str, OptimizelyExperiment] = {}
@@ -259,6 +265,7 @@ class _Builder:
             if exp.key in experiments_by_key:
                 _log.warning("Duplicate experiment keys found in datafile: %s", exp.key)
             experiments_by_key[exp.key] = experiments_by_id[exp_id] = self.experiment(exp)
+            yield
 
         features: dict[str, OptimizelyFeature] = {}
         for key, flag in self.flags.items():
@@ -273,6 +280,7 @@ class _Builder:
                 delivery_rules=delivery,
                 experiment_rules=rules,
             )
+            yield
 
         return OptimizelyConfig(
             revision=config.revision,
@@ -308,21 +316,41 @@ def _forgetter(key: int) -> Callable[[weakref.ref[ProjectConfig]], None]:
 
 def optimizely_config_for(config: ProjectConfig) -> OptimizelyConfig:
     """The projection of ``config``, built on first use and then returned as the same object."""
-    key = id(config)
     with _lock:
-        entry = _cache.get(key)
-        if entry is not None and entry[0]() is config:
-            return entry[1]
-        result = _Builder(config).build()
-        holder: Callable[[], ProjectConfig | None]
-        try:
-            holder = weakref.ref(config, _forgetter(key))
-        except TypeError:  # not weakly referenceable: keep the last few strongly, in a bounded list
-            holder = (lambda c: lambda: c)(config)
-            if key in _strong_keys:
-                _strong_keys.remove(key)
-            _strong_keys.append(key)
-            while len(_strong_keys) > _STRONG_MAX:
-                _cache.pop(_strong_keys.pop(0), None)
-        _cache[key] = (holder, result)
-        return result
+        cached = _cached(config)
+        return cached if cached is not None else _store(config, _Builder(config).build())
+
+
+async def prepare_optimizely_config(config: ProjectConfig) -> None:
+    """Build the projection of ``config`` on the event loop in steps (one experiment or flag each, a checkpoint
+    about every 0.5 ms), so that the next :func:`optimizely_config_for` returns it at once. For a client whose
+    application has asked for projections before, after each update."""
+    with _lock:
+        if _cached(config) is not None:
+            return
+    result = await run_in_steps(_Builder(config).steps())
+    with _lock:
+        if _cached(config) is None:
+            _store(config, result)
+
+
+def _cached(config: ProjectConfig) -> OptimizelyConfig | None:
+    entry = _cache.get(id(config))
+    return entry[1] if entry is not None and entry[0]() is config else None
+
+
+def _store(config: ProjectConfig, result: OptimizelyConfig) -> OptimizelyConfig:
+    """Cache ``result`` as the projection of ``config`` (call with ``_lock`` held)."""
+    key = id(config)
+    holder: Callable[[], ProjectConfig | None]
+    try:
+        holder = weakref.ref(config, _forgetter(key))
+    except TypeError:  # not weakly referenceable: keep the last few strongly, in a bounded list
+        holder = (lambda c: lambda: c)(config)
+        if key in _strong_keys:
+            _strong_keys.remove(key)
+        _strong_keys.append(key)
+        while len(_strong_keys) > _STRONG_MAX:
+            _cache.pop(_strong_keys.pop(0), None)
+    _cache[key] = (holder, result)
+    return result
