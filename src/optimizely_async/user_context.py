@@ -190,7 +190,8 @@ class OptimizelyUserContext:
             if can_decide_now(client, snapshot, merged):
                 late: list[PendingEvent] = []
                 result = decide_now(client, config, snapshot, flag, merged, late)
-                await _put_late(client, late)
+                if late:
+                    await _put_late(client, late)
                 return result
             return await _decide_one(client, config, snapshot, flag, merged)
         except Exception:
@@ -411,7 +412,8 @@ async def _decide_keys(
         result = decide_now(client, config, user, flag, options, late)
         if not enabled_only or result.enabled:
             results[key] = result
-    await _put_late(client, late)
+    if late:
+        await _put_late(client, late)
     return results
 
 
