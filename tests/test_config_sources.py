@@ -432,6 +432,7 @@ async def test_user_client_is_used_and_not_closed(server: DatafileServer, record
 async def test_run_starts_without_waiting_for_the_network(server: DatafileServer, recorder: Recorder) -> None:
     server.enqueue(Slow(60))  # answers only when the server stops
     source = make_source(server, recorder, request_timeout=60.0)
+    assert source._own_client is None  # no HTTP client (and no SSL context) before the first fetch
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(10):  # guards against a hang only: start() must not wait for the fetch
             await tg.start(source.run)
