@@ -13,7 +13,7 @@ from _common import bench_users, compare, datafiles, official_client, official_s
 
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
 
-TARGET = 8.0
+TARGET = 15.0
 
 
 class NullSink:

@@ -115,11 +115,11 @@ async def test_static_datafile_is_ready_at_once() -> None:
         assert await client.wait_until_ready(0)
 
 
-async def test_large_static_datafile_is_parsed_off_the_loop_on_enter() -> None:
+async def test_large_static_datafile_is_parsed_at_construction() -> None:
     big = datafile()
     big["attributes"] = [{"id": str(i), "key": f"attribute_{i}_" + "x" * 40} for i in range(6000)]
     client = AsyncOptimizely(datafile=__import__("json").dumps(big), event_dispatcher=Sink())
-    assert not client.is_ready  # parsed in a worker thread when the client starts
+    assert client.is_ready  # at once: nothing else waits on a client being constructed
     async with client:
         assert client.is_ready
         assert client.config is not None and len(client.config.attribute_ids) == 6000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -588,13 +588,13 @@ async def test_track_before_readiness_is_delivered_once_the_config_arrives(
 
 
 @pytest.mark.anyio
-async def test_track_before_entering_with_a_large_static_datafile_is_delivered(
+async def test_a_large_static_datafile_is_parsed_at_construction(
     dispatcher: RecordingDispatcher,
 ) -> None:
     big = json.dumps(datafile("1", padding=6000))
     assert len(big) > 256 * 1024
     client = AsyncOptimizely(datafile=big, event_dispatcher=dispatcher)
-    assert not client.is_ready  # parsed only on entering
+    assert client.is_ready  # at once, unpaced: nothing else waits on a client being constructed
     await client.track("purchase", "early")
     async with client:
         assert client.is_ready
@@ -944,57 +944,19 @@ async def test_get_optimizely_config_follows_updates(server: DatafileServer, dis
 
 
 @pytest.mark.anyio
-async def test_a_replaced_config_is_taken_apart_in_a_worker_thread_once_nothing_holds_it(
-    server: DatafileServer, dispatcher: RecordingDispatcher, monkeypatch: pytest.MonkeyPatch
+async def test_a_replaced_config_is_freed_once_nothing_holds_it(
+    server: DatafileServer, dispatcher: RecordingDispatcher
 ) -> None:
-    loop_thread = threading.get_ident()
-    taken: list[tuple[str, bool, int]] = []  # (revision, in a worker thread, flags left afterwards)
-    real = client_module.take_apart
-
-    def observed(config: ProjectConfig, *args: Any) -> None:
-        real(config, *args)
-        taken.append((config.revision, threading.get_ident() != loop_thread, len(config.flags_by_key)))
-
-    monkeypatch.setattr(client_module, "take_apart", observed)
     client = make_client(server, dispatcher)
     async with client:
         assert await client.wait_until_ready(GUARD)
         held = client.config
+        assert held is not None
+        gone = weakref.ref(held)
         server.set_datafile(REV2)
         await wait_until(lambda: revision_of(client) == "2")
-        await wait_for_requests(server, 5)
-        # Still referenced here, so left whole.
-        assert taken == []
-        assert held is not None and held.revision == "1" and "checkout" in held.experiments_by_key
+        # Still referenced here, so whole and usable.
+        assert held.revision == "1" and "checkout" in held.experiments_by_key
         del held
-        await wait_until(lambda: len(taken) == 1)
-        assert taken == [("1", True, 0)]
-        server.set_datafile(REV3)
-        await wait_until(lambda: revision_of(client) == "3")
-        await wait_until(lambda: len(taken) == 2)
-        assert taken[1] == ("2", True, 0)
-        # The config in use is untouched.
-        assert await client.get_variation("checkout", "u1") == "control"
-        assert await client.get_feature_variable_string("banner", "color", "u1") == "grey"  # REV3: rollout off
-
-
-@pytest.mark.anyio
-async def test_a_failure_while_taking_a_config_apart_is_logged_and_the_client_goes_on(
-    server: DatafileServer,
-    dispatcher: RecordingDispatcher,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    def broken(config: ProjectConfig, *args: Any) -> None:
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(client_module, "take_apart", broken)
-    client = make_client(server, dispatcher)
-    async with client:
-        assert await client.wait_until_ready(GUARD)
-        server.set_datafile(REV2)
-        await wait_until(lambda: revision_of(client) == "2")
-        await wait_until(lambda: any("Could not take apart" in r.getMessage() for r in caplog.records))
-        server.set_datafile(REV3)
-        await wait_until(lambda: revision_of(client) == "3")
-        assert await client.get_variation("checkout", "u1") == "control"
+        await wait_until(lambda: gone() is None)  # freed by reference counting: no collector pass, no thread
+        assert await client.get_variation("checkout", "u1") is not None

@@ -11,6 +11,7 @@ import datagen
 from optimizely_async.config.project_config import parse_config
 from optimizely_async.decision.audiences import audience_check
 from optimizely_async.decision.compiled import compile_audience_check
+from optimizely_async.decision.engine import matcher_for
 
 LEAF_A1 = {"name": "a", "type": "custom_attribute", "value": 1}
 AUDIENCES: dict[str, Any] = {"1": ["and", LEAF_A1], "2": [], "3": ["or"], "4": ["not", LEAF_A1], "5": LEAF_A1}
@@ -58,7 +59,7 @@ def test_generated_datafiles() -> None:
             for user in users:
                 attributes = user.attributes or {}
                 expected = audience_check(experiment.audience_tree, config.audiences, attributes, "x", None)
-                assert (experiment.matcher.fn or experiment.matcher.compile())(attributes) is expected, (
+                assert matcher_for(config, experiment)(attributes) is expected, (
                     seed,
                     experiment.key,
                     user,

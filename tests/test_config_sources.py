@@ -275,11 +275,11 @@ async def test_adopted_config_revision_counts_as_delivered(server: DatafileServe
 
 
 @pytest.mark.anyio
-async def test_parse_runs_in_a_worker_thread(server: DatafileServer, recorder: Recorder) -> None:
+async def test_a_custom_parse_is_awaited_on_the_loop(server: DatafileServer, recorder: Recorder) -> None:
     threads: list[int] = []
     bodies: list[bytes] = []
 
-    def parse(body: bytes) -> ProjectConfig:
+    async def parse(body: bytes) -> ProjectConfig:
         threads.append(threading.get_ident())
         bodies.append(body)
         return parse_config(body)
@@ -289,7 +289,7 @@ async def test_parse_runs_in_a_worker_thread(server: DatafileServer, recorder: R
         await source.fetch_once()
     finally:
         await source.aclose()
-    assert threads and threads[0] != threading.get_ident()
+    assert threads == [threading.get_ident()]  # no worker thread
     assert json.loads(bodies[0])["revision"] == "1"
     assert recorder.revisions == ["1"]
 
@@ -432,6 +432,7 @@ async def test_user_client_is_used_and_not_closed(server: DatafileServer, record
 async def test_run_starts_without_waiting_for_the_network(server: DatafileServer, recorder: Recorder) -> None:
     server.enqueue(Slow(60))  # answers only when the server stops
     source = make_source(server, recorder, request_timeout=60.0)
+    assert source._own_client is None  # no HTTP client (and no SSL context) before the first fetch
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(10):  # guards against a hang only: start() must not wait for the fetch
             await tg.start(source.run)

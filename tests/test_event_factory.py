@@ -22,6 +22,7 @@ from optimizely.event.event_factory import EventFactory
 from optimizely.event.user_event_factory import UserEventFactory
 
 from _logcapture import capture
+from optimizely_async.client import event_context
 from optimizely_async.config.project_config import ProjectConfig, parse_config
 from optimizely_async.events.factory import build_attributes, build_conversion, build_impression, now_ms
 from optimizely_async.events.payload import build_payload
@@ -73,6 +74,7 @@ def configs(datafile: dict[str, Any]) -> tuple[ProjectConfig, official_config.Pr
 
 
 OURS, THEIRS = configs(make_datafile())
+OUR_CONTEXT = event_context(OURS)
 
 
 def ours_list(config: ProjectConfig, attributes: Any) -> list[tuple[Any, ...]]:
@@ -269,7 +271,7 @@ def test_impression_payload_matches_official(case: str) -> None:
             THEIRS, their_exp, var_id, flag_key, rule_key, rule_type, enabled, "user_1", attributes, cmab_uuid
         )
         event = build_impression(
-            OURS, OURS.event_context, ours_exp, ours_var, flag_key, rule_key, rule_type, enabled, "user_1",
+            OURS, OUR_CONTEXT, ours_exp, ours_var, flag_key, rule_key, rule_type, enabled, "user_1",
             attributes, cmab_uuid, event_uuid=UUID, timestamp=TS,
         )  # fmt: skip
     assert comparable(our_params(event)) == comparable(official_params(theirs))
@@ -277,7 +279,7 @@ def test_impression_payload_matches_official(case: str) -> None:
 
 def impression(exp_id: str | None, var_id: str | None, *args: Any, **kwargs: Any) -> Any:
     exp, variation, _ = _lookup(exp_id, var_id)
-    return build_impression(OURS, OURS.event_context, exp, variation, *args, **kwargs)
+    return build_impression(OURS, OUR_CONTEXT, exp, variation, *args, **kwargs)
 
 
 def test_impression_ids_and_metadata() -> None:
@@ -317,7 +319,7 @@ def test_conversion_payload_matches_official(tags: dict[str, Any] | None) -> Non
     with capture(OUR_LOG, logging.CRITICAL), capture(THEIR_LOG, logging.CRITICAL):
         theirs = UserEventFactory.create_conversion_event(THEIRS, "purchase", "user_1", attributes, tags)
         event = build_conversion(
-            OURS, OURS.event_context, "111097", "purchase", "user_1", attributes, tags,
+            OURS, OUR_CONTEXT, "111097", "purchase", "user_1", attributes, tags,
             parse_revenue(tags), parse_value(tags), event_uuid=UUID, timestamp=TS,
         )  # fmt: skip
     assert comparable(our_params(event)) == comparable(official_params(theirs))

@@ -14,6 +14,10 @@ from urllib.parse import quote
 
 logger = logging.getLogger("optimizely_async")
 
+#: Shorter strings are not scrubbed from log records: real SDK keys and tokens are over 20 characters, and
+#: replacing a two-letter "key" (as tests and demos use) wherever it occurs would garble every message.
+MIN_SECRET_LENGTH = 8
+
 
 def redact(secret: str | None) -> str:
     """Show at most the first four characters of an SDK key or token."""
@@ -33,7 +37,7 @@ def secret_forms(secret: str) -> list[str]:
 def scrub(text: str, secrets: list[str]) -> str:
     """``text`` with every form of each secret shortened to its first four characters."""
     for secret in secrets:
-        if not secret:
+        if len(secret) < MIN_SECRET_LENGTH:
             continue
         short = redact(secret)
         for form in secret_forms(secret):
@@ -51,6 +55,8 @@ class _RedactingFilter(logging.Filter):
         self._secrets: dict[str, int] = {}
 
     def add(self, secret: str) -> None:
+        if len(secret) < MIN_SECRET_LENGTH:
+            return
         self._secrets[secret] = self._secrets.get(secret, 0) + 1
 
     def discard(self, secret: str) -> None:
@@ -107,6 +113,8 @@ def protect_secret(secret: str | None) -> None:
     _redactor.add(secret)
 
 
-def release_secret(secret: str | None) -> None:
-    if secret:
-        _redactor.discard(secret)
+def release_secrets(*secrets: str | None) -> None:
+    """Stop redacting ``secrets`` (one registration each): their client is gone."""
+    for secret in secrets:
+        if secret:
+            _redactor.discard(secret)

@@ -11,14 +11,12 @@ import dataclasses
 import enum
 import functools
 import logging
-import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
-import httpx
 
 from . import defaults
 from ._decisions import DecisionMethods
@@ -32,7 +30,6 @@ from ._validation import (
     plain,
     seconds,
 )
-from .config.loader import run_paced
 from .config.project_config import (
     EMPTY_EXPERIMENT,
     ExperimentInfo,
@@ -40,7 +37,6 @@ from .config.project_config import (
     ProjectConfig,
     VariationInfo,
     parse_config,
-    take_apart,
 )
 from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError
@@ -52,12 +48,14 @@ from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .events.tags import check_json_encodable, parse_revenue, parse_value
 from .notifications import NotificationCenter, NotificationType
+from .user_context import OptimizelyUserContext
 
 if TYPE_CHECKING:
+    import httpx
+
     from .config.optimizely_config import OptimizelyConfig
     from .config.sources import PollingConfigSource
     from .decide import DecideOption
-    from .user_context import OptimizelyUserContext
 
 __all__ = ["AsyncOptimizely", "HeldTrack"]
 
@@ -66,8 +64,6 @@ _log = logging.getLogger("optimizely_async")
 _ACTIVATE: Final = NotificationType.ACTIVATE
 _TRACK: Final = NotificationType.TRACK
 
-#: Static datafiles larger than this are parsed in a worker thread when the client starts.
-_INLINE_PARSE_LIMIT: Final = 256 * 1024
 #: track() calls buffered while no datafile is loaded yet.
 _PENDING_TRACK_LIMIT: Final = 10_000
 
@@ -95,42 +91,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-#: How long a replaced config is watched for its last outside reference to go before it is left to refcounting.
-_RETIRE_PATIENCE = 600.0
-
-
-def _held_only_count() -> int:
-    """What ``sys.getrefcount`` says, in :func:`_retire_when_unused`'s code shape, of an object that only a
-    one-item list references (measured, not assumed: interpreters differ in the temporary references they
-    count)."""
-    holder = [object()]
-    return sys.getrefcount(holder[0])
-
-
-_HELD_ONLY = _held_only_count() if hasattr(sys, "getrefcount") else -1
-
-
-async def _retire_when_unused(holder: list[ProjectConfig]) -> None:
-    """Wait until ``holder`` has the only reference to its config (decisions in progress, queued events and
-    user code may still hold it), then take the config apart in a worker thread, a few entries at a time.
-
-    Nothing can get hold of an object it has no reference to, so once the count says "only us", it stays so.
-    A config still referenced after :data:`_RETIRE_PATIENCE` seconds is left alone (refcounting frees it).
-    """
-    delay = 0.05
-    deadline = anyio.current_time() + _RETIRE_PATIENCE
-    while sys.getrefcount(holder[0]) > _HELD_ONLY:
-        if anyio.current_time() >= deadline:
-            return
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-    config = holder.pop()
-    try:
-        await run_paced(functools.partial(take_apart, config))
-    except Exception:  # never let this housekeeping take the client's task group down
-        _log.exception("Could not take apart the replaced config of revision %s.", config.revision)
 
 
 class AsyncOptimizely(DecisionMethods):
@@ -198,7 +158,7 @@ class AsyncOptimizely(DecisionMethods):
             isinstance(event_endpoint, str) and event_endpoint.startswith(("http://", "https://"))
         ):
             raise ConfigurationError(f"event_endpoint must be an http(s) URL, got {event_endpoint!r}.")
-        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+        if http_client is not None and not _is_httpx_client(http_client):
             raise ConfigurationError(f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}.")
         if event_dispatcher is not None and not callable(getattr(event_dispatcher, "dispatch", None)):
             raise ConfigurationError("event_dispatcher must have an async dispatch(request) method.")
@@ -239,13 +199,12 @@ class AsyncOptimizely(DecisionMethods):
         self._pending_dropped: dict[str, int] = {}
         self._report: DeliveryReport | None = None
         self._warned_unopened = False
-        self._raw_datafile: str | bytes | bytearray | Mapping[str, Any] | None = None
+        #: Set once get_optimizely_config() is called: each update then builds its projection in steps.
+        self._projection_used = False
 
         if datafile is not None:
-            if isinstance(datafile, Mapping) or len(datafile) <= _INLINE_PARSE_LIMIT:
-                self._set_config(parse_config(datafile))
-            else:
-                self._raw_datafile = datafile  # parsed off the loop in __aenter__
+            # At once, unpaced: nothing else waits on a client that is being constructed.
+            self._set_config(parse_config(datafile))
 
         self._dispatcher: Dispatcher = event_dispatcher or HttpDispatcher(http_client)
         self._owns_dispatcher = event_dispatcher is None
@@ -286,11 +245,6 @@ class AsyncOptimizely(DecisionMethods):
             raise ClientStateError("This AsyncOptimizely client is already open.")
         if self._state is _State.CLOSED:
             raise ClientStateError("This AsyncOptimizely client is closed; create a new one.")
-        if self._raw_datafile is not None:
-            raw, self._raw_datafile = self._raw_datafile, None
-            self._set_config(await run_paced(functools.partial(parse_config, raw)))
-            if self._source is not None and self._config is not None:
-                self._source.adopt(self._config)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
@@ -396,27 +350,30 @@ class AsyncOptimizely(DecisionMethods):
     # ------------------------------------------------------------------ config
 
     def _set_config(self, config: ProjectConfig) -> None:
-        old = self._config
-        context = config.event_context
-        if self._event_endpoint is not None:
-            context = context.model_copy(update={"endpoint": self._event_endpoint})
-        # One assignment each; decisions read self._config once, so they always see one consistent config.
-        self._context = context
+        # One assignment each; decisions read self._config once, so they always see one consistent config. The
+        # replaced config is simply dropped: whatever still uses it (a decision in progress, a queued event)
+        # keeps it alive, and reference counting frees it after.
+        self._context = event_context(config, self._event_endpoint)
         self._config = config
         if self._ready is not None:
             self._ready.set()
-        if old is not None and old is not config:
-            self._retire(old)
 
-    def _retire(self, config: ProjectConfig) -> None:
-        """Have the replaced ``config`` taken apart in a worker thread once nothing references it any more, so
-        that freeing it does not stall the event loop (see :func:`take_apart`)."""
-        task_group = self._task_group
-        if task_group is None or self._state is not _State.OPEN or _HELD_ONLY < 0:
-            return  # freed by reference counting wherever its last reference goes, as before
-        task_group.start_soon(_retire_when_unused, [config])
+    def _context_of(self, config: ProjectConfig) -> EventContext:
+        """The event context of ``config``: the current one's, or (a config replaced meanwhile) built anew."""
+        context = self._context
+        if self._config is config and context is not None:
+            return context
+        return event_context(config, self._event_endpoint)
 
     async def _on_new_config(self, config: ProjectConfig) -> None:
+        if self._projection_used:
+            # The application reads projections: build the new one in steps now, not in one go at its next call.
+            from .config.optimizely_config import prepare_optimizely_config
+
+            try:
+                await prepare_optimizely_config(config)
+            except Exception:
+                _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
         self._set_config(config)
         # The source has logged the new revision (at INFO); this only marks that the client switched to it.
         _log.debug("The client now uses datafile revision %s.", config.revision)
@@ -467,6 +424,7 @@ class AsyncOptimizely(DecisionMethods):
         config = self._usable_config("get_optimizely_config")
         if config is None:
             return None
+        self._projection_used = True
         try:
             from .config.optimizely_config import optimizely_config_for
 
@@ -504,9 +462,14 @@ class AsyncOptimizely(DecisionMethods):
         user_id: str,
         attributes: dict[str, Any] | None,
     ) -> None:
-        context = self._context if self._config is config else None
-        if context is None:
-            context = config.event_context
+        if not self.notification_center.has_listeners(_ACTIVATE):
+            pending = self._offer_impression(
+                config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes
+            )
+            if pending is not None:
+                await self._queue.put(pending)
+            return
+        context = self._context_of(config)
         # A snapshot of the input, stamped with the moment of the decision; built later by the queue's task.
         build = functools.partial(
             build_impression,
@@ -522,11 +485,6 @@ class AsyncOptimizely(DecisionMethods):
             dict(attributes) if attributes else None,
             timestamp=now_ms(),
         )
-        if not self.notification_center.has_listeners(_ACTIVATE):
-            pending = PendingEvent(context, build)
-            if not self._offer(pending):
-                await self._queue.put(pending)
-            return
         # Listeners see the payload that is sent, so the event is built (and its uuid fixed) now.
         event = build(event_uuid=str(uuid.uuid4()))
         await self._enqueue(event)
@@ -538,6 +496,44 @@ class AsyncOptimizely(DecisionMethods):
             variation,
             _log_event(context.endpoint, build_payload([event])),
         )
+
+    def _offer_impression(
+        self,
+        config: ProjectConfig,
+        experiment: ExperimentInfo | HoldoutInfo | None,
+        variation: VariationInfo | None,
+        flag_key: str,
+        rule_key: str,
+        rule_type: str,
+        enabled: bool,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+    ) -> PendingEvent | None:
+        """Queue an impression without a coroutine (for callers that checked there is no ACTIVATE listener).
+
+        It holds a snapshot of the input, stamped with the moment of the decision; the queue's task builds the
+        event later. None when queued; the pending event when the queue is full, for the caller to
+        ``await self._queue.put(...)`` (which waits for room as ``enqueue_timeout`` allows, or counts the drop).
+        """
+        context = self._context_of(config)
+        pending = PendingEvent(
+            context,
+            functools.partial(
+                build_impression,
+                config,
+                context,
+                experiment,
+                variation,
+                flag_key,
+                rule_key,
+                rule_type,
+                enabled,
+                user_id,
+                dict(attributes) if attributes else None,
+                timestamp=now_ms(),
+            ),
+        )
+        return None if self._offer(pending) else pending
 
     async def track(
         self,
@@ -621,8 +617,7 @@ class AsyncOptimizely(DecisionMethods):
             if problem is not None:
                 _log.error('Not tracking event "%s": %s', event_key, problem)
                 return "invalid_payload"
-        context = self._context if self._config is config else config.event_context
-        assert context is not None
+        context = self._context_of(config)
         return PendingEvent(
             context,
             _conversion,
@@ -703,8 +698,6 @@ class AsyncOptimizely(DecisionMethods):
         if attributes is not None and type(attributes) is not dict:
             invalid_input("attributes")
             return None
-        from .user_context import OptimizelyUserContext
-
         return OptimizelyUserContext(self, user_id, attributes)
 
 
@@ -747,6 +740,24 @@ def _conversion(
         parse_value(tags) if tags else None,
         event_uuid=event_uuid,
         timestamp=timestamp,
+    )
+
+
+def _is_httpx_client(value: object) -> bool:
+    import httpx  # only when a client is given: importing httpx is a large part of the SDK's import time
+
+    return isinstance(value, httpx.AsyncClient)
+
+
+def event_context(config: ProjectConfig, endpoint: str | None = None) -> EventContext:
+    """The per-config facts every payload carries; ``endpoint`` (the client's ``event_endpoint``) replaces the
+    datafile region's."""
+    return EventContext(
+        account_id=config.account_id,
+        project_id=config.project_id,
+        revision=config.revision,
+        anonymize_ip=config.anonymize_ip,
+        endpoint=endpoint if endpoint is not None else config.event_endpoint,
     )
 
 

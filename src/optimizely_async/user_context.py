@@ -20,10 +20,19 @@ from .notifications import NotificationType
 if TYPE_CHECKING:
     from .client import AsyncOptimizely
     from .config.project_config import FlagInfo, ProjectConfig
+    from .events.models import PendingEvent
 
-__all__ = ["OptimizelyDecisionContext", "OptimizelyForcedDecision", "OptimizelyUserContext"]
+__all__ = [
+    "OptimizelyDecisionContext",
+    "OptimizelyForcedDecision",
+    "OptimizelyUserContext",
+    "can_decide_now",
+    "decide_now",
+]
 
 _log = logging.getLogger("optimizely_async")
+_DECISION = NotificationType.DECISION
+_ACTIVATE = NotificationType.ACTIVATE
 
 
 @dataclass(frozen=True)
@@ -111,10 +120,12 @@ class OptimizelyUserContext:
         return {"user_id": self.user_id, "attributes": self.get_user_attributes()}
 
     def _clone(self) -> OptimizelyUserContext:
-        clone = OptimizelyUserContext(self.client, self.user_id)
-        clone._attributes = dict(self._attributes)  # already plain: no need to check them again
-        if self._forced:
-            clone._forced = dict(self._forced)  # keys and values are immutable: a shallow copy is a snapshot
+        clone = OptimizelyUserContext.__new__(OptimizelyUserContext)
+        clone.client = self.client
+        clone.user_id = self.user_id
+        clone._attributes = dict(self._attributes)
+        # Keys and values are immutable: a shallow copy is a snapshot.
+        clone._forced = dict(self._forced) if self._forced else {}
         return clone
 
     def __repr__(self) -> str:
@@ -181,9 +192,15 @@ class OptimizelyUserContext:
                     user_context=snapshot,
                     reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
-            return await _decide_one(
-                client, config, snapshot, config.flags_by_key[key], _options(client, options, True)
-            )
+            flag = config.flags_by_key[key]
+            merged = _options(client, options, True)
+            if can_decide_now(client, snapshot, merged):
+                late: list[PendingEvent] = []
+                result = decide_now(client, config, snapshot, flag, merged, late)
+                if late:
+                    await _put_late(client, late)
+                return result
+            return await _decide_one(client, config, snapshot, flag, merged)
         except Exception:
             _log.exception('Unexpected error in decide("%s").', key)
             return OptimizelyDecision(flag_key=key if isinstance(key, str) else None, user_context=snapshot)
@@ -206,7 +223,7 @@ class OptimizelyUserContext:
             keys = [_plain_value(key) for key in given_any if key is None or isinstance(key, (str, *_KEY_TYPES))]
             if len(keys) != len(given):
                 _log.error("Key parameter is invalid: decide_for_keys skips keys that are not strings or numbers.")
-            return await _decide_for_keys(client, client.config, snapshot, keys, _options(client, options))
+            return await _decide_keys(client, client.config, snapshot, keys, _options(client, options))
         except Exception:
             _log.exception("Unexpected error in decide_for_keys.")
             return {}
@@ -220,9 +237,7 @@ class OptimizelyUserContext:
             if client is None or config is None:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_all".')
                 return {}
-            return await _decide_for_keys(
-                client, config, snapshot, list(config.flags_by_key), _options(client, options)
-            )
+            return await _decide_keys(client, config, snapshot, list(config.flags_by_key), _options(client, options))
         except Exception:
             _log.exception("Unexpected error in decide_all.")
             return {}
@@ -278,17 +293,23 @@ class _Options:
         )
 
 
+_NO_OPTIONS: dict[bool, tuple[tuple[Any, ...], bool]] = {True: ((), True), False: ((), False)}
+
+
 def _options(client: AsyncOptimizely, options: Sequence[DecideOption | str] | None, single: bool = False) -> _Options:
     """Merge with the defaults (cached per distinct option list); ``decide`` ignores ENABLED_FLAGS_ONLY."""
     if options is not None and not isinstance(options, (list, tuple)):
         _log.debug("Provided decide options is not an array. Using default decide options.")
         options = None
-    items = tuple(options) if options else ()
-    key = (items, single)
+    if options:
+        items = tuple(options)
+        key: Any = (items, single)
+        # Only exact strings and options make a cache key: another item's __hash__ or __eq__ may raise or lie,
+        # and a key holding it would break the look-ups of every later call.
+        cacheable = all(type(o) is str or type(o) is DecideOption for o in items)
+    else:
+        key, cacheable = _NO_OPTIONS[single], True
     cache = client._decide_options_cache
-    # Only exact strings and options make a cache key: another item's __hash__ or __eq__ may raise or lie, and
-    # a key holding it would break the look-ups of every later call.
-    cacheable = all(type(o) is str or type(o) is DecideOption for o in items)
     merged = cache.get(key) if cacheable else None
     if merged is None:
         given = coerce_options(options)
@@ -299,6 +320,126 @@ def _options(client: AsyncOptimizely, options: Sequence[DecideOption | str] | No
         if cacheable and len(cache) < 256:
             cache[key] = merged
     return merged
+
+
+def can_decide_now(client: AsyncOptimizely, user: OptimizelyUserContext, options: _Options) -> bool:
+    """Whether :func:`decide_now` may decide for ``user``: nothing to await and nothing to explain (no user
+    profile service in use, no forced decision, no reasons asked for, no DECISION or ACTIVATE listener)."""
+    center = client.notification_center
+    return (
+        not user._forced
+        and not options.include_reasons
+        and (client._ups is None or options.ignore_ups)
+        and not center.has_listeners(_DECISION)
+        and not center.has_listeners(_ACTIVATE)
+    )
+
+
+def decide_now(
+    client: AsyncOptimizely,
+    config: ProjectConfig,
+    user: OptimizelyUserContext,
+    flag: FlagInfo,
+    options: _Options,
+    late: list[PendingEvent],
+) -> OptimizelyDecision:
+    """Decide one flag synchronously, queueing its impressions directly: the fast path of ``decide``,
+    ``decide_for_keys`` and ``decide_all`` (and of a synchronous client) when :func:`can_decide_now` says so.
+
+    ``user`` is the snapshot the decision refers to. Impressions the queue has no room for right now are
+    appended to ``late``; the caller must hand each to ``await client._queue.put(...)`` (which waits for room
+    or counts the drop), as the coroutine path does.
+    """
+    decision = decide_flag(config, flag, user.user_id, user._attributes, client._forced, None)
+    if not options.disable_event:
+        for args in _impressions(config, user, flag, decision):
+            pending = client._offer_impression(*args)
+            if pending is not None:
+                late.append(pending)
+    variation = decision.variation
+    experiment = decision.experiment
+    return OptimizelyDecision(
+        variation.key if variation is not None else None,
+        variation is not None and bool(variation.feature_enabled),
+        {} if options.exclude_variables else config.flag_variables(flag, variation),
+        experiment.key if experiment is not None else None,
+        flag.key,
+        user,
+        [],
+    )
+
+
+async def _put_late(client: AsyncOptimizely, late: list[PendingEvent]) -> None:
+    for pending in late:
+        await client._queue.put(pending)
+
+
+def _impressions(
+    config: ProjectConfig, user: OptimizelyUserContext, flag: FlagInfo, decision: Decision
+) -> list[tuple[Any, ...]]:
+    """The arguments of ``_send_impression`` for each impression a decide sends (unless disabled): a global
+    holdout's that excludes targeted deliveries, then the decision's own when the official SDK sends one."""
+    out: list[tuple[Any, ...]] = []
+    holdout = decision.holdout
+    if holdout is not None and decision.source != HOLDOUT:
+        held = holdout.variation
+        out.append(
+            (
+                config,
+                holdout.experiment,
+                held,
+                flag.key,
+                holdout.experiment.key if holdout.experiment else "",
+                HOLDOUT,
+                held is not None and bool(held.feature_enabled),
+                user.user_id,
+                user._attributes,
+            )
+        )
+    if decision.source in (FEATURE_TEST, HOLDOUT) or config.send_flag_decisions:
+        variation = decision.variation
+        experiment = decision.experiment
+        out.append(
+            (
+                config,
+                experiment,
+                variation,
+                flag.key,
+                experiment.key if experiment is not None else "",
+                decision.source,
+                variation is not None and bool(variation.feature_enabled),
+                user.user_id,
+                user._attributes,
+            )
+        )
+    return out
+
+
+async def _decide_keys(
+    client: AsyncOptimizely,
+    config: ProjectConfig,
+    user: OptimizelyUserContext,
+    keys: list[str],
+    options: _Options,
+) -> dict[str, OptimizelyDecision]:
+    """``decide_for_keys`` / ``decide_all``: the fast path when :func:`can_decide_now`, else the coroutines."""
+    if not can_decide_now(client, user, options):
+        return await _decide_for_keys(client, config, user, keys, options)
+    results: dict[str, OptimizelyDecision] = {}
+    late: list[PendingEvent] = []
+    flags = config.flags_by_key
+    enabled_only = options.enabled_only
+    for key in keys:
+        flag = flags.get(key)
+        if flag is None:
+            results[key] = OptimizelyDecision(flag_key=key, user_context=user)
+            continue
+        result = decide_now(client, config, user, flag, options, late)
+        if not enabled_only or result.enabled:
+            results[key] = result
+    if late:
+        await _put_late(client, late)
+    return results
 
 
 def _forced_flag_decision(user: OptimizelyUserContext, flag: FlagInfo, reasons: list[str] | None) -> Decision | None:
@@ -382,35 +523,11 @@ async def _finish(
     enabled = variation is not None and bool(variation.feature_enabled)
     rule_key = experiment.key if experiment is not None else None
     attributes = user._attributes
-    send = not options.disable_event
     dispatched = False
-    holdout = decision.holdout
-    if send and holdout is not None and decision.source != HOLDOUT:
-        await client._send_impression(
-            config,
-            holdout.experiment,
-            holdout.variation,
-            flag.key,
-            holdout.experiment.key if holdout.experiment else "",
-            HOLDOUT,
-            holdout.variation is not None and bool(holdout.variation.feature_enabled),
-            user.user_id,
-            attributes,
-        )
-        dispatched = True
-    if send and (decision.source in (FEATURE_TEST, HOLDOUT) or config.send_flag_decisions):
-        await client._send_impression(
-            config,
-            experiment,
-            variation,
-            flag.key,
-            rule_key or "",
-            decision.source,
-            enabled,
-            user.user_id,
-            attributes,
-        )
-        dispatched = True
+    if not options.disable_event:
+        for args in _impressions(config, user, flag, decision):
+            await client._send_impression(*args)
+            dispatched = True
     variables: dict[str, Any] = {} if options.exclude_variables else config.flag_variables(flag, variation)
     shown_reasons = reasons if reasons is not None else []
     variation_key = variation.key if variation is not None else None

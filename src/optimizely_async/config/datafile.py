@@ -6,7 +6,7 @@ pydantic-core; unknown keys are ignored. They hold data only: every index and ev
 
 The models also refuse what the SDK could not use later (an error names the field): an unsupported
 ``version``, and free-form values (condition trees, ``cmab``, the flags kept as the JSON gave them) nested
-deeper than :data:`~optimizely_async.decision.compiled.MAX_CONDITION_DEPTH`, so that no decision and no event
+deeper than :data:`~optimizely_async.config.depth.MAX_CONDITION_DEPTH`, so that no decision and no event
 payload ever recurses past what the SDK supports.
 """
 
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..decision.compiled import MAX_CONDITION_DEPTH, too_deep
+from .depth import MAX_CONDITION_DEPTH, too_deep
 
 __all__ = [
     "Attribute",
@@ -75,7 +75,8 @@ ConditionTree = Annotated[Any, AfterValidator(_bounded_conditions)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Schemas are built on first validation, not at import (import time is the application's start-up).
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class Attribute(_Model):

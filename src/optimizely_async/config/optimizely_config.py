@@ -26,11 +26,11 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
-from . import datafile as df
-from .project_config import ProjectConfig
+from .loader import Steps, run_at_once, run_in_steps
+from .project_config import ExperimentInfo, ProjectConfig, VariationInfo
 
 __all__ = [
     "OptimizelyAttribute",
@@ -42,6 +42,7 @@ __all__ = [
     "OptimizelyVariable",
     "OptimizelyVariation",
     "optimizely_config_for",
+    "prepare_optimizely_config",
 ]
 
 _log = logging.getLogger("optimizely_async")
@@ -152,18 +153,18 @@ def _stringify(conditions: Sequence[Any], names: Mapping[str, str]) -> str:
         return ""
     first = conditions[0]
     if n == 1:
-        if isinstance(first, list):  # the official SDK raises TypeError here; render the inner tree
+        if isinstance(first, (list, tuple)):  # the official SDK raises TypeError here; render the inner tree
             return _stringify(first, names)
         return "" if _is_operator(first) else _quoted(first, names)
     second = conditions[1]
-    if n == 2 and _is_operator(first) and not isinstance(second, list) and not _is_operator(second):
+    if n == 2 and _is_operator(first) and not isinstance(second, (list, tuple)) and not _is_operator(second):
         return ("NOT " if first == "not" else "") + _quoted(second, names)
     out = ""
     operand = "OR"
     for i, item in enumerate(conditions):
         if _is_operator(item):
             operand = item.upper()
-        elif isinstance(item, list):
+        elif isinstance(item, (list, tuple)):
             inner = _stringify(item, names)
             out += f"({inner}) " if i + 1 < n else f"{operand} ({inner})"
         else:
@@ -181,142 +182,116 @@ def _stringify(conditions: Sequence[Any], names: Mapping[str, str]) -> str:
 
 def _audiences_string(conditions: Any, names: Mapping[str, str]) -> str:
     # A string is walked character by character, as the official SDK does; other shapes render as "".
-    return _stringify(conditions, names) if isinstance(conditions, (list, str)) else ""
+    return _stringify(conditions, names) if isinstance(conditions, (list, tuple, str)) else ""
 
 
 # ------------------------------------------------------------------------------------------------- builder
 
 
-class _Variation(NamedTuple):
-    id: str
-    key: str
-    feature_enabled: bool | None
-    usages: Sequence[df.VariableUsage]
-
-
 class _Builder:
+    """Builds the projection from the config's indexes: no JSON is parsed or validated again, and objects that
+    show the same values (the default variables of a flag) are shared."""
+
     def __init__(self, config: ProjectConfig) -> None:
-        d = self.d = config.datafile
         self.config = config
-        self.audiences = self._audiences()
-        self.names = {a.id: a.name for a in self.audiences}
-
-        # Only the last flag of each key has its json variables retyped (the official SDK mutates those).
-        last_by_key = {f.key: f for f in d.featureFlags}
-        retyped = {id(f) for f in last_by_key.values()}
-        self.vars_by_flag_key: dict[str, dict[str, OptimizelyVariable]] = {}
-        self.vars_by_flag_key_id: dict[str, dict[str, OptimizelyVariable]] = {}
-        self.vars_by_flag_id: dict[str, dict[str, OptimizelyVariable]] = {}
-        self.flag_of_experiment: dict[str, df.FeatureFlag] = {}
-        for f in d.featureFlags:
-            for exp_id in f.experimentIds:
-                self.flag_of_experiment[exp_id] = f
-            by_key: dict[str, OptimizelyVariable] = {}
-            by_id: dict[str, OptimizelyVariable] = {}
-            for v in f.variables:
-                is_json = id(f) in retyped and v.type == "string" and v.subType == "json"
-                var = OptimizelyVariable(v.id, v.key, "json" if is_json else v.type, v.defaultValue)
-                by_key[v.key] = var
-                by_id[v.id] = var
-            self.vars_by_flag_id[f.id] = by_key
-            self.vars_by_flag_key[f.key] = by_key
-            self.vars_by_flag_key_id[f.key] = by_id
-
-        # A feature-rollout experiment also offers the flag's "everyone else" variation.
-        by_id_exp: dict[str, df.Experiment] = {e.id: e for e in d.experiments}
-        rollouts = {r.id: r for r in d.rollouts}
-        for r in rollouts.values():
-            by_id_exp.update((e.id, e) for e in r.experiments)
-        for g in {g.id: g for g in d.groups}.values():
-            by_id_exp.update((e.id, e) for e in g.experiments)
-        self.extra: dict[int, list[_Variation]] = {}
-        for f in last_by_key.values():
-            rollout = rollouts.get(f.rolloutId) if f.rolloutId else None
-            if rollout is None or not rollout.experiments or not rollout.experiments[-1].variations:
+        self.names = {audience_id: name for audience_id, name, _ in config.listed_audiences}
+        self.flags = config.flags_by_key
+        # Per flag key: its variables at their default values, by key and by id.
+        self.defaults: dict[str, dict[str, OptimizelyVariable]] = {}
+        self.defaults_by_id: dict[str, dict[str, OptimizelyVariable]] = {}
+        for key, flag in self.flags.items():
+            by_key = {v.key: OptimizelyVariable(v.id, v.key, v.type, v.default_value) for v in flag.variables.values()}
+            self.defaults[key] = by_key
+            self.defaults_by_id[key] = {v.id: v for v in by_key.values()}
+        # A feature-rollout experiment also offers the "everyone else" variation of each flag that lists it.
+        experiments = config.experiments_by_id
+        self.extra: dict[str, list[VariationInfo]] = {}
+        for flag in self.flags.values():
+            rules = flag.rollout_rules
+            if not rules or not rules[-1].variations:
                 continue
-            ev = rollout.experiments[-1].variations[0]
-            everyone_else = _Variation(ev.id, ev.key, bool(ev.featureEnabled), ev.variables)
-            for exp_id in f.experimentIds:
-                exp = by_id_exp.get(exp_id)
+            ev = rules[-1].variations[0]
+            everyone_else = VariationInfo(ev.id, ev.key, bool(ev.feature_enabled), bool(ev.feature_enabled))
+            for exp_id in flag.experiment_ids:
+                exp = experiments.get(exp_id)
                 if exp is not None and exp.type == "fr":
-                    self.extra.setdefault(id(exp), []).append(everyone_else)
+                    self.extra.setdefault(exp_id, []).append(everyone_else)
 
-    def _audiences(self) -> tuple[OptimizelyAudience, ...]:
-        out = [OptimizelyAudience(a.id, a.name, json.dumps(a.conditions)) for a in self.d.typedAudiences]
-        typed = {a.id for a in self.d.typedAudiences}
-        out.extend(
-            OptimizelyAudience(a.id, a.name, a.conditions)
-            for a in self.d.audiences
-            if a.id not in typed and a.id != DUMMY_AUDIENCE_ID
-        )
-        return tuple(out)
-
-    def _variables(
-        self, exp: df.Experiment, variation: _Variation, feature_id: str | None
-    ) -> dict[str, OptimizelyVariable]:
-        flag = self.flag_of_experiment.get(exp.id)
-        if feature_id:
-            return dict(self.vars_by_flag_id[feature_id])
-        if flag is None:
+    def _variables(self, exp: ExperimentInfo, variation: VariationInfo) -> Mapping[str, OptimizelyVariable]:
+        flag_key = self.config.experiment_flags.get(exp.id)
+        if flag_key is None or flag_key not in self.defaults:
             return {}
-        out = dict(self.vars_by_flag_key[flag.key])
-        if variation.feature_enabled:
-            by_id = self.vars_by_flag_key_id[flag.key]
-            for usage in variation.usages:
-                var = by_id.get(usage.id)
-                if var is not None:
-                    out[var.key] = replace(out[var.key], value=usage.value)
+        defaults = self.defaults[flag_key]
+        if not variation.listed_enabled:
+            return defaults
+        usages = self.config.variable_usages.get(variation.id)
+        if not usages:
+            return defaults
+        by_id = self.defaults_by_id[flag_key]
+        out = dict(defaults)
+        for variable_id, value in usages.items():
+            var = by_id.get(variable_id)
+            if var is not None:
+                out[var.key] = OptimizelyVariable(var.id, var.key, var.type, value)
         return out
 
-    def experiment(self, exp: df.Experiment, feature_id: str | None = None) -> OptimizelyExperiment:
-        variations = [
-            _Variation(v.id, v.key, v.featureEnabled if "featureEnabled" in v.model_fields_set else None, v.variables)
-            for v in exp.variations
-        ]
-        variations.extend(self.extra.get(id(exp), ()))
+    def experiment(self, exp: ExperimentInfo, flag_key: str | None = None) -> OptimizelyExperiment:
+        variations = list(exp.variations[:-1] if exp.fr_extra else exp.variations)
+        variations.extend(self.extra.get(exp.id, ()))
+        delivery_defaults = self.defaults.get(flag_key) if flag_key is not None else None
         variations_map = {
-            v.key: OptimizelyVariation(v.id, v.key, v.feature_enabled, self._variables(exp, v, feature_id))
+            v.key: OptimizelyVariation(
+                v.id,
+                v.key,
+                v.listed_enabled,
+                delivery_defaults if delivery_defaults is not None else self._variables(exp, v),
+            )
             for v in variations
         }
-        return OptimizelyExperiment(
-            exp.id, exp.key, variations_map, _audiences_string(exp.audienceConditions, self.names)
-        )
+        audiences = _audiences_string(exp.audience_tree, self.names) if exp.has_conditions else ""
+        return OptimizelyExperiment(exp.id, exp.key, variations_map, audiences)
 
     def build(self) -> OptimizelyConfig:
-        d = self.d
+        return run_at_once(self.steps())
+
+    def steps(self) -> Steps[OptimizelyConfig]:
+        """The build, one experiment or flag per step."""
+        config = self.config
+        experiments = config.experiments_by_id
         experiments_by_key: dict[str, OptimizelyExperiment] = {}
         experiments_by_id: dict[str, OptimizelyExperiment] = {}
-        for exp in [*d.experiments, *(e for g in d.groups for e in g.experiments)]:
+        for exp_id in config.listed_experiment_ids:
+            exp = experiments[exp_id]
             if exp.key in experiments_by_key:
                 _log.warning("Duplicate experiment keys found in datafile: %s", exp.key)
-            experiments_by_key[exp.key] = experiments_by_id[exp.id] = self.experiment(exp)
+            experiments_by_key[exp.key] = experiments_by_id[exp_id] = self.experiment(exp)
+            yield
 
         features: dict[str, OptimizelyFeature] = {}
-        for f in d.featureFlags:
-            rollout = next((r for r in d.rollouts if r.id == f.rolloutId), None)
-            delivery = tuple(self.experiment(e, f.id) for e in rollout.experiments) if rollout else ()
+        for key, flag in self.flags.items():
+            delivery = tuple(self.experiment(e, key) for e in flag.rollout_rules)
             # The official SDK raises KeyError on an id that is not a top-level or grouped experiment.
-            rules = tuple(experiments_by_id[i] for i in f.experimentIds if i in experiments_by_id)
-            features[f.key] = OptimizelyFeature(
-                id=f.id,
-                key=f.key,
+            rules = tuple(experiments_by_id[i] for i in flag.experiment_ids if i in experiments_by_id)
+            features[key] = OptimizelyFeature(
+                id=flag.id,
+                key=key,
                 experiments_map={e.key: e for e in rules},
-                variables_map=self.vars_by_flag_key[f.key],
+                variables_map=self.defaults[key],
                 delivery_rules=delivery,
                 experiment_rules=rules,
             )
+            yield
 
-        config = self.config
         return OptimizelyConfig(
             revision=config.revision,
             experiments_map=experiments_by_key,
             features_map=features,
-            _datafile=config.raw.decode("utf-8"),
+            _datafile=config.raw if isinstance(config.raw, str) else config.raw.decode("utf-8"),
             sdk_key=config.sdk_key or "",
             environment_key=config.environment_key or "",
-            attributes=tuple(OptimizelyAttribute(a.id, a.key) for a in d.attributes),
-            events=tuple(OptimizelyEvent(e.id, e.key, tuple(e.experimentIds)) for e in d.events),
-            audiences=self.audiences,
+            attributes=tuple(OptimizelyAttribute(i, k) for i, k in config.listed_attributes),
+            events=tuple(OptimizelyEvent(e.id, e.key, e.experiment_ids) for e in config.listed_events),
+            audiences=tuple(OptimizelyAudience(*entry) for entry in config.listed_audiences),
         )
 
 
@@ -341,21 +316,41 @@ def _forgetter(key: int) -> Callable[[weakref.ref[ProjectConfig]], None]:
 
 def optimizely_config_for(config: ProjectConfig) -> OptimizelyConfig:
     """The projection of ``config``, built on first use and then returned as the same object."""
-    key = id(config)
     with _lock:
-        entry = _cache.get(key)
-        if entry is not None and entry[0]() is config:
-            return entry[1]
-        result = _Builder(config).build()
-        holder: Callable[[], ProjectConfig | None]
-        try:
-            holder = weakref.ref(config, _forgetter(key))
-        except TypeError:  # not weakly referenceable: keep the last few strongly, in a bounded list
-            holder = (lambda c: lambda: c)(config)
-            if key in _strong_keys:
-                _strong_keys.remove(key)
-            _strong_keys.append(key)
-            while len(_strong_keys) > _STRONG_MAX:
-                _cache.pop(_strong_keys.pop(0), None)
-        _cache[key] = (holder, result)
-        return result
+        cached = _cached(config)
+        return cached if cached is not None else _store(config, _Builder(config).build())
+
+
+async def prepare_optimizely_config(config: ProjectConfig) -> None:
+    """Build the projection of ``config`` on the event loop in steps (one experiment or flag each, a checkpoint
+    about every 0.5 ms), so that the next :func:`optimizely_config_for` returns it at once. For a client whose
+    application has asked for projections before, after each update."""
+    with _lock:
+        if _cached(config) is not None:
+            return
+    result = await run_in_steps(_Builder(config).steps())
+    with _lock:
+        if _cached(config) is None:
+            _store(config, result)
+
+
+def _cached(config: ProjectConfig) -> OptimizelyConfig | None:
+    entry = _cache.get(id(config))
+    return entry[1] if entry is not None and entry[0]() is config else None
+
+
+def _store(config: ProjectConfig, result: OptimizelyConfig) -> OptimizelyConfig:
+    """Cache ``result`` as the projection of ``config`` (call with ``_lock`` held)."""
+    key = id(config)
+    holder: Callable[[], ProjectConfig | None]
+    try:
+        holder = weakref.ref(config, _forgetter(key))
+    except TypeError:  # not weakly referenceable: keep the last few strongly, in a bounded list
+        holder = (lambda c: lambda: c)(config)
+        if key in _strong_keys:
+            _strong_keys.remove(key)
+        _strong_keys.append(key)
+        while len(_strong_keys) > _STRONG_MAX:
+            _cache.pop(_strong_keys.pop(0), None)
+    _cache[key] = (holder, result)
+    return result

@@ -1,26 +1,28 @@
 """ProjectConfig: the immutable, indexed view of one datafile revision.
 
 Every index the decision engine and the event builder need is built once here, so a decision is a handful of
-dict look-ups. Instances are never mutated after :func:`parse_config` returns them, so any number of tasks
-can share one, and a config update is an atomic swap of the reference.
+dict look-ups. Instances are never mutated after they are built (the caches they carry are filled on first
+use and never change a result), so any number of tasks can share one, and a config update is an atomic swap
+of the reference.
+
+A config keeps few objects the cyclic collector must track: variations, groups, events and variables are
+tuples (named), audience trees are nested tuples, and the models of the datafile are dropped once indexed.
+This module imports nothing from ``decision/`` or ``events/``: they read the config, not the reverse.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from .. import defaults
-from ..decision.compiled import MAX_CONDITION_DEPTH, LazyMatcher, too_deep
 from ..errors import InvalidDatafileError
-from ..events.models import EventContext
 from . import datafile as df
-from .loader import Pause, gc_paused, load_datafile, no_pause
-from .loader import sections as loader_sections
+from .depth import MAX_CONDITION_DEPTH, too_deep
+from .loader import Steps, run_at_once, run_in_steps, sections, validate_at_once, validate_in_steps
 
 __all__ = [
     "EventInfo",
@@ -31,54 +33,55 @@ __all__ = [
     "ProjectConfig",
     "VariableInfo",
     "VariationInfo",
+    "build_config",
+    "config_steps",
     "parse_config",
-    "take_apart",
     "typed_value",
 ]
 
 VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
 
 
-_EVERYONE = LazyMatcher(None, {}, {})
-
-
-@dataclass(frozen=True, slots=True)
-class VariationInfo:
+class VariationInfo(NamedTuple):
     id: str
     key: str
     #: The raw ``featureEnabled`` value (``None`` when the datafile says null).
     feature_enabled: bool | None
+    #: What the OptimizelyConfig projection shows: as ``feature_enabled``, but None when the key is absent.
+    listed_enabled: bool | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class GroupInfo:
+class GroupInfo(NamedTuple):
     id: str
     policy: str
     allocation: tuple[tuple[str, int | None], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ExperimentInfo:
-    """An A/B experiment, a feature test or a rollout rule, with its look-ups precomputed."""
+    """An A/B experiment, a feature test or a rollout rule, with its look-ups precomputed.
+
+    Compared and hashed by identity: the decision layer keys its compiled audience checks by the rule.
+    """
 
     id: str
     key: str
     status: str
     layer_id: str
     type: str | None
-    variations: tuple[VariationInfo, ...]
+    #: The variations by id, in datafile order (a feature rollout's appended "everyone else" last).
     variations_by_id: Mapping[str, VariationInfo]
-    variations_by_key: Mapping[str, VariationInfo]
     allocation: tuple[tuple[str, int | None], ...]
-    #: ``audienceConditions`` when it is not null, else ``audienceIds``.
+    #: ``audienceConditions`` when it is not null, else ``audienceIds`` (lists made tuples).
     audience_tree: Any
     forced_variations: Mapping[str, str]
     group: GroupInfo | None = None
     cmab: Mapping[str, Any] | None = None
-    #: How audience messages name it: ``experiment "<key>"``.
-    audience_label: str = ""
-    #: The audience check compiled for the fast path (no reasons, no INFO logging).
-    matcher: LazyMatcher = _EVERYONE
+    #: Whether the datafile gave ``audienceConditions`` (the projection renders only those).
+    has_conditions: bool = False
+    #: Whether the last of ``variations`` is the flag's "everyone else" variation, appended to a feature
+    #: rollout (``type: "fr"``); the datafile lists the others.
+    fr_extra: bool = False
 
     @property
     def running(self) -> bool:
@@ -89,24 +92,35 @@ class ExperimentInfo:
         """The id sent as ``campaign_id``: the layer id when set, else the experiment id."""
         return self.layer_id or self.id
 
+    @property
+    def audience_label(self) -> str:
+        """How audience messages name it: ``experiment "<key>"``."""
+        return f'experiment "{self.key}"'
+
+    @property
+    def variations(self) -> tuple[VariationInfo, ...]:
+        return tuple(self.variations_by_id.values())
+
+    @property
+    def variations_by_key(self) -> Mapping[str, VariationInfo]:
+        """The variations by key (built on each use: only forced variations and whitelists look them up)."""
+        return {v.key: v for v in self.variations_by_id.values()}
+
 
 #: The official SDK's ``Experiment.get_default()``: what ACTIVATE listeners get for an impression with no rule.
 EMPTY_EXPERIMENT: ExperimentInfo
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class HoldoutInfo:
     id: str
     key: str
     status: str
     variations_by_id: Mapping[str, VariationInfo]
-    variations_by_key: Mapping[str, VariationInfo]
     allocation: tuple[tuple[str, int | None], ...]
     audience_tree: Any
     included_rules: tuple[str, ...]
     exclude_targeted_deliveries: bool
-    audience_label: str = ""
-    matcher: LazyMatcher = _EVERYONE
 
     @property
     def running(self) -> bool:
@@ -116,9 +130,16 @@ class HoldoutInfo:
     def campaign_id(self) -> str:
         return self.id
 
+    @property
+    def audience_label(self) -> str:
+        return f'experiment "{self.key}"'
 
-@dataclass(frozen=True, slots=True)
-class VariableInfo:
+    @property
+    def variations_by_key(self) -> Mapping[str, VariationInfo]:
+        return {v.key: v for v in self.variations_by_id.values()}
+
+
+class VariableInfo(NamedTuple):
     id: str
     key: str
     #: One of boolean, double, integer, string, json (``string`` + subType ``json`` is ``json``).
@@ -126,7 +147,7 @@ class VariableInfo:
     default_value: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class FlagInfo:
     id: str
     key: str
@@ -137,17 +158,29 @@ class FlagInfo:
     rollout_rules: tuple[ExperimentInfo, ...]
     #: Every variation of every rule, deduplicated by id, in rule order (forced decisions, impressions).
     variations_by_id: Mapping[str, VariationInfo]
-    variations_by_key: Mapping[str, VariationInfo]
     #: Typed variable values per enabled variation id (None: the defaults), filled on first use. Each entry
-    #: holds the values that are safe to share, and the raw text of json variables, parsed afresh on every call.
+    #: holds the values that are safe to share, and the raw text of json variables whose parsed value is
+    #: mutable (a dict or a list), parsed afresh on every call.
     typed_variables: dict[str | None, Any] = field(default_factory=dict)
 
+    @property
+    def variations_by_key(self) -> Mapping[str, VariationInfo]:
+        """By key, the first of each key in rule order (built on each use: only forced decisions need it)."""
+        by_key: dict[str, VariationInfo] = {}
+        for info in self.variations_by_id.values():
+            by_key.setdefault(info.key, info)
+        return by_key
 
-@dataclass(frozen=True, slots=True)
-class EventInfo:
+
+class EventInfo(NamedTuple):
     id: str
     key: str
     experiment_ids: tuple[str, ...]
+
+
+#: An audience as the OptimizelyConfig projection lists it: (id, name, conditions as JSON text). A plain tuple
+#: of strings, which the cyclic collector stops tracking.
+AudienceEntry = tuple[str, str, str]
 
 
 class _WeakReferenceable:
@@ -156,9 +189,10 @@ class _WeakReferenceable:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ProjectConfig(_WeakReferenceable):
-    """One datafile revision, parsed and indexed. Build it with :func:`parse_config`."""
+    """One datafile revision, parsed and indexed. Build it with :func:`parse_config` or :func:`build_config`."""
 
-    raw: bytes = field(repr=False)
+    #: The datafile text as given (a str, or UTF-8 bytes; a dict given is encoded once), not copied.
+    raw: str | bytes = field(repr=False)
     revision: str
     account_id: str
     project_id: str
@@ -168,6 +202,8 @@ class ProjectConfig(_WeakReferenceable):
     anonymize_ip: Any  # the datafile's value, sent verbatim
     bot_filtering: Any  # the datafile's value; only a bool adds the bot-filtering attribute
     send_flag_decisions: bool
+    #: The events endpoint of the datafile's region.
+    event_endpoint: str
     experiments_by_id: Mapping[str, ExperimentInfo]
     experiments_by_key: Mapping[str, ExperimentInfo]
     groups_by_id: Mapping[str, GroupInfo]
@@ -175,18 +211,22 @@ class ProjectConfig(_WeakReferenceable):
     events_by_key: Mapping[str, EventInfo]
     attribute_ids: Mapping[str, str]
     flags_by_key: Mapping[str, FlagInfo]
-    #: experiment id -> the flag it is a feature test of
+    #: experiment id -> the key of the (last) flag it is a feature test of
     experiment_flags: Mapping[str, str]
     #: variation id -> {variable id: value}
     variable_usages: Mapping[str, Mapping[str, str]]
     global_holdouts: tuple[HoldoutInfo, ...]
     rule_holdouts: Mapping[str, tuple[HoldoutInfo, ...]]
-    event_context: EventContext
-
-    @property
-    def datafile(self) -> df.Datafile:
-        """The datafile's models, validated again from ``raw`` (the indexes do not keep them alive)."""
-        return df.Datafile.model_validate_json(self.raw)
+    #: What the OptimizelyConfig projection lists, in datafile order: the top-level and grouped experiments'
+    #: ids, the attributes (id, key), the events and the audiences.
+    listed_experiment_ids: tuple[str, ...] = ()
+    listed_attributes: tuple[tuple[str, str], ...] = ()
+    listed_events: tuple[EventInfo, ...] = ()
+    listed_audiences: tuple[AudienceEntry, ...] = ()
+    #: Filled by the decision layer on first use: each rule's compiled audience check (keyed by the rule),
+    #: and each audience's compiled conditions (keyed by audience id).
+    matchers: dict[Any, Any] = field(default_factory=dict, repr=False)
+    compiled_audiences: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def is_feature_experiment(self, experiment_id: str) -> bool:
         return experiment_id in self.experiment_flags
@@ -207,6 +247,8 @@ class ProjectConfig(_WeakReferenceable):
                     cache[source] = cached
         if cached is not None:
             values, json_raw = cached
+            if not json_raw:
+                return dict(values)
             out = dict(values)
             for key, raw in json_raw:
                 out[key] = typed_value(raw, "json")
@@ -274,10 +316,14 @@ def _typed_set(variables: Mapping[str, VariableInfo], usages: Mapping[str, str] 
         if usages is not None:
             raw = usages.get(variable.id, raw)
         if variable.type == "json":
-            if _quiet_cast(raw, "json") is _UNCASTABLE:
+            parsed = _quiet_cast(raw, "json")
+            if parsed is _UNCASTABLE:
                 return None
-            values[key] = None  # keeps the key order; replaced by a fresh parse on each call
-            json_raw.append((key, raw))
+            if isinstance(parsed, (dict, list)):  # mutable: each caller gets its own parse
+                values[key] = None  # keeps the key order; replaced by a fresh parse on each call
+                json_raw.append((key, raw))
+            else:
+                values[key] = parsed  # a string, number, bool or null: safe to share
             continue
         typed = _quiet_cast(raw, variable.type)
         if typed is _UNCASTABLE:
@@ -292,184 +338,154 @@ EMPTY_EXPERIMENT = ExperimentInfo(
     status="",
     layer_id="",
     type=None,
-    variations=(),
     variations_by_id={},
-    variations_by_key={},
     allocation=(),
-    audience_tree=[],
+    audience_tree=(),
     forced_variations={},
 )
 
 
+def _tuples(tree: Any) -> Any:
+    """An audience tree with its lists made tuples (leaves, the condition dicts, are kept as they are)."""
+    if type(tree) is list:
+        return tuple([_tuples(node) for node in tree])
+    return tree
+
+
 def _allocation(items: list[df.TrafficAllocation]) -> tuple[tuple[str, int | None], ...]:
-    return tuple((t.entityId, t.endOfRange) for t in items)
+    return tuple([(t.entityId, t.endOfRange) for t in items])
 
 
 def _variation(v: df.Variation) -> VariationInfo:
-    return VariationInfo(v.id, v.key, v.featureEnabled)
+    listed = v.featureEnabled if "featureEnabled" in v.model_fields_set else None
+    return VariationInfo(v.id, v.key, v.featureEnabled, listed)
 
 
-def _experiment(
-    e: df.Experiment,
-    audiences: Mapping[str, Any],
-    compiled: dict[str, Any],
-    group: GroupInfo | None = None,
-    extra: VariationInfo | None = None,
-) -> ExperimentInfo:
+def _experiment(e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None) -> ExperimentInfo:
     variations = [_variation(v) for v in e.variations]
     allocation = _allocation(e.trafficAllocation)
     if extra is not None:
         variations.append(extra)
         allocation = (*allocation, (extra.id, defaults.MAX_TRAFFIC_VALUE))
-    audience_tree = e.audienceConditions if e.audienceConditions is not None else e.audienceIds
+    has_conditions = e.audienceConditions is not None
     return ExperimentInfo(
         id=e.id,
         key=e.key,
         status=e.status,
         layer_id=e.layerId,
         type=e.type,
-        variations=tuple(variations),
         variations_by_id={v.id: v for v in variations},
-        variations_by_key={v.key: v for v in variations},
         allocation=allocation,
-        audience_tree=audience_tree,
+        audience_tree=_tuples(e.audienceConditions if has_conditions else e.audienceIds),
         forced_variations=dict(e.forcedVariations),
         group=group,
         cmab=e.cmab,
-        audience_label=f'experiment "{e.key}"',
-        matcher=LazyMatcher(audience_tree, audiences, compiled),
+        has_conditions=has_conditions,
+        fr_extra=extra is not None,
     )
 
 
-def _holdout(h: df.Holdout, audiences: Mapping[str, Any], *, local: bool) -> HoldoutInfo:
+def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
     variations = [_variation(v) for v in h.variations]
-    audience_tree = h.audienceConditions if h.audienceConditions is not None else h.audienceIds
     return HoldoutInfo(
         id=h.id,
         key=h.key,
         status=h.status,
         variations_by_id={v.id: v for v in variations},
-        variations_by_key={v.key: v for v in variations},
         allocation=_allocation(h.trafficAllocation),
-        audience_tree=audience_tree,
+        audience_tree=_tuples(h.audienceConditions if h.audienceConditions is not None else h.audienceIds),
         included_rules=tuple(h.includedRules or ()) if local else (),
         exclude_targeted_deliveries=h.excludeTargetedDeliveries,
-        audience_label=f'experiment "{h.key}"',
-        matcher=LazyMatcher(audience_tree, audiences, {}),
     )
 
 
 def _load_conditions(audience: df.Audience, *, typed: bool) -> Any:
     if typed:
-        return audience.conditions
+        return _tuples(audience.conditions)
     if not isinstance(audience.conditions, str):
         raise InvalidDatafileError(
             f"audiences[id={audience.id}].conditions: expected a JSON string, got {type(audience.conditions).__name__}"
         )
     try:
-        return json.loads(audience.conditions)
+        return _tuples(json.loads(audience.conditions))
     except ValueError as exc:
         raise InvalidDatafileError(f"audiences[id={audience.id}].conditions: invalid JSON ({exc})") from exc
 
 
-def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> bytes:
+def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> str | bytes:
+    """The datafile's text, kept as given where it is immutable (no copy of a large str or bytes)."""
     if isinstance(data, Mapping):
         try:
-            return json.dumps(data).encode()
+            return json.dumps(data)
         except (TypeError, ValueError, RecursionError) as exc:
             deep = [str(k) for k, v in data.items() if too_deep(v, MAX_CONDITION_DEPTH)]
             at = f" ({', '.join(deep)} nested too deep)" if isinstance(exc, RecursionError) and deep else ""
             raise InvalidDatafileError(f"datafile dict is not JSON-serialisable{at}: {exc}") from None
-    if isinstance(data, (bytes, bytearray)):
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray):
         return bytes(data)
     if isinstance(data, str):
         try:
-            return str.encode(data, "utf-8")
+            str.encode(data, "utf-8")  # a lone surrogate cannot be sent or hashed: refused here, not later
         except UnicodeEncodeError as exc:
             raise InvalidDatafileError(f"datafile text cannot be encoded as UTF-8: {exc}") from None
+        return data
     raise InvalidDatafileError(f"datafile must be str, bytes or dict, not {type(data).__name__}")
 
 
-def _release(model: df.Datafile, pause: Pause) -> None:
-    """Free the transient models a few at a time: dropping the whole tree at once is one long GIL hold."""
-    for name in loader_sections():
-        items: list[Any] = getattr(model, name)
-        while items:
-            del items[-8:]
-            pause()
-
-
-class _Probe:
-    __slots__ = ("index",)
-
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-
-
-def _field_only_count() -> int:
-    """What ``sys.getrefcount`` says, in :func:`take_apart`'s code shape, of a dict that only an object's
-    field references (measured, not assumed: interpreters differ in the temporary references they count)."""
-    probe = _Probe()
-    container = getattr(probe, "index")  # noqa: B009  (the same shape as the loop below)
-    return sys.getrefcount(container)
-
-
-_FIELD_ONLY = _field_only_count() if hasattr(sys, "getrefcount") else -1
-
-
-def take_apart(config: ProjectConfig, pause: Pause = no_pause, step: int = 16) -> None:
-    """Empty the indexes of a config that nothing uses any more, ``step`` entries at a time with ``pause()``
-    in between.
-
-    Dropping the last reference to a config frees all of it in one go: for a 1 MB datafile about 11,000
-    objects, 2 to 3 ms holding the GIL, wherever that reference happens to go (usually on the event loop).
-    Taken apart in a worker thread first, it is freed in many short steps instead. The config is unusable
-    afterwards: call this only on a config no task, event or listener can reach. An index that something else
-    still references (an application kept ``config.flags_by_key``, say) is left as it is.
-    """
-    if _FIELD_ONLY < 0:
-        return  # no reference counts to go by (not CPython): leave it to the interpreter
-    names = [f.name for f in fields(config)]
-    # An index may be referenced from inside another one (the compiled audience checks of the experiments
-    # hold ``audiences``): sweep until a pass empties nothing more.
-    emptied = True
-    while emptied:
-        emptied = False
-        for name in names:
-            container = getattr(config, name)
-            if not isinstance(container, dict) or not container or sys.getrefcount(container) > _FIELD_ONLY:
-                continue
-            while container:
-                for _ in range(min(step, len(container))):
-                    container.popitem()
-                pause()
-            emptied = True
-
-
-def parse_config(data: str | bytes | bytearray | Mapping[str, Any], pause: Pause = no_pause) -> ProjectConfig:
-    """Parse, validate and index a datafile.
+def parse_config(data: str | bytes | bytearray | Mapping[str, Any]) -> ProjectConfig:
+    """Parse, validate and index a datafile at once (one validation call): for a static datafile, where nothing
+    else waits.
 
     Raises :class:`~optimizely_async.errors.InvalidDatafileError` naming the problem (and the path of a bad
-    field). CPU-bound: the async shell runs it in a worker thread with a :class:`~.loader.Pacer` as
-    ``pause``, which yields the GIL between small steps so the event loop keeps running.
+    field).
     """
     raw = _raw(data)
-    with gc_paused():
-        model = load_datafile(raw, pause)
-        try:
-            return _index(model, raw, pause)
-        finally:
-            _release(model, pause)
+    return run_at_once(_index(validate_at_once(raw), raw))
 
 
-def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig:
+def config_steps(data: str | bytes | bytearray | Mapping[str, Any]) -> Steps[ProjectConfig]:
+    """:func:`parse_config` as a generator of small steps (one datafile element or so each)."""
+    raw = _raw(data)
+    model = yield from validate_in_steps(raw)
+    return (yield from _index(model, raw))
+
+
+async def build_config(data: str | bytes | bytearray | Mapping[str, Any]) -> ProjectConfig:
+    """:func:`parse_config` on the event loop, in steps of about 0.5 ms with a checkpoint between them: for a
+    polled update, while the application's tasks run."""
+    return await run_in_steps(config_steps(data))
+
+
+def _index(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
+    try:
+        return (yield from _build(d, raw))
+    finally:
+        # Free the datafile's models a few at a time: dropping the whole tree at once is one long hold.
+        for name in sections():
+            items: list[Any] = getattr(d, name)
+            while items:
+                del items[-8:]
+                yield
+
+
+def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     audiences: dict[str, Any] = {}
-    for a in d.audiences:
-        audiences[a.id] = _load_conditions(a, typed=False)
-        pause()
+    listed_audiences: list[AudienceEntry] = []
+    typed_ids = {a.id for a in d.typedAudiences}
     for a in d.typedAudiences:
         audiences[a.id] = _load_conditions(a, typed=True)
-        pause()
+        listed_audiences.append((a.id, a.name, json.dumps(a.conditions)))
+        yield
+    for a in d.audiences:
+        if a.id not in typed_ids:
+            audiences[a.id] = _load_conditions(a, typed=False)
+            if a.id != "$opt_dummy_audience":
+                listed_audiences.append((a.id, a.name, a.conditions))
+        else:
+            _load_conditions(a, typed=False)  # still checked, as every legacy audience is
+        yield
 
     groups = {g.id: GroupInfo(g.id, g.policy, _allocation(g.trafficAllocation)) for g in d.groups}
 
@@ -482,10 +498,10 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
         if rollout is None or not rollout.experiments or not rollout.experiments[-1].variations:
             continue
         ev = rollout.experiments[-1].variations[0]
-        fr_extra_var = VariationInfo(ev.id, ev.key, bool(ev.featureEnabled))
+        fr_extra_var = VariationInfo(ev.id, ev.key, bool(ev.featureEnabled), bool(ev.featureEnabled))
         for exp_id in flag.experimentIds:
             fr_extra[exp_id] = fr_extra_var
-        pause()
+    yield
 
     # The same overwrite order as the official config: top-level experiments, rollout rules, group members.
     raw_experiments: dict[str, tuple[df.Experiment, GroupInfo | None]] = {}
@@ -494,28 +510,27 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
     for r in d.rollouts:
         for e in r.experiments:
             raw_experiments[e.id] = (e, None)
-        pause()
+    listed_experiment_ids = [e.id for e in d.experiments]
     for g in d.groups:
         for e in g.experiments:
             raw_experiments[e.id] = (e, groups[g.id])
+            listed_experiment_ids.append(e.id)
+    yield
 
     experiments_by_id: dict[str, ExperimentInfo] = {}
-    compiled: dict[str, Any] = {}  # audiences compiled once, shared by every experiment that names them
+    variable_usages: dict[str, dict[str, str]] = {}
     for exp_id, (e, group) in raw_experiments.items():
         extra = fr_extra.get(exp_id) if e.type == "fr" else None
-        experiments_by_id[exp_id] = _experiment(e, audiences, compiled, group, extra)
-        pause()
-    experiments_by_key = {e.key: e for e in experiments_by_id.values()}
-
-    variable_usages: dict[str, dict[str, str]] = {}
-    for e, _ in raw_experiments.values():
+        experiments_by_id[exp_id] = _experiment(e, group, extra)
         for v in e.variations:
             variable_usages[v.id] = {u.id: u.value for u in v.variables}
-        pause()
+        yield
+    experiments_by_key = {e.key: e for e in experiments_by_id.values()}
     for exp_id, extra in fr_extra.items():
         info2 = experiments_by_id.get(exp_id)
         if info2 is not None and info2.type == "fr":
             variable_usages.setdefault(extra.id, {})
+    yield
 
     flags: dict[str, FlagInfo] = {}
     experiment_flags: dict[str, str] = {}
@@ -526,7 +541,7 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
             variables[var.key] = VariableInfo(var.id, var.key, vtype, var.defaultValue)
         rules: list[ExperimentInfo] = []
         for exp_id in flag.experimentIds:
-            experiment_flags[exp_id] = flag.id
+            experiment_flags[exp_id] = flag.key
             if exp_id not in experiments_by_id:
                 raise InvalidDatafileError(
                     f'featureFlags[key={flag.key}].experimentIds: experiment "{exp_id}" is not in the datafile'
@@ -539,15 +554,12 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
                 raise InvalidDatafileError(
                     f'featureFlags[key={flag.key}].rolloutId: rollout "{flag.rolloutId}" is not in the datafile'
                 )
-            rollout_rules = tuple(experiments_by_id[e.id] for e in rollout.experiments)
+            rollout_rules = tuple([experiments_by_id[e.id] for e in rollout.experiments])
             rules.extend(rollout_rules)
         by_id: dict[str, VariationInfo] = {}
         for rule in rules:
-            for info in rule.variations:
+            for info in rule.variations_by_id.values():
                 by_id.setdefault(info.id, info)
-        by_key: dict[str, VariationInfo] = {}
-        for info in by_id.values():
-            by_key.setdefault(info.key, info)
         flags[flag.key] = FlagInfo(
             id=flag.id,
             key=flag.key,
@@ -556,29 +568,24 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
             variables=variables,
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
-            variations_by_key=by_key,
         )
-        pause()
+        yield
 
-    global_holdouts = tuple(h for h in (_holdout(x, audiences, local=False) for x in d.holdouts) if h.running)
+    global_holdouts = tuple(h for h in (_holdout(x, local=False) for x in d.holdouts) if h.running)
     rule_holdouts: dict[str, list[HoldoutInfo]] = {}
     for x in d.localHoldouts:
         if x.includedRules is None:
             continue
-        h = _holdout(x, audiences, local=True)
+        h = _holdout(x, local=True)
         if not h.running:
             continue
         for rule_id in h.included_rules:
             rule_holdouts.setdefault(rule_id, []).append(h)
+    yield
 
     region = (d.region or defaults.DEFAULT_REGION).upper()
-    context = EventContext(
-        account_id=d.accountId,
-        project_id=d.projectId,
-        revision=d.revision,
-        anonymize_ip=d.anonymizeIP,
-        endpoint=defaults.EVENT_ENDPOINTS.get(region, defaults.EVENT_ENDPOINTS[defaults.DEFAULT_REGION]),
-    )
+    events = tuple([EventInfo(e.id, e.key, tuple(e.experimentIds)) for e in d.events])
+    attributes = tuple([(a.id, a.key) for a in d.attributes])
     return ProjectConfig(
         raw=raw,
         revision=d.revision,
@@ -590,16 +597,20 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
         anonymize_ip=d.anonymizeIP,
         bot_filtering=d.botFiltering,
         send_flag_decisions=bool(d.sendFlagDecisions),
+        event_endpoint=defaults.EVENT_ENDPOINTS.get(region, defaults.EVENT_ENDPOINTS[defaults.DEFAULT_REGION]),
         experiments_by_id=experiments_by_id,
         experiments_by_key=experiments_by_key,
         groups_by_id=groups,
         audiences=audiences,
-        events_by_key={e.key: EventInfo(e.id, e.key, tuple(e.experimentIds)) for e in d.events},
-        attribute_ids={a.key: a.id for a in d.attributes},
+        events_by_key={e.key: e for e in events},
+        attribute_ids={key: attribute_id for attribute_id, key in attributes},
         flags_by_key=flags,
         experiment_flags=experiment_flags,
         variable_usages=variable_usages,
         global_holdouts=global_holdouts,
         rule_holdouts={k: tuple(v) for k, v in rule_holdouts.items()},
-        event_context=context,
+        listed_experiment_ids=tuple(listed_experiment_ids),
+        listed_attributes=attributes,
+        listed_events=events,
+        listed_audiences=tuple(listed_audiences),
     )

@@ -21,13 +21,13 @@ Differences from the official ``PollingConfigManager`` worth knowing:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import math
 import random
 import traceback
 import unicodedata
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -39,7 +39,7 @@ import httpx
 from anyio.abc import TaskStatus
 
 from optimizely_async import defaults
-from optimizely_async._logging import protect_secret, scrub
+from optimizely_async._logging import protect_secret, release_secrets, scrub
 from optimizely_async._validation import plain
 from optimizely_async.errors import ClientStateError, ConfigurationError
 
@@ -54,7 +54,7 @@ logger = logging.getLogger("optimizely_async.config")
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
-ParseFn = Callable[[bytes], "ProjectConfig"]
+ParseFn = Callable[[bytes], "Awaitable[ProjectConfig]"]
 OnConfig = Callable[["ProjectConfig"], "Awaitable[None] | None"]
 
 
@@ -87,14 +87,12 @@ class PollingStats:
     revision: str | None = None
 
 
-async def _parse_paced(body: bytes) -> ProjectConfig:
-    """The default parse: :func:`parse_config` in a worker thread with a pacer that yields the GIL every 0.5 ms
-    (and rests while the loop is busy), and the GIL lent to it when the event loop never idles
-    (:func:`~optimizely_async.config.loader.run_paced`)."""
-    from optimizely_async.config.loader import run_paced
-    from optimizely_async.config.project_config import parse_config
+async def _build(body: bytes) -> ProjectConfig:
+    """The default parse: :func:`~optimizely_async.config.project_config.build_config`, on the event loop in
+    steps of about 0.5 ms with a checkpoint between them."""
+    from optimizely_async.config.project_config import build_config
 
-    return await run_paced(functools.partial(parse_config, body))
+    return await build_config(body)
 
 
 def _check_positive(name: str, value: object) -> float:
@@ -141,9 +139,8 @@ class PollingConfigSource:
             from the last one delivered. An exception in it is logged and does not stop polling.
         initial_config: a config the client already uses (e.g. from a static datafile); its revision counts
             as delivered.
-        parse: turns the response body into a ``ProjectConfig``; run in a worker thread. Default (None):
-            ``optimizely_async.config.project_config.parse_config``, paced, with the GIL lent to it when the
-            event loop never idles.
+        parse: an async function that turns the response body into a ``ProjectConfig``. Default:
+            ``optimizely_async.config.project_config.build_config`` (on the loop, in bounded steps).
     """
 
     def __init__(
@@ -183,6 +180,8 @@ class PollingConfigSource:
         # httpx logs every request URL at INFO, and the URL holds the SDK key: keep both secrets out of it.
         protect_secret(sdk_key)
         protect_secret(access_token)
+        # Forgotten with this source (a process that makes many clients must not scrub ever more strings).
+        weakref.finalize(self, release_secrets, sdk_key, access_token)
         self._url = self._build_url(url_template, sdk_key)
         self._safe_url = self._scrub(str(self._url))
 
@@ -196,7 +195,11 @@ class PollingConfigSource:
             logger.warning("The datafile access token is sent over plain HTTP to %s.", self._safe_url)
 
         self._on_config = on_config
-        self._parse = parse  # None: the paced default
+        if parse is None:
+            from optimizely_async.config.loader import prepare
+
+            prepare()  # the datafile models' validators, built here rather than in a step of the first build
+        self._parse: ParseFn = parse if parse is not None else _build
         self._user_client = http_client
         self._own_client: httpx.AsyncClient | None = None
         self._lock = anyio.Lock()
@@ -282,11 +285,7 @@ class PollingConfigSource:
                 return self._fail(f"HTTP {response.status_code} {response.reason_phrase}{hint}")
 
             try:
-                body = response.content
-                if self._parse is None:
-                    config = await _parse_paced(body)
-                else:
-                    config = await anyio.to_thread.run_sync(self._parse, body)
+                config = await self._parse(response.content)
             except Exception as exc:
                 return self._fail(f"invalid datafile: {exc}")
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .compiled import LazyMatcher, compile_tree
+from .compiled import Matcher, compile_audience_check, compile_tree
 
 logger: Final = logging.getLogger("optimizely_async")
 
@@ -58,7 +58,8 @@ def audience_check(
     attributes: Mapping[str, Any],
     label: str,
     reasons: list[str] | None,
-    matcher: LazyMatcher | None = None,
+    matcher: Matcher | None = None,
+    compiled_audiences: dict[Any, Any] | None = None,
 ) -> bool:
     """Decide whether a user meets an experiment's or a rule's audience conditions.
 
@@ -72,6 +73,7 @@ def audience_check(
             ``'rule Everyone Else'``.
         reasons: when not None, the decision reasons (the official texts) are appended to it.
         matcher: the entity's compiled check of ``audience_tree`` (compiled here when not given).
+        compiled_audiences: the config's compiled audiences, shared so that each audience compiles once.
 
     Returns:
         True if the conditions evaluate to True; False if they evaluate to False or UNKNOWN. An audience
@@ -87,10 +89,12 @@ def audience_check(
         if reasons is not None:
             reasons.append(message)
 
-    if matcher is None:
-        matcher = LazyMatcher(audience_tree, audiences, {})
     # The same compiled check as the fast path; at DEBUG, with the per-audience messages around each audience.
-    matched = (matcher.verbose() if debug else matcher.fn or matcher.compile())(attributes)
+    if debug:
+        check = compile_audience_check(audience_tree, audiences, compiled_audiences, verbose=True)
+    else:
+        check = matcher or compile_audience_check(audience_tree, audiences, compiled_audiences)
+    matched = check(attributes)
 
     if info or reasons is not None:
         message = f"Audiences for {label} collectively evaluated to {'TRUE' if matched else 'FALSE'}."

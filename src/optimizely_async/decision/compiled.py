@@ -25,15 +25,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from ..config.depth import MAX_CONDITION_DEPTH, too_deep
 from .conditions import evaluate_leaf
 
-__all__ = ["MAX_CONDITION_DEPTH", "LazyMatcher", "Matcher", "compile_audience_check", "compile_tree", "too_deep"]
+__all__ = ["MAX_CONDITION_DEPTH", "Matcher", "compile_audience_check", "compile_tree", "too_deep"]
 
 _log: Final = logging.getLogger("optimizely_async")
-
-#: The deepest nesting of lists and objects accepted in a condition tree (an audience's conditions, an
-#: experiment's audienceConditions). Real datafiles nest 3 or 4 deep; the official SDK fails from about 490.
-MAX_CONDITION_DEPTH: Final = 100
 
 Attributes = Mapping[str, Any]
 Node = Callable[[Any], "bool | None"]
@@ -41,26 +38,6 @@ Matcher = Callable[[Attributes], bool]
 LeafFactory = Callable[[Any], Node]
 _OPERATORS: Final = ("and", "or", "not")
 _SEQUENCES: Final = (list, tuple)
-
-
-def too_deep(value: Any, limit: int = MAX_CONDITION_DEPTH) -> bool:
-    """Whether lists, tuples and dicts nest more than ``limit`` levels in ``value`` (a scalar is level 0).
-    Iterative, so it is safe on any input."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, _SEQUENCES):
-            children: Any = node
-        elif isinstance(node, dict):
-            children = node.values()
-        else:
-            continue
-        if depth >= limit:
-            return True
-        for child in children:
-            if isinstance(child, (list, tuple, dict)):
-                stack.append((child, depth + 1))
-    return False
 
 
 def _unknown(context: Any) -> bool | None:
@@ -202,38 +179,3 @@ def compile_audience_check(
         return root(attributes) is True
 
     return matcher
-
-
-class LazyMatcher:
-    """An experiment's (or rule's, or holdout's) audience check, compiled on first use, so building a config
-    does not pay for rules never decided.
-
-    Use ``(matcher.fn or matcher.compile())(attributes)``; :meth:`verbose` gives the same check with the
-    per-audience debug messages. No reference cycle is made (a bound method stored on the instance would make
-    one), so a replaced config is freed at once, without the cyclic collector.
-    """
-
-    __slots__ = ("_audiences", "_shared", "_tree", "_verbose", "fn")
-
-    def __init__(self, audience_tree: Any, audiences: Mapping[str, Any], shared: dict[Any, Any]) -> None:
-        self._tree = audience_tree
-        self._audiences = audiences
-        self._shared = shared
-        self._verbose: Matcher | None = None
-        self.fn: Matcher | None = None
-        if audience_tree is None or (isinstance(audience_tree, _SEQUENCES) and not audience_tree):
-            self.fn = self._verbose = _true
-
-    @property
-    def tree(self) -> Any:
-        return self._tree
-
-    def compile(self) -> Matcher:
-        fn = self.fn = compile_audience_check(self._tree, self._audiences, self._shared)
-        return fn
-
-    def verbose(self) -> Matcher:
-        fn = self._verbose
-        if fn is None:
-            fn = self._verbose = compile_audience_check(self._tree, self._audiences, self._shared, verbose=True)
-        return fn

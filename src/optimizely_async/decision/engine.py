@@ -15,6 +15,7 @@ from typing import Any, Final
 from ..config.project_config import ExperimentInfo, FlagInfo, HoldoutInfo, ProjectConfig, VariationInfo
 from .audiences import audience_check
 from .bucketing import find_bucket
+from .compiled import Matcher, compile_audience_check
 from .user_profile import UserProfileTracker
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "decide_experiment",
     "decide_flag",
     "forced_decision_variation",
+    "matcher_for",
 ]
 
 _log = logging.getLogger("optimizely_async")
@@ -84,10 +86,22 @@ def _audience_ok(
     reasons: list[str] | None,
 ) -> bool:
     """The compiled matcher; with the official messages around it when reasons or logs want them."""
-    matcher = entity.matcher
+    matcher = config.matchers.get(entity) or matcher_for(config, entity)
     if reasons is None and not _log.isEnabledFor(_INFO):
-        return (matcher.fn or matcher.compile())(attributes)
-    return audience_check(entity.audience_tree, config.audiences, attributes, label, reasons, matcher)
+        return matcher(attributes)
+    return audience_check(
+        entity.audience_tree, config.audiences, attributes, label, reasons, matcher, config.compiled_audiences
+    )
+
+
+def matcher_for(config: ProjectConfig, entity: ExperimentInfo | HoldoutInfo) -> Matcher:
+    """The compiled audience check of a rule or holdout, compiled on first use and kept in the config (each
+    audience compiles once per config). Concurrent first uses may both compile: the results are equal."""
+    matcher = config.matchers.get(entity)
+    if matcher is None:
+        matcher = compile_audience_check(entity.audience_tree, config.audiences, config.compiled_audiences)
+        config.matchers[entity] = matcher
+    return matcher
 
 
 def bucketing_id_for(user_id: str, attributes: Mapping[str, Any], reasons: list[str] | None) -> str:
@@ -431,11 +445,11 @@ def _decide_rollout(
         raw_id = attributes.get(BUCKETING_ID_ATTRIBUTE)
         if raw_id is None or type(raw_id) is str:
             bucketing_id = user_id if raw_id is None else raw_id
+            matchers = config.matchers
             index = 0
             while index <= last:
                 rule = rules[index]
-                matcher = rule.matcher
-                if (matcher.fn or matcher.compile())(attributes):
+                if (matchers.get(rule) or matcher_for(config, rule))(attributes):
                     variation = bucket(rule, user_id, bucketing_id, None)
                     if variation is not None:
                         return Decision(rule, variation, ROLLOUT)
