@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._validation import plain, plain_attributes
+from ._validation import _plain_value, plain, plain_attributes
 from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
 from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
 from .decision.user_profile import load_profile, save_profile
@@ -199,9 +199,14 @@ class OptimizelyUserContext:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_for_keys".')
                 return {}
             given = list(keys)
-            keys = [plain(key) for key in given if isinstance(key, str)]
+            # Strings become plain strings; numbers, booleans and None stay (the official SDK answers them with
+            # "no flag" decisions under the same keys); any other object, whose __hash__ or __eq__ may raise or
+            # lie, is skipped.
+            keys = [
+                _plain_value(key) for key in given if key is None or type(key) in _KEY_TYPES or isinstance(key, str)
+            ]
             if len(keys) != len(given):
-                _log.error("Key parameter is invalid: decide_for_keys skips the keys that are not strings.")
+                _log.error("Key parameter is invalid: decide_for_keys skips keys that are not strings or numbers.")
             return await _decide_for_keys(client, client.config, snapshot, keys, _options(client, options))
         except Exception:
             _log.exception("Unexpected error in decide_for_keys.")
@@ -232,6 +237,7 @@ class OptimizelyUserContext:
 
 
 _ABSENT: Any = object()
+_KEY_TYPES = (int, float, bool)
 
 
 def _field(value: object, name: str) -> Any:
