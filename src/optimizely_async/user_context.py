@@ -198,7 +198,7 @@ class OptimizelyUserContext:
             if client is None or client.config is None:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide_for_keys".')
                 return {}
-            given = list(keys)
+            given: list[Any] = list(keys)
             # Strings become plain strings; numbers, booleans and None stay (the official SDK answers them with
             # "no flag" decisions under the same keys); any other object, whose __hash__ or __eq__ may raise or
             # lie, is skipped.
