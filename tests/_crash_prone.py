@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
 
 from _sink_server import serve_sink
 from differential import make_official
@@ -122,3 +124,31 @@ async def test_a_lone_surrogate_bucketing_id_decides_as_its_replacement(text: st
         assert {k: v for k, v in ours.items() if k in expected} == expected
         await client.flush()
         assert client.stats().delivered > 0 and client.stats().dropped == {}, client.stats()
+
+
+async def test_a_fastapi_app_survives_a_json_body_with_a_lone_surrogate_user_id() -> None:
+    """The reproducer of item 1: one POST to a FastAPI app built as the README shows ended the server process."""
+    async with serve_sink() as sink:
+        optimizely = AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url)
+        app = FastAPI()
+
+        @app.post("/checkout")
+        async def checkout(request: Request) -> dict[str, object]:
+            user_id = (await request.json())["user_id"]  # json.loads keeps "\ud800" as a lone surrogate
+            attributes = {"country": "US", "plan": "premium"}
+            enabled = await optimizely.is_feature_enabled("new_checkout", user_id, attributes)
+            button = await optimizely.activate("checkout_button_color", user_id, attributes)
+            await optimizely.track("purchase", user_id, attributes, {"revenue": 4999})
+            return {"new_checkout": enabled, "button": button}
+
+        async with optimizely:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                for body in (b'{"user_id": "\\ud800"}', b'{"user_id": "ok-user"}'):
+                    response = await http.post("/checkout", content=body, headers={"content-type": "application/json"})
+                    assert response.status_code == 200, response.text
+                    assert response.json()["button"] in {"control", "green", "orange"}
+            await optimizely.flush()
+            assert optimizely.stats().dropped == {}, optimizely.stats()
+        visitors = [v["visitor_id"] for r in sink.received for v in r.payload["visitors"]]
+        assert visitors.count("\ud800") >= 2 and visitors.count("ok-user") >= 2, visitors

@@ -9,6 +9,7 @@ exception that quotes a header), and as the bytes literal of its UTF-8 form.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from urllib.parse import quote
 
@@ -26,12 +27,13 @@ def redact(secret: str | None) -> str:
     return secret[:4] + "…" if len(secret) > 4 else "…"
 
 
-def secret_forms(secret: str) -> list[str]:
+@functools.lru_cache(maxsize=64)
+def secret_forms(secret: str) -> tuple[str, ...]:
     """The texts under which ``secret`` can show up in a message, longest first."""
     forms = {secret, quote(secret, safe=""), repr(secret)[1:-1]}
     with contextlib.suppress(UnicodeEncodeError):
         forms.add(repr(secret.encode("utf-8"))[2:-1])
-    return sorted((f for f in forms if f), key=len, reverse=True)
+    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
 
 
 def scrub(text: str, secrets: list[str]) -> str:

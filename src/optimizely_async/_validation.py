@@ -73,7 +73,10 @@ def seconds(name: str, value: Any, default: float) -> float:
     kind = type(value)
     number_value: float | None = None
     if kind is not bool and issubclass(kind, (int, float)):
-        number_value = float(int.__int__(value)) if issubclass(kind, int) else float.__float__(value)
+        try:
+            number_value = float(int.__int__(value)) if issubclass(kind, int) else float.__float__(value)
+        except OverflowError:  # an int beyond the range of a float
+            number_value = None
     if number_value is None or not math.isfinite(number_value) or number_value < 0:
         _log.error('Provided "%s" is in an invalid format: expected a non-negative number of seconds.', name)
         return default
