@@ -232,6 +232,7 @@ def test_nothing_is_added_without_a_meter_provider_or_without_the_api() -> None:
         from optimizely_async import NotificationType
 
         plain = optimizely_async.AsyncOptimizely(datafile=datafile())
+        imported = "opentelemetry.metrics" in sys.modules  # the client does not import the API itself
         from opentelemetry import metrics
         metrics.set_meter_provider(metrics.NoOpMeterProvider())
         noop = optimizely_async.AsyncOptimizely(datafile=datafile())
@@ -239,11 +240,13 @@ def test_nothing_is_added_without_a_meter_provider_or_without_the_api() -> None:
             "plain": [plain._metrics is None, plain.notification_center.has_listeners(NotificationType.DECISION),
                       type(plain._queue._dispatcher).__name__],
             "noop": [noop._metrics is None, noop.notification_center.has_listeners(NotificationType.DECISION)],
+            "imported": imported,
         }))
         """
     )
     assert result["plain"] == [True, False, "HttpDispatcher"]
     assert result["noop"] == [True, False]
+    assert result["imported"] is False
     absent = run_python(
         """
         import json, sys

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -80,6 +81,8 @@ def _otel() -> Any:
 
 def _global_provider() -> MeterProvider | None:
     """The meter provider set globally, or None when there is none (or only a no-op one)."""
+    if "opentelemetry.metrics" not in sys.modules:
+        return None  # nobody can have set one: do not pay for importing the API
     api = _otel()
     if api is None:
         return None
