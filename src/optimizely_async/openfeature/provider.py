@@ -187,13 +187,13 @@ class OptimizelyProvider(AbstractProvider):
         with self._lock:
             if not self._initialized or config is None or config.revision == self._revision:
                 return
-            self._revision = config.revision
+            previous, self._revision = self._revision, config.revision
             recovered = self._status is not ProviderStatus.READY
             self._status = ProviderStatus.READY
         details = ProviderEventDetails(message=f"Optimizely datafile revision {config.revision}")
-        if recovered:
+        if recovered:  # the first datafile after a failed initialize, or a new one while STALE
             self.emit_provider_ready(details)
-        else:
+        if previous is not None:
             self.emit_provider_configuration_changed(details)
 
     def _check_health(self) -> None:
@@ -215,10 +215,7 @@ class OptimizelyProvider(AbstractProvider):
                 new = old
             if new is old:
                 return
-            self._status = new
-            if new is ProviderStatus.READY:
-                config = self._engine.config()
-                self._revision = config.revision if config is not None else self._revision
+            self._status = new  # revisions are _on_config's: it reports a new one even if READY came first
         message = f"{stats.consecutive_failures} datafile fetches failed in a row: {stats.last_error}"
         if new is ProviderStatus.STALE:
             self.emit_provider_stale(ProviderEventDetails(message=message))
