@@ -7,12 +7,12 @@ installed, no meter provider set, or a no-op one) a decision costs within 5 % of
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from _common import bench_users, datafiles, official_client, official_settle
+from _rounds import alternate, ratio
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -84,26 +84,20 @@ async def run(df: dict[str, Any]) -> None:
             ("no-op meter provider", ours(noop)),
             ("SDK meter, recording", ours(recording)),
         ]
-        best = {name: float("inf") for name, _ in variants}
-        for round_index in range(ROUNDS):
-            shift = round_index % len(variants)  # each round starts with another variant
-            for name, fn in variants[shift:] + variants[:shift]:
-                start = time.perf_counter()
-                result = fn()
-                count = await result if isinstance(result, Awaitable) else result
-                best[name] = min(best[name], (time.perf_counter() - start) / count)
+        samples = await alternate(variants, ROUNDS)
     official.close()
     sdk_provider.shutdown()
-    base = best["today (no metrics)"]
+    base = "today (no metrics)"
     for name, _ in variants:
-        seconds = best[name]
+        seconds = min(samples[name])
+        times = ratio(samples, name, base)
         verdict = ""
         if name in ("API, no provider set", "no-op meter provider"):
-            verdict = "  ok" if seconds <= base * TARGET else f"  above the {TARGET:g}x target"
+            verdict = "  ok" if times <= TARGET else f"  above the {TARGET:g}x target"
         print(
-            f"{name:<24} {seconds * 1e6:7.2f} us per decision (incl. its event)   "
-            f"x{seconds / base:5.3f} of today{verdict}"
+            f"{name:<24} best {seconds * 1e6:7.2f} us per decision (incl. its event)   x{times:5.3f} of today{verdict}"
         )
+    print("(x: the median over rounds of the time against today's in the same round)")
 
 
 if __name__ == "__main__":
