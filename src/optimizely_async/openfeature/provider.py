@@ -94,8 +94,6 @@ class OptimizelyProvider(AbstractProvider):
         super().__init__()
         if client is not None and options:
             raise ConfigurationError("Pass either an AsyncOptimizely client or its options, not both.")
-        if client is not None and not isinstance(client, AsyncOptimizely):
-            raise ConfigurationError(f"client must be an AsyncOptimizely, not {type(client).__name__}.")
         if isinstance(stale_after_failures, bool) or not isinstance(stale_after_failures, int):
             raise ConfigurationError("stale_after_failures must be an int.")
         if stale_after_failures < 1:
@@ -104,8 +102,8 @@ class OptimizelyProvider(AbstractProvider):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}.")
         self._owns_client = client is None
-        self.client: AsyncOptimizely = client if client is not None else AsyncOptimizely(**options)
-        self._engine: Engine = AsyncEngine(self.client)
+        self.client = client if client is not None else AsyncOptimizely(**options)
+        self._engine: Engine = _engine_for(self.client)
         self._ready_timeout = float(ready_timeout)
         self._stale_after = stale_after_failures
         self._status = ProviderStatus.NOT_READY
@@ -405,6 +403,13 @@ class OptimizelyProvider(AbstractProvider):
         if rules is None:
             rules = by_flag[flag.key] = _rule_reasons(config, flag)
         return rules.get(rule_key, Reason.SPLIT)
+
+
+def _engine_for(client: object) -> Engine:
+    """The adapter for this kind of client (a ``SyncOptimizely`` gets its own here)."""
+    if isinstance(client, AsyncOptimizely):
+        return AsyncEngine(client)
+    raise ConfigurationError(f"client must be an AsyncOptimizely, not {type(client).__name__}.")
 
 
 def _rule_reasons(config: ProjectConfig, flag: FlagInfo) -> dict[str, str]:
