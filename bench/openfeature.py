@@ -9,9 +9,8 @@ hooks and context merging come on top and are shown separately).
 from __future__ import annotations
 
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ sys.path[:] = _saved
 import anyio  # noqa: E402
 import anyio.to_thread  # noqa: E402
 from _common import bench_users, datafiles, official_client, official_settle  # noqa: E402
+from _rounds import alternate, ratio  # noqa: E402
 
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest  # noqa: E402
 from optimizely_async.openfeature import OptimizelyProvider  # noqa: E402
@@ -127,24 +127,19 @@ async def run(df: dict[str, Any]) -> None:
             ("OpenFeature client async", of_client_round),
             ("provider boolean sync*", provider_sync_round),
         ]
-        best = {name: float("inf") for name, _ in variants}
-        for round_index in range(ROUNDS):
-            shift = round_index % len(variants)
-            for name, fn in variants[shift:] + variants[:shift]:
-                start = time.perf_counter()
-                result = fn()
-                count = await result if isinstance(result, Awaitable) else result
-                best[name] = min(best[name], (time.perf_counter() - start) / count)
+        samples = await alternate(variants, ROUNDS)
         api.clear_providers()
     official.close()
-    base = best["direct decide"]
+    base = "direct decide"
     print(f"datafile: {len(flags)} flags; {len(users)} users; each evaluation sends its impression")
     for name, _ in variants:
-        seconds = best[name]
+        seconds = min(samples[name])
+        times = ratio(samples, name, base)
         verdict = ""
         if name.startswith("provider") and name.endswith("async"):
-            verdict = "  ok" if seconds <= base * TARGET else f"  above the {TARGET:g}x target"
-        print(f"{name:<28} {seconds * 1e6:8.2f} us   x{seconds / base:5.2f} of a direct decide{verdict}")
+            verdict = "  ok" if times <= TARGET else f"  above the {TARGET:g}x target"
+        print(f"{name:<28} best {seconds * 1e6:8.2f} us   x{times:5.2f} of a direct decide{verdict}")
+    print("(x: the median over rounds of the time against a direct decide's in the same round)")
     print("* from a worker thread, each call waiting for the client's event loop (anyio.from_thread.run)")
 
 

@@ -163,7 +163,28 @@ async def test_detach_stops_recording(sink: SinkServer, provider: MeterProvider,
         user = client.create_user_context("u", {})
         assert user is not None
         await user.decide("of_flag")
-    assert "optimizely.events.queued" not in collect(reader)
+    points = collect(reader)
+    assert "optimizely.events.queued" not in points
+    assert "optimizely.events.request.duration" not in points  # the dispatcher wrapper stopped recording
+
+
+async def test_clients_sharing_a_meter_provider_are_told_apart(
+    sink: SinkServer, provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    first = AsyncOptimizely(datafile=datafile(), event_endpoint=sink.url)
+    second = AsyncOptimizely(datafile=datafile(), event_endpoint=sink.url)
+    one, two = instrument(first, provider), instrument(second, provider)
+    assert one is not None and two is not None and one.id != two.id
+    async with first, second:
+        for client, decisions in ((first, 1), (second, 2)):
+            user = client.create_user_context("u", {"plan": "p"})
+            assert user is not None
+            for _ in range(decisions):
+                await user.decide("of_flag")
+    points = collect(reader)
+    assert value(points, "optimizely.decisions", **{"optimizely.client": one.id}) == 1
+    assert value(points, "optimizely.decisions", **{"optimizely.client": two.id}) == 2
+    assert value(points, "optimizely.events.delivered", **{"optimizely.client": two.id}) == 2
 
 
 def run_python(code: str) -> dict[str, Any]:
@@ -232,6 +253,7 @@ def test_nothing_is_added_without_a_meter_provider_or_without_the_api() -> None:
         from optimizely_async import NotificationType
 
         plain = optimizely_async.AsyncOptimizely(datafile=datafile())
+        imported = "opentelemetry.metrics" in sys.modules  # the client does not import the API itself
         from opentelemetry import metrics
         metrics.set_meter_provider(metrics.NoOpMeterProvider())
         noop = optimizely_async.AsyncOptimizely(datafile=datafile())
@@ -239,11 +261,13 @@ def test_nothing_is_added_without_a_meter_provider_or_without_the_api() -> None:
             "plain": [plain._metrics is None, plain.notification_center.has_listeners(NotificationType.DECISION),
                       type(plain._queue._dispatcher).__name__],
             "noop": [noop._metrics is None, noop.notification_center.has_listeners(NotificationType.DECISION)],
+            "imported": imported,
         }))
         """
     )
     assert result["plain"] == [True, False, "HttpDispatcher"]
     assert result["noop"] == [True, False]
+    assert result["imported"] is False
     absent = run_python(
         """
         import json, sys

@@ -3,10 +3,13 @@ code, impressions and tracking to a real event sink on 127.0.0.1."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -343,3 +346,17 @@ async def test_shutdown_of_a_borrowed_client_leaves_it_running(client: AsyncOpti
     assert not client.notification_center.has_listeners(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
     user = client.create_user_context("u-plan", {"plan": "gold"})
     assert user is not None and (await user.decide("of_flag")).enabled
+
+
+def test_without_openfeature_installed_the_import_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['openfeature'] = None\n"
+        "import optimizely_async\n"
+        "try:\n    import optimizely_async.openfeature\nexcept ImportError as exc:\n    print(exc)\n"
+    )
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={"PYTHONPATH": src}, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "optimizely-async[openfeature]" in done.stdout

@@ -202,3 +202,31 @@ def test_sync_calls_after_the_clients_loop_ended_say_not_ready(caplog: pytest.Lo
     assert (details.value, details.error_code) == (False, ErrorCode.PROVIDER_NOT_READY)
     assert "ended" in (details.error_message or "")
     assert not [r for r in caplog.records if r.levelno >= 40]
+
+
+async def test_a_new_revision_ending_a_stale_spell_is_ready_then_changed(
+    server: DatafileServer, sink: SinkServer
+) -> None:
+    server.set_datafile(datafile("1"))
+    async with polling_client(server, sink) as client:
+        assert await client.wait_until_ready(5)
+        provider = OptimizelyProvider(client, stale_after_failures=2, health_check_interval=0.02)
+        domain = f"stale-{uuid.uuid4().hex}"
+        api.set_provider_and_wait(provider, domain)
+        of = api.get_client(domain)
+        recorder = Recorder()
+        for kind in (ProviderEvent.PROVIDER_STALE, ProviderEvent.PROVIDER_CONFIGURATION_CHANGED):
+            of.add_handler(kind, recorder.handler(kind))
+        try:
+            server.enqueue(*[Status(503)] * 3)
+            await wait_until(lambda: ProviderEvent.PROVIDER_STALE in recorder.kinds())
+            of.add_handler(ProviderEvent.PROVIDER_READY, recorder.handler(ProviderEvent.PROVIDER_READY))
+            recorder.events.clear()  # (the READY handler ran at once only if the status was READY)
+            server.set_datafile(datafile("2", value="fresh"))
+            await wait_until(lambda: ProviderEvent.PROVIDER_CONFIGURATION_CHANGED in recorder.kinds())
+            await anyio.sleep(0.1)
+            assert recorder.kinds() == [ProviderEvent.PROVIDER_READY, ProviderEvent.PROVIDER_CONFIGURATION_CHANGED]
+            assert of.get_provider_status() is ProviderStatus.READY
+            assert await of.get_string_value_async("of_flag", "d", PLAN) == "fresh"
+        finally:
+            api.clear_providers()

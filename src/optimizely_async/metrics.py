@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -80,6 +81,8 @@ def _otel() -> Any:
 
 def _global_provider() -> MeterProvider | None:
     """The meter provider set globally, or None when there is none (or only a no-op one)."""
+    if "opentelemetry.metrics" not in sys.modules:
+        return None  # nobody can have set one: do not pay for importing the API
     api = _otel()
     if api is None:
         return None
@@ -134,19 +137,30 @@ class ClientMetrics:
         self._base = {"optimizely.client": self.id}
         #: Decisions so far by (decision type, flag key, enabled): read by the observable counter.
         self.decisions: dict[tuple[str, str, bool], int] = {}
-        counts = self.decisions
+        self._counts_lock = threading.Lock()  # decisions may come from several threads (a sync client)
+        counts, lock = self.decisions, self._counts_lock
 
         def on_decision(decision_type: str, user_id: Any, attributes: Any, info: Any) -> None:
             # Runs inline in every decision: one dict update. No user data is read.
             flag_key = info.get("flag_key") or info.get("feature_key") or info.get("experiment_key") or ""
-            enabled = bool(info.get("enabled", info.get("feature_enabled", info.get("variation_key") is not None)))
-            key = (decision_type, flag_key, enabled)
-            counts[key] = counts.get(key, 0) + 1
+            enabled = info.get("enabled")
+            if enabled is None:
+                enabled = info.get("feature_enabled")
+                if enabled is None:
+                    enabled = info.get("variation_key") is not None
+            key = (decision_type, flag_key, bool(enabled))
+            with lock:
+                counts[key] = counts.get(key, 0) + 1
 
         self._listener_id = client.notification_center.add_notification_listener(NotificationType.DECISION, on_decision)
-        _observe.wrap_dispatcher(
-            client, lambda inner: _TimedDispatcher(inner, instruments.request_duration, self._base)
-        )
+        self._timers: list[_TimedDispatcher] = []
+
+        def wrap(inner: Dispatcher) -> Dispatcher:
+            timer = _TimedDispatcher(inner, instruments.request_duration, self._base)
+            self._timers.append(timer)
+            return timer
+
+        _observe.wrap_dispatcher(client, wrap)
 
     @property
     def client(self) -> AsyncOptimizely | None:
@@ -155,6 +169,8 @@ class ClientMetrics:
     def detach(self) -> None:
         """Stop recording this client (its observable series end at the next collection)."""
         self._instruments.clients.discard(self)
+        for timer in self._timers:
+            timer.recording = False
         client = self._client()
         if client is not None and self._listener_id > 0:
             client.notification_center.remove_notification_listener(self._listener_id)
@@ -169,6 +185,7 @@ class _TimedDispatcher:
         self._histogram = histogram
         self._base = base
         self._attrs: dict[str, dict[str, str]] = {}
+        self.recording = True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -181,10 +198,14 @@ class _TimedDispatcher:
             outcome = "delivered" if result.delivered else str(result.reason or "failed")
             return result
         finally:
-            labels = self._attrs.get(outcome)
-            if labels is None:
-                labels = self._attrs[outcome] = {**self._base, "outcome": outcome}
-            self._histogram.record(time.perf_counter() - start, labels)
+            if self.recording:
+                self._record(time.perf_counter() - start, outcome)
+
+    def _record(self, seconds: float, outcome: str) -> None:
+        labels = self._attrs.get(outcome)
+        if labels is None:
+            labels = self._attrs[outcome] = {**self._base, "outcome": outcome}
+        self._histogram.record(seconds, labels)
 
 
 class _Instruments:
@@ -297,14 +318,8 @@ class _Instruments:
 
 
 def _decisions(metrics: ClientMetrics, client: AsyncOptimizely) -> _Points:
-    for _ in range(3):
-        try:
-            counts = dict(metrics.decisions)  # a decision may add a key meanwhile (on the loop thread)
-            break
-        except RuntimeError:
-            continue
-    else:
-        return []
+    with metrics._counts_lock:
+        counts = dict(metrics.decisions)
     return [
         (count, {"flag_key": flag, "decision_type": kind, "enabled": enabled})
         for (kind, flag, enabled), count in counts.items()

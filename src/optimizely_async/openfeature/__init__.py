@@ -10,6 +10,14 @@
 
 from __future__ import annotations
 
-from .provider import OptimizelyProvider
+try:
+    from .provider import OptimizelyProvider
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    if exc.name is None or not exc.name.startswith("openfeature"):
+        raise
+    raise ImportError(
+        "optimizely_async.openfeature needs openfeature-sdk >= 0.10: pip install 'optimizely-async[openfeature]'",
+        name=exc.name,
+    ) from exc
 
 __all__ = ["OptimizelyProvider"]

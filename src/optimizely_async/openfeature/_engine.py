@@ -2,8 +2,14 @@
 
 The provider talks only to an :class:`Engine`. :class:`AsyncEngine` adapts an :class:`AsyncOptimizely` whose
 event loop runs in some thread: the async methods decide directly when called on that loop, and the blocking
-ones hop onto it with :func:`anyio.from_thread.run` from any other thread. A ``SyncOptimizely`` (decisions in
-the calling thread, its own loop thread for events) needs only a small class with the same methods.
+ones hop onto it with :func:`anyio.from_thread.run` from any other thread.
+
+A ``SyncOptimizely`` (decisions in the calling thread, its own loop thread for events) needs only a small
+class with the same methods, returned by ``provider._engine_for``: ``config()`` and ``polling()`` as here;
+``on_loop_thread()`` False and ``bind()`` a no-op (nothing can deadlock); ``decide_blocking()`` the sync
+``create_user_context(...).decide(flag)``; ``decide()`` the same called inline (a decision does no I/O);
+``track()`` the sync ``track``; ``watch()`` a sync OPTIMIZELY_CONFIG_UPDATE listener plus a periodic
+``check()`` on the client's own loop thread; ``unwatch()`` undoing both.
 
 Nothing here imports ``openfeature``.
 """

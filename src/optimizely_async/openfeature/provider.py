@@ -1,6 +1,7 @@
 """OptimizelyProvider: Optimizely Feature Experimentation behind the OpenFeature API (extra ``openfeature``).
 
-This is the only module that imports ``openfeature``. The mapping follows the Java and Go providers:
+This is the only module that imports ``openfeature``; the mapping itself is in :mod:`._mapping` and the
+client adapter in :mod:`._engine`. The mapping follows the Java and Go providers:
 
 * ``targeting_key`` is the user id; every other context attribute is a user attribute, except
   ``variableKey``, which names the variable that string, integer, float and object evaluations read.
@@ -18,21 +19,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.from_thread
 import anyio.lowlevel
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEventDetails
 from openfeature.exception import ErrorCode, ProviderNotReadyError
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 from openfeature.track import TrackingEventDetails
 
 from ..client import AsyncOptimizely
 from ..errors import ConfigurationError
 from ._engine import AsyncEngine, Engine, LoopThreadError, LoopUnknownError
+from ._mapping import PICKERS, Outcome, RuleReasons, error, metadata_of, user_of
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -46,17 +48,8 @@ __all__ = ["OptimizelyProvider"]
 
 _log = logging.getLogger("optimizely_async")
 
-#: The context attribute that names the variable a string/integer/float/object evaluation reads.
-VARIABLE_KEY_ATTRIBUTE: Final = "variableKey"
-#: The variable read when the context names none.
-DEFAULT_VARIABLE: Final = "value"
-
 _T = TypeVar("_T")
 _Obj = Sequence[FlagValueType] | Mapping[str, FlagValueType]
-_MISSING: Any = object()
-#: Builds the result of one evaluation type from a decision: (decision, default, variable, reason, variant,
-#: metadata) -> details.
-_Pick = Callable[..., FlagResolutionDetails[_T]]
 
 
 class OptimizelyProvider(AbstractProvider):
@@ -94,8 +87,6 @@ class OptimizelyProvider(AbstractProvider):
         super().__init__()
         if client is not None and options:
             raise ConfigurationError("Pass either an AsyncOptimizely client or its options, not both.")
-        if client is not None and not isinstance(client, AsyncOptimizely):
-            raise ConfigurationError(f"client must be an AsyncOptimizely, not {type(client).__name__}.")
         if isinstance(stale_after_failures, bool) or not isinstance(stale_after_failures, int):
             raise ConfigurationError("stale_after_failures must be an int.")
         if stale_after_failures < 1:
@@ -104,15 +95,15 @@ class OptimizelyProvider(AbstractProvider):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}.")
         self._owns_client = client is None
-        self.client: AsyncOptimizely = client if client is not None else AsyncOptimizely(**options)
-        self._engine: Engine = AsyncEngine(self.client)
+        self.client = client if client is not None else AsyncOptimizely(**options)
+        self._engine: Engine = _engine_for(self.client)
         self._ready_timeout = float(ready_timeout)
         self._stale_after = stale_after_failures
         self._status = ProviderStatus.NOT_READY
         self._initialized = False
         self._lock = threading.Lock()
         self._revision: str | None = None
-        self._rules: tuple[int, str | None, dict[str, dict[str, str]]] = (0, None, {})
+        self._reasons = RuleReasons()
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._client_cm: AbstractContextManager[Any] | None = None
         self._warned_loop = False
@@ -187,13 +178,13 @@ class OptimizelyProvider(AbstractProvider):
         with self._lock:
             if not self._initialized or config is None or config.revision == self._revision:
                 return
-            self._revision = config.revision
+            previous, self._revision = self._revision, config.revision
             recovered = self._status is not ProviderStatus.READY
             self._status = ProviderStatus.READY
         details = ProviderEventDetails(message=f"Optimizely datafile revision {config.revision}")
-        if recovered:
+        if recovered:  # the first datafile after a failed initialize, or a new one while STALE
             self.emit_provider_ready(details)
-        else:
+        if previous is not None:
             self.emit_provider_configuration_changed(details)
 
     def _check_health(self) -> None:
@@ -215,10 +206,7 @@ class OptimizelyProvider(AbstractProvider):
                 new = old
             if new is old:
                 return
-            self._status = new
-            if new is ProviderStatus.READY:
-                config = self._engine.config()
-                self._revision = config.revision if config is not None else self._revision
+            self._status = new  # revisions are _on_config's: it reports a new one even if READY came first
         message = f"{stats.consecutive_failures} datafile fetches failed in a row: {stats.last_error}"
         if new is ProviderStatus.STALE:
             self.emit_provider_stale(ProviderEventDetails(message=message))
@@ -238,8 +226,9 @@ class OptimizelyProvider(AbstractProvider):
         """``client.track``: the event key, the context's user, ``details.attributes`` as event tags and
         ``details.value`` as the ``value`` tag. Never raises; on the client's loop it never waits."""
         try:
-            user = _user(evaluation_context)
-            if isinstance(user, ErrorCode):
+            context = evaluation_context
+            user = user_of(context.targeting_key, context.attributes) if context is not None else None
+            if user is None:
                 _log.error('track("%s") through OpenFeature needs a targeting key (the user id).', tracking_event_name)
                 return
             tags: dict[str, Any] | None = None
@@ -256,79 +245,79 @@ class OptimizelyProvider(AbstractProvider):
     def resolve_boolean_details(
         self, flag_key: str, default_value: bool, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[bool]:
-        return self._blocking(flag_key, default_value, evaluation_context, _boolean, "resolve_boolean_details")
+        return self._blocking(flag_key, default_value, evaluation_context, "boolean")
 
     def resolve_string_details(
         self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[str]:
-        return self._blocking(flag_key, default_value, evaluation_context, _string, "resolve_string_details")
+        return self._blocking(flag_key, default_value, evaluation_context, "string")
 
     def resolve_integer_details(
         self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[int]:
-        return self._blocking(flag_key, default_value, evaluation_context, _integer, "resolve_integer_details")
+        return self._blocking(flag_key, default_value, evaluation_context, "integer")
 
     def resolve_float_details(
         self, flag_key: str, default_value: float, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[float]:
-        return self._blocking(flag_key, default_value, evaluation_context, _float, "resolve_float_details")
+        return self._blocking(flag_key, default_value, evaluation_context, "float")
 
     def resolve_object_details(
         self, flag_key: str, default_value: _Obj, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[_Obj]:
-        return self._blocking(flag_key, default_value, evaluation_context, _object, "resolve_object_details")
+        return self._blocking(flag_key, default_value, evaluation_context, "object")
 
     # ------------------------------------------------------------------ resolution (async)
 
     async def resolve_boolean_details_async(
         self, flag_key: str, default_value: bool, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[bool]:
-        return await self._resolve(flag_key, default_value, evaluation_context, _boolean)
+        return await self._resolve(flag_key, default_value, evaluation_context, "boolean")
 
     async def resolve_string_details_async(
         self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[str]:
-        return await self._resolve(flag_key, default_value, evaluation_context, _string)
+        return await self._resolve(flag_key, default_value, evaluation_context, "string")
 
     async def resolve_integer_details_async(
         self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[int]:
-        return await self._resolve(flag_key, default_value, evaluation_context, _integer)
+        return await self._resolve(flag_key, default_value, evaluation_context, "integer")
 
     async def resolve_float_details_async(
         self, flag_key: str, default_value: float, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[float]:
-        return await self._resolve(flag_key, default_value, evaluation_context, _float)
+        return await self._resolve(flag_key, default_value, evaluation_context, "float")
 
     async def resolve_object_details_async(
         self, flag_key: str, default_value: _Obj, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[_Obj]:
-        return await self._resolve(flag_key, default_value, evaluation_context, _object)
+        return await self._resolve(flag_key, default_value, evaluation_context, "object")
 
     # ------------------------------------------------------------------ the shared steps
 
     async def _resolve(
-        self, flag_key: str, default: _T, context: EvaluationContext | None, pick: _Pick[_T]
+        self, flag_key: str, default: _T, context: EvaluationContext | None, kind: str
     ) -> FlagResolutionDetails[_T]:
         try:
             self._engine.bind()
             checked = self._precheck(flag_key, default, context)
-            if isinstance(checked, FlagResolutionDetails):
-                return checked
+            if isinstance(checked, Outcome):
+                return _details(checked)
             config, flag, user_id, attributes, variable = checked
             decision = await self._engine.decide(flag_key, user_id, attributes)
-            return self._details(config, flag, decision, default, variable, pick)
+            return _details(self._outcome(config, flag, decision, default, variable, kind))
         except Exception as exc:
             _log.exception('Unexpected error resolving "%s" through OpenFeature.', flag_key)
-            return _error(default, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+            return _details(error(default, "GENERAL", f"{type(exc).__name__}: {exc}"))
 
     def _blocking(
-        self, flag_key: str, default: _T, context: EvaluationContext | None, pick: _Pick[_T], method: str
+        self, flag_key: str, default: _T, context: EvaluationContext | None, kind: str
     ) -> FlagResolutionDetails[_T]:
         try:
             checked = self._precheck(flag_key, default, context)
-            if isinstance(checked, FlagResolutionDetails):
-                return checked
+            if isinstance(checked, Outcome):
+                return _details(checked)
             config, flag, user_id, attributes, variable = checked
             try:
                 decision = self._engine.decide_blocking(flag_key, user_id, attributes)
@@ -339,206 +328,65 @@ class OptimizelyProvider(AbstractProvider):
                         "OpenFeature's synchronous evaluation was called on the Optimizely client's event loop, "
                         "where it cannot wait: the caller's default is returned. Use the *_async methods there."
                     )
-                return _error(
-                    default,
-                    ErrorCode.GENERAL,
+                method = f"resolve_{kind}_details"
+                message = (
                     f"{method} cannot wait on the client's event loop thread; use {method}_async "
-                    "(get_*_value_async / get_*_details_async) there.",
+                    "(get_*_value_async / get_*_details_async) there."
                 )
+                return _details(error(default, "GENERAL", message))
             except LoopUnknownError as exc:
-                return _error(
-                    default,
-                    ErrorCode.PROVIDER_NOT_READY,
-                    str(exc)
-                    or "The provider has not seen the client's event loop yet: create it on that loop, or make "
-                    "one async evaluation first.",
+                message = str(exc) or (
+                    "The provider has not seen the client's event loop yet: create it on that loop, or make one "
+                    "async evaluation first."
                 )
-            return self._details(config, flag, decision, default, variable, pick)
+                return _details(error(default, "PROVIDER_NOT_READY", message))
+            return _details(self._outcome(config, flag, decision, default, variable, kind))
         except Exception as exc:
             _log.exception('Unexpected error resolving "%s" through OpenFeature.', flag_key)
-            return _error(default, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+            return _details(error(default, "GENERAL", f"{type(exc).__name__}: {exc}"))
 
     def _precheck(
-        self, flag_key: str, default: _T, context: EvaluationContext | None
-    ) -> FlagResolutionDetails[_T] | tuple[ProjectConfig, FlagInfo, str, dict[str, Any], str | None]:
-        """The input and readiness checks before any decision; an error result, or what deciding needs."""
+        self, flag_key: str, default: Any, context: EvaluationContext | None
+    ) -> Outcome | tuple[ProjectConfig, FlagInfo, str, dict[str, Any], str | None]:
+        """The input and readiness checks before any decision; an error outcome, or what deciding needs."""
         config = self._engine.config()
         if config is None:
-            return _error(default, ErrorCode.PROVIDER_NOT_READY, "No Optimizely datafile is loaded yet.")
-        user = _user(context)
-        if isinstance(user, ErrorCode):
-            return _error(default, user, "The evaluation context has no targeting key (the Optimizely user id).")
+            return error(default, "PROVIDER_NOT_READY", "No Optimizely datafile is loaded yet.")
+        user = user_of(context.targeting_key, context.attributes) if context is not None else None
+        if user is None:
+            return error(default, "TARGETING_KEY_MISSING", "The evaluation context has no targeting key (the user id).")
         flag = config.flags_by_key.get(flag_key) if isinstance(flag_key, str) else None
         if flag is None:
-            return _error(
-                default, ErrorCode.FLAG_NOT_FOUND, f'No flag "{flag_key}" in datafile revision {config.revision}.'
-            )
+            message = f'No flag "{flag_key}" in datafile revision {config.revision}.'
+            return error(default, "FLAG_NOT_FOUND", message)
         return config, flag, user[0], user[1], user[2]
 
-    def _details(
+    def _outcome(
         self,
         config: ProjectConfig,
         flag: FlagInfo,
         decision: OptimizelyDecision,
-        default: _T,
+        default: Any,
         variable: str | None,
-        pick: _Pick[_T],
-    ) -> FlagResolutionDetails[_T]:
-        metadata: dict[str, bool | int | float | str] = {"flagKey": flag.key}
-        if decision.rule_key:
-            metadata["ruleKey"] = decision.rule_key
-        variant = decision.variation_key
-        if variant is None:
-            reason: str = Reason.DEFAULT
-        elif not decision.enabled:
-            reason = Reason.DISABLED
-        else:
-            reason = self._rule_reason(config, flag, decision.rule_key)
-        return pick(decision, default, variable, reason, variant, metadata)
-
-    def _rule_reason(self, config: ProjectConfig, flag: FlagInfo, rule_key: str | None) -> str:
-        """SPLIT, TARGETING_MATCH or DEFAULT for the rule that decided, from what kind of rule it is."""
-        if rule_key is None:
-            return Reason.TARGETING_MATCH  # a forced decision for the flag
-        config_id, revision, by_flag = self._rules
-        if config_id != id(config) or revision != config.revision:
-            by_flag = {}
-            self._rules = (id(config), config.revision, by_flag)
-        rules = by_flag.get(flag.key)
-        if rules is None:
-            rules = by_flag[flag.key] = _rule_reasons(config, flag)
-        return rules.get(rule_key, Reason.SPLIT)
+        kind: str,
+    ) -> Outcome:
+        reason = self._reasons.reason(config, flag, decision)
+        return PICKERS[kind](decision, default, variable, reason, metadata_of(flag.key, decision))
 
 
-def _rule_reasons(config: ProjectConfig, flag: FlagInfo) -> dict[str, str]:
-    """Each rule key of the flag with its reason: experiments SPLIT, targeted deliveries TARGETING_MATCH, the
-    last rollout rule ("Everyone Else") DEFAULT. Keys not listed (holdouts) are SPLIT."""
-    reasons: dict[str, str] = {}
-    rollout = flag.rollout_rules
-    for i, rule in enumerate(rollout):
-        reasons[rule.key] = Reason.DEFAULT if i == len(rollout) - 1 else Reason.TARGETING_MATCH
-    for experiment_id in flag.experiment_ids:
-        experiment = config.experiments_by_id.get(experiment_id)
-        if experiment is not None:
-            reasons[experiment.key] = Reason.SPLIT
-    return reasons
+def _engine_for(client: object) -> Engine:
+    """The adapter for this kind of client (a ``SyncOptimizely`` gets its own here)."""
+    if isinstance(client, AsyncOptimizely):
+        return AsyncEngine(client)
+    raise ConfigurationError(f"client must be an AsyncOptimizely, not {type(client).__name__}.")
 
 
-def _user(context: EvaluationContext | None) -> tuple[str, dict[str, Any], str | None] | ErrorCode:
-    """(user id, user attributes, variable key) from the context, or TARGETING_KEY_MISSING."""
-    if context is None or not isinstance(context.targeting_key, str) or not context.targeting_key:
-        return ErrorCode.TARGETING_KEY_MISSING
-    attributes = dict(context.attributes) if context.attributes else {}
-    variable = attributes.pop(VARIABLE_KEY_ATTRIBUTE, None)
-    return context.targeting_key, attributes, variable if isinstance(variable, str) else None
-
-
-def _error(default: _T, code: ErrorCode, message: str) -> FlagResolutionDetails[_T]:
-    return FlagResolutionDetails(value=default, reason=Reason.ERROR, error_code=code, error_message=message)
-
-
-def _result(
-    value: _T, reason: str, variant: str | None, metadata: dict[str, bool | int | float | str]
-) -> FlagResolutionDetails[_T]:
-    return FlagResolutionDetails(value=value, reason=reason, variant=variant, flag_metadata=metadata)
-
-
-def _boolean(
-    decision: OptimizelyDecision,
-    default: bool,
-    variable: str | None,
-    reason: str,
-    variant: str | None,
-    metadata: dict[str, bool | int | float | str],
-) -> FlagResolutionDetails[bool]:
-    return _result(bool(decision.enabled), reason, variant, metadata)
-
-
-def _variable(
-    decision: OptimizelyDecision,
-    default: _T,
-    variable: str | None,
-    reason: str,
-    variant: str | None,
-    metadata: dict[str, bool | int | float | str],
-    accept: Any,
-    kind: str,
-) -> FlagResolutionDetails[_T]:
-    name = variable or DEFAULT_VARIABLE
-    metadata["variableKey"] = name
-    if not decision.enabled:
-        return _result(default, reason, variant, metadata)
-    value = decision.variables.get(name, _MISSING)
-    if value is _MISSING:
-        return FlagResolutionDetails(
-            value=default,
-            reason=Reason.ERROR,
-            variant=variant,
-            flag_metadata=metadata,
-            error_code=ErrorCode.FLAG_NOT_FOUND,
-            error_message=f'Flag "{decision.flag_key}" has no variable "{name}".',
-        )
-    converted = accept(value)
-    if converted is _MISSING:
-        return FlagResolutionDetails(
-            value=default,
-            reason=Reason.ERROR,
-            variant=variant,
-            flag_metadata=metadata,
-            error_code=ErrorCode.TYPE_MISMATCH,
-            error_message=f'Variable "{name}" of flag "{decision.flag_key}" is a {type(value).__name__}, not {kind}.',
-        )
-    result: FlagResolutionDetails[_T] = _result(converted, reason, variant, metadata)
-    return result
-
-
-def _as_str(value: Any) -> Any:
-    return value if isinstance(value, str) else _MISSING
-
-
-def _as_int(value: Any) -> Any:
-    return value if type(value) is int else _MISSING
-
-
-def _as_float(value: Any) -> Any:
-    return float(value) if type(value) in (float, int) else _MISSING
-
-
-def _as_object(value: Any) -> Any:
-    return value if isinstance(value, (dict, list)) else _MISSING
-
-
-_Meta = dict[str, bool | int | float | str]
-
-
-def _string(
-    decision: OptimizelyDecision, default: str, variable: str | None, reason: str, variant: str | None, meta: _Meta
-) -> FlagResolutionDetails[str]:
-    return _variable(decision, default, variable, reason, variant, meta, _as_str, "a string")
-
-
-def _integer(
-    decision: OptimizelyDecision, default: int, variable: str | None, reason: str, variant: str | None, meta: _Meta
-) -> FlagResolutionDetails[int]:
-    return _variable(decision, default, variable, reason, variant, meta, _as_int, "an integer")
-
-
-def _float(
-    decision: OptimizelyDecision, default: float, variable: str | None, reason: str, variant: str | None, meta: _Meta
-) -> FlagResolutionDetails[float]:
-    return _variable(decision, default, variable, reason, variant, meta, _as_float, "a number")
-
-
-def _object(
-    decision: OptimizelyDecision,
-    default: _Obj,
-    variable: str | None,
-    reason: str,
-    variant: str | None,
-    metadata: dict[str, bool | int | float | str],
-) -> FlagResolutionDetails[_Obj]:
-    if variable is not None:
-        return _variable(decision, default, variable, reason, variant, metadata, _as_object, "JSON")
-    if not decision.enabled:
-        return _result(default, reason, variant, metadata)
-    return _result(dict(decision.variables), reason, variant, metadata)
+def _details(outcome: Outcome) -> FlagResolutionDetails[Any]:
+    return FlagResolutionDetails(
+        value=outcome.value,
+        reason=outcome.reason,
+        variant=outcome.variant,
+        flag_metadata=outcome.metadata or {},
+        error_code=ErrorCode(outcome.error) if outcome.error is not None else None,
+        error_message=outcome.message,
+    )
