@@ -9,17 +9,20 @@ from __future__ import annotations
 from ._version import __version__
 from .client import AsyncOptimizely, HeldTrack
 from .config.optimizely_config import OptimizelyConfig
+from .config.sources import PollingStats
 from .decide import DecideOption, OptimizelyDecision
 from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError, InvalidDatafileError, OptimizelyError
 from .events.dispatcher import Dispatcher, DispatchResult, EventRequest, HttpDispatcher
 from .events.queue import DeliveryReport, QueueStats
 from .notifications import NotificationCenter, NotificationType
+from .stats import ClientStats, ListenerStats
 from .user_context import OptimizelyDecisionContext, OptimizelyForcedDecision, OptimizelyUserContext
 
 __all__ = [
     "AsyncOptimizely",
     "ClientStateError",
+    "ClientStats",
     "ConfigurationError",
     "DecideOption",
     "DeliveryReport",
@@ -29,6 +32,7 @@ __all__ = [
     "HeldTrack",
     "HttpDispatcher",
     "InvalidDatafileError",
+    "ListenerStats",
     "NotificationCenter",
     "NotificationType",
     "OptimizelyConfig",
@@ -37,6 +41,7 @@ __all__ = [
     "OptimizelyError",
     "OptimizelyForcedDecision",
     "OptimizelyUserContext",
+    "PollingStats",
     "QueueStats",
     "UserProfileService",
     "__version__",

@@ -397,9 +397,7 @@ class AsyncOptimizely(DecisionMethods):
             # track() calls made before a large static datafile was parsed (just above).
             await self._replay_pending()
 
-    async def _run(
-        self, *, shielded: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def _run(self, *, shielded: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The background work, in one task that owns its task group, so that start() and close() may run in
         different tasks. Each part is guarded: a failure is logged and never reaches the caller's task."""
         try:
