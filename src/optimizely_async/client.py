@@ -157,7 +157,9 @@ class AsyncOptimizely(DecisionMethods):
     """The async Optimizely Feature Experimentation client.
 
     Use it as an async context manager: entering starts the background event queue (and the datafile
-    poller with ``sdk_key``); leaving drains queued events within ``close_timeout`` and stops.
+    poller with ``sdk_key``); leaving drains queued events within ``close_timeout`` and stops. Where startup
+    and shutdown run in different tasks, ``await client.start()`` and ``await client.close()`` do the same
+    (see the Lifecycle docs).
 
     Args:
         datafile: a static datafile (str, bytes or dict). With ``sdk_key`` too, it serves until the first
