@@ -57,7 +57,9 @@ def spawn_runner(run: Callable[[Started], Coroutine[Any, Any, None]]) -> tuple[a
     except RuntimeError:
         raise ClientStateError(TRIO_START_MESSAGE) from None
     status = Started()
-    return loop.create_task(run(status), name="optimizely_async background work"), status
+    task = loop.create_task(run(status), name="optimizely_async background work")
+    task.add_done_callback(lambda _: status.event.set())  # wakes start() if the runner ended before starting
+    return task, status
 
 
 class _Forkable(Protocol):

@@ -361,6 +361,8 @@ class AsyncOptimizely(DecisionMethods):
             return
         if self._starting is not None:  # another task is starting it
             await self._starting.wait()
+            if self.stats().state != _State.OPEN.value:  # (re-read after the wait)
+                raise ClientStateError("The client did not start (see the log), or was closed meanwhile.")
             return
         self._check_startable()
         if task_group is not None:
@@ -437,6 +439,8 @@ class AsyncOptimizely(DecisionMethods):
             closing = self._closing = anyio.Event()
             try:
                 with anyio.CancelScope(shield=True):
+                    if self._starting is not None:  # let a start() in progress finish first
+                        await self._starting.wait()
                     self._report = await self._close(timeout)
             finally:
                 closing.set()
