@@ -4,6 +4,7 @@ never cancel the body, and the queue is drained within close_timeout, shielded f
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -232,3 +233,46 @@ async def test_close_inside_a_cancelled_scope_still_drains() -> None:
                 scope.cancel()
                 await_report.append(await client.close())
     assert await_report[0].delivered == 10
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_drains_the_queue_before_the_process_ends(backend: str) -> None:
+    """SIGINT (Ctrl-C) while the body waits: the queued event is delivered on the way out."""
+    script = textwrap.dedent(
+        f"""
+        import anyio
+        from optimizely_async import AsyncOptimizely, DispatchResult
+
+        class Out:
+            async def dispatch(self, request):
+                print("sent", len(request.payload["visitors"]), flush=True)
+                return DispatchResult(delivered=True, status=200)
+
+        async def main():
+            df = {datafile()!r}
+            async with AsyncOptimizely(datafile=df, event_dispatcher=Out(), flush_interval=60) as client:
+                await client.track("buy", "u1")
+                print("ready", flush=True)
+                await anyio.sleep_forever()
+
+        anyio.run(main, backend={backend!r})
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert out.split() == ["sent", "1"], err
+    assert "KeyboardInterrupt" in err and "ExceptionGroup" not in err
