@@ -147,3 +147,19 @@ async def test_invalid_close_timeouts_are_logged_and_replaced(caplog: pytest.Log
             report = await client.close(timeout=timeout)  # type: ignore[arg-type]
         assert report.submitted == 0
     assert sum("close(timeout=...)" in r.getMessage() for r in caplog.records) == 4
+
+
+async def test_start_with_a_plain_trio_nursery(anyio_backend: str) -> None:
+    if anyio_backend != "trio":
+        pytest.skip("a trio nursery is trio's")
+    import trio
+
+    recorder = Recorder()
+    client = AsyncOptimizely(datafile=datafile(), event_dispatcher=recorder, flush_interval=60)
+    with anyio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await client.start(nursery)  # type: ignore[arg-type]
+            await client.track("buy", "u1")
+            assert recorder.visitors == []
+            report = await client.close()
+    assert report.delivered == 1 and recorder.visitors == ["u1"]
