@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import pytest
 
+from _lifecycle_kit import datafile, visitors
 from _sink_server import serve_sink
 
 pytestmark = [
@@ -71,22 +72,6 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
         server.wait(timeout=10)
 
 
-def datafile() -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": "3",
-        "experiments": [],
-        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "", "variables": []}],
-        "rollouts": [],
-    }
-
-
 def worker_env(tmp_path: Path, redis_port: int, sink_url: str) -> dict[str, str]:
     path = tmp_path / "datafile.json"
     path.write_text(json.dumps(datafile()))
@@ -118,10 +103,6 @@ async def read_all(stream: Any) -> str:
             chunks.append(await stream.receive())
     except anyio.EndOfStream:
         return b"".join(chunks).decode()
-
-
-def visitors(sink: Any) -> list[str]:
-    return sorted(v["visitor_id"] for r in sink.received for v in r.payload["visitors"])
 
 
 async def test_arq_burst_worker_delivers_every_event_and_exits_0(tmp_path: Path, redis_port: int) -> None:

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from _datafile_server import DatafileServer, Status
+from _lifecycle_kit import datafile, visitors
 from _sink_server import SinkServer, serve_sink
 from optimizely_async import AsyncOptimizely
 
@@ -41,26 +42,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def datafile(revision: str = "3") -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": revision,
-        "experiments": [],
-        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "", "variables": []}],
-        "rollouts": [],
-    }
-
-
-def visitors(sink: SinkServer) -> list[str]:
-    return sorted(v["visitor_id"] for r in sink.received for v in r.payload["visitors"])
 
 
 def new_client(sink: SinkServer) -> AsyncOptimizely:

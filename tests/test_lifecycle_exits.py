@@ -14,32 +14,13 @@ from typing import Any
 import anyio
 import pytest
 
+from _lifecycle_kit import Recorder, datafile, visitors
 from _sink_server import Reply, serve_sink
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType
+from optimizely_async import AsyncOptimizely, EventRequest, NotificationType
 
 pytestmark = pytest.mark.anyio
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-
-def datafile() -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": "3",
-        "experiments": [],
-        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [],
-        "rollouts": [],
-    }
-
-
-def visitors(sink: Any) -> list[str]:
-    return [v["visitor_id"] for r in sink.received for v in r.payload["visitors"]]
 
 
 def _raise_value_error() -> None:
@@ -82,15 +63,6 @@ async def test_keyboard_interrupt_leaves_as_itself_and_the_queue_is_drained() ->
         caught = exc
     assert type(caught) is KeyboardInterrupt
     assert recorder.visitors == ["u1"]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.visitors: list[str] = []
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        self.visitors.extend(v["visitor_id"] for v in request.payload["visitors"])
-        return DispatchResult(delivered=True, status=200)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

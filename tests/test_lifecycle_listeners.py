@@ -8,32 +8,12 @@ from typing import Any
 import anyio
 import pytest
 
+from _lifecycle_kit import Recorder, datafile
 from _logcapture import capture
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType
+from optimizely_async import AsyncOptimizely, NotificationType
 from optimizely_async._listener_queue import AsyncListenerQueue
 
 pytestmark = pytest.mark.anyio
-
-
-def datafile() -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": "3",
-        "experiments": [],
-        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "", "variables": []}],
-        "rollouts": [],
-    }
-
-
-class Recorder:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 def make_client(**kwargs: Any) -> AsyncOptimizely:

@@ -7,41 +7,11 @@ from typing import Any
 import anyio
 import pytest
 
+from _lifecycle_kit import Recorder, datafile, visitors
 from _sink_server import serve_sink
-from optimizely_async import AsyncOptimizely, ClientStateError, DispatchResult, EventRequest
+from optimizely_async import AsyncOptimizely, ClientStateError
 
 pytestmark = pytest.mark.anyio
-
-
-def datafile() -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": "3",
-        "experiments": [],
-        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [],
-        "rollouts": [],
-    }
-
-
-class Recorder:
-    """A local dispatcher: nothing leaves the process."""
-
-    def __init__(self) -> None:
-        self.visitors: list[str] = []
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        self.visitors.extend(v["visitor_id"] for v in request.payload["visitors"])
-        return DispatchResult(delivered=True, status=200)
-
-
-def visitors(sink: Any) -> list[str]:
-    return [v["visitor_id"] for r in sink.received for v in r.payload["visitors"]]
 
 
 async def test_start_in_one_task_close_in_another(anyio_backend: str) -> None:

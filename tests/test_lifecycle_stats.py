@@ -10,32 +10,12 @@ import anyio
 import pytest
 
 from _datafile_server import DatafileServer, Status
-from optimizely_async import AsyncOptimizely, ClientStats, DispatchResult, EventRequest, PollingStats, QueueStats
+from _lifecycle_kit import Recorder, datafile
+from optimizely_async import AsyncOptimizely, ClientStats, PollingStats, QueueStats
 
 pytestmark = pytest.mark.anyio
 
 SDK_KEY = "SdkKeyStatsSecret12345"
-
-
-def datafile(revision: str) -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": revision,
-        "experiments": [],
-        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [],
-        "rollouts": [],
-    }
-
-
-class Recorder:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
