@@ -127,3 +127,23 @@ async def test_before_start_async_listeners_are_awaited_inline() -> None:
     await client.is_feature_enabled("flag", "early")
     assert seen == ["early"]  # nothing runs in the background yet, so the call awaited it
     await client.close()
+
+
+async def test_an_async_listener_may_flush_and_close_the_client() -> None:
+    """A listener awaiting flush() or close() must not wait for itself."""
+    calls: list[str] = []
+    client = make_client(close_timeout=2)
+
+    async def flushes(*_: Any) -> None:
+        await client.flush()
+        calls.append("flushed")
+        await client.close()
+        calls.append("closed")
+
+    with anyio.fail_after(10):
+        async with client:
+            client.notification_center.add_notification_listener(NotificationType.TRACK, flushes)
+            await client.track("buy", "u1")
+            await client.flush()
+    assert calls[:1] == ["flushed"]
+    assert client.stats().state == "closed"

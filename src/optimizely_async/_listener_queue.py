@@ -55,6 +55,7 @@ class AsyncListenerQueue:
         self._limit = limit
         self._backlog: deque[tuple[Awaitable[Any], str]] = deque()
         self._running = False
+        self._worker: int | None = None  # the id of the task that runs the queue
         self._wakeup: anyio.Event | None = None
         self._submitted = 0
         self._finished = 0  # completed + abandoned (overflowed ones never count as submitted)
@@ -88,6 +89,7 @@ class AsyncListenerQueue:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Await queued listener coroutines in order until cancelled; then abandon the rest."""
         self._running = True
+        self._worker = anyio.get_current_task().id
         task_status.started()
         backlog = self._backlog
         try:
@@ -108,16 +110,21 @@ class AsyncListenerQueue:
                 self._finish(1)
         finally:
             self._running = False
+            self._worker = None
             self._abandon()
 
     async def join(self) -> None:
         """Return once every coroutine queued before the call has run (or was abandoned)."""
         target = self._submitted
-        if self._finished >= target:
-            return
+        if self._finished >= target or self.in_worker():
+            return  # (a listener that flushes would otherwise wait for itself)
         event = anyio.Event()
         self._waiters.append((target, event))
         await event.wait()
+
+    def in_worker(self) -> bool:
+        """Whether the calling task is the one running the queue (that is, an async listener)."""
+        return self._worker is not None and anyio.get_current_task().id == self._worker
 
     def stop(self) -> None:
         """Take no more coroutines (callers await them inline from now on); queued ones still run."""

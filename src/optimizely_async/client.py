@@ -487,11 +487,11 @@ class AsyncOptimizely(DecisionMethods):
         return report
 
     async def _stop_runner(self) -> None:
-        """Cancel what still runs in the background (poller, listener queue) and wait for the runner to end.
-        Bounded, in case close() was called from a listener inside the runner's own task group."""
+        """Cancel what still runs in the background (poller, listener queue) and wait for the runner to end
+        (bounded; not at all from an async listener, which runs inside the runner and would wait for itself)."""
         if self._run_scope is not None:
             self._run_scope.cancel()
-        if self._stopped is not None:
+        if self._stopped is not None and not self.notification_center.background.in_worker():
             with anyio.move_on_after(_STOP_PATIENCE):
                 await self._stopped.wait()
         self._runner_task = None
