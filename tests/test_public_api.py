@@ -10,6 +10,7 @@ import optimizely_async
 EXPECTED = {
     "AsyncOptimizely",
     "ClientStateError",
+    "ClientStats",
     "ConfigurationError",
     "DecideOption",
     "DeliveryReport",
@@ -19,6 +20,7 @@ EXPECTED = {
     "HeldTrack",
     "HttpDispatcher",
     "InvalidDatafileError",
+    "ListenerStats",
     "NotificationCenter",
     "NotificationType",
     "OptimizelyConfig",
@@ -27,6 +29,7 @@ EXPECTED = {
     "OptimizelyError",
     "OptimizelyForcedDecision",
     "OptimizelyUserContext",
+    "PollingStats",
     "QueueStats",
     "SyncOptimizely",
     "UserProfileService",

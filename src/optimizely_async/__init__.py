@@ -15,11 +15,13 @@ from .errors import ClientStateError, ConfigurationError, InvalidDatafileError, 
 if TYPE_CHECKING:
     from .client import AsyncOptimizely, HeldTrack
     from .config.optimizely_config import OptimizelyConfig
+    from .config.sources import PollingStats
     from .decide import DecideOption, OptimizelyDecision
     from .decision.user_profile import UserProfileService
     from .events.dispatcher import Dispatcher, DispatchResult, EventRequest, HttpDispatcher
     from .events.queue import DeliveryReport, QueueStats
     from .notifications import NotificationCenter, NotificationType
+    from .stats import ClientStats, ListenerStats
     from .sync import SyncOptimizely
     from .user_context import OptimizelyDecisionContext, OptimizelyForcedDecision, OptimizelyUserContext
 
@@ -29,6 +31,7 @@ _LAZY = {
     "AsyncOptimizely": ".client",
     "HeldTrack": ".client",
     "OptimizelyConfig": ".config.optimizely_config",
+    "PollingStats": ".config.sources",
     "DecideOption": ".decide",
     "OptimizelyDecision": ".decide",
     "UserProfileService": ".decision.user_profile",
@@ -40,6 +43,8 @@ _LAZY = {
     "QueueStats": ".events.queue",
     "NotificationCenter": ".notifications",
     "NotificationType": ".notifications",
+    "ClientStats": ".stats",
+    "ListenerStats": ".stats",
     "SyncOptimizely": ".sync",
     "OptimizelyDecisionContext": ".user_context",
     "OptimizelyForcedDecision": ".user_context",
@@ -63,6 +68,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AsyncOptimizely",
     "ClientStateError",
+    "ClientStats",
     "ConfigurationError",
     "DecideOption",
     "DeliveryReport",
@@ -72,6 +78,7 @@ __all__ = [
     "HeldTrack",
     "HttpDispatcher",
     "InvalidDatafileError",
+    "ListenerStats",
     "NotificationCenter",
     "NotificationType",
     "OptimizelyConfig",
@@ -80,6 +87,7 @@ __all__ = [
     "OptimizelyError",
     "OptimizelyForcedDecision",
     "OptimizelyUserContext",
+    "PollingStats",
     "QueueStats",
     "SyncOptimizely",
     "UserProfileService",

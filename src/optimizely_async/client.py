@@ -7,19 +7,23 @@ work (event queue, datafile poller) in one task group it owns, and delegates dec
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import functools
 import logging
+import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
 
 from . import defaults
 from ._decisions import DecisionMethods
+from ._lifecycle import FORKED_MESSAGE, spawn_runner, watch_forks
 from ._validation import (
     NOT_READY,
     attributes_ok,
@@ -43,11 +47,12 @@ from .errors import ClientStateError, ConfigurationError
 from .events.dispatcher import Dispatcher, HttpDispatcher
 from .events.factory import build_conversion, build_impression, now_ms
 from .events.ledger import call_hook, run_hook
-from .events.models import ConversionEvent, EventContext, PendingEvent, QueuedEvent
+from .events.models import ConversionEvent, EventContext, PendingEvent, QueuedEvent, materialize
 from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .events.tags import check_json_encodable, parse_revenue, parse_value
 from .notifications import NotificationCenter, NotificationType
+from .stats import ClientStats
 from .user_context import OptimizelyUserContext
 
 if TYPE_CHECKING:
@@ -91,13 +96,32 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
+    #: A copy in a process forked while the client was started (its background work is the parent's).
+    FORKED = "forked"
+
+
+#: How long close() waits for the background work to end once it is cancelled.
+_STOP_PATIENCE = 5.0
+
+
+async def _guarded(
+    run: Callable[..., Awaitable[None]], what: str, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Run one part of the client's background work; a failure is logged, never propagated (it would cancel
+    its siblings and, through the task group, the caller's code)."""
+    try:
+        await run(task_status=task_status)
+    except Exception:
+        _log.exception("%s failed; the client goes on without it.", what)
 
 
 class AsyncOptimizely(DecisionMethods):
     """The async Optimizely Feature Experimentation client.
 
     Use it as an async context manager: entering starts the background event queue (and the datafile
-    poller with ``sdk_key``); leaving drains queued events within ``close_timeout`` and stops.
+    poller with ``sdk_key``); leaving drains queued events within ``close_timeout`` and stops. Where startup
+    and shutdown run in different tasks, ``await client.start()`` and ``await client.close()`` do the same
+    (see the Lifecycle docs).
 
     Args:
         datafile: a static datafile (str, bytes or dict). With ``sdk_key`` too, it serves until the first
@@ -191,8 +215,17 @@ class AsyncOptimizely(DecisionMethods):
         self._context: EventContext | None = None
         self._state = _State.UNOPENED
         self._ready: anyio.Event | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._source_scope: anyio.CancelScope | None = None
+        # Lifecycle (see start(), _run(), close()): the runner's task group and scope, the caller's group
+        # that `async with` entered, the runner task of start() on asyncio, and the events of each step.
+        self._task_group: TaskGroup | None = None
+        self._run_scope: anyio.CancelScope | None = None
+        self._host: TaskGroup | None = None
+        self._runner_task: asyncio.Task[None] | None = None
+        self._starting: anyio.Event | None = None
+        self._stopped: anyio.Event | None = None
+        self._closing: anyio.Event | None = None
+        self._forked_from = 0
+        self._warned_forked = False
         self._on_drop = on_drop
         self._pending: list[HeldTrack] = []
         #: Held track() calls given up on, by reason (``not_ready``, ``unknown_event``, ``invalid_payload``).
@@ -241,85 +274,204 @@ class AsyncOptimizely(DecisionMethods):
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> AsyncOptimizely:
-        if self._state is _State.OPEN:
+        """Start the background work in a task group of this task; ``__aexit__`` drains and ends it.
+
+        Whatever the body raises leaves the block as itself; the SDK's own background failures are logged and
+        never cancel the body. Leaving by any path (normal, exception, cancellation) runs :meth:`close`,
+        shielded from the outer cancellation and bounded by ``close_timeout``.
+        """
+        if self._state is _State.OPEN or self._starting is not None:
             raise ClientStateError("This AsyncOptimizely client is already open.")
-        if self._state is _State.CLOSED:
-            raise ClientStateError("This AsyncOptimizely client is closed; create a new one.")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
+        self._check_startable()
+        host = anyio.create_task_group()
+        await host.__aenter__()
         try:
-            await task_group.start(self._queue.run)
-            if self._source is not None:
-                await task_group.start(self._run_source)
-        except BaseException as exc:
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            # Shielded: the outer cancellation that ends the body must not end the drain with it.
+            await self._start(functools.partial(host.start, functools.partial(self._run, shielded=True)))
+        except BaseException:
+            host.cancel_scope.cancel()
+            await host.__aexit__(None, None, None)
             raise
-        self._task_group = task_group
-        self._state = _State.OPEN
-        if self._config is not None and self._pending:
-            # track() calls made before a large static datafile was parsed (just above).
-            await self._replay_pending()
+        self._host = host
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        task_group = self._task_group
+    ) -> None:
+        host, self._host = self._host, None
+        with anyio.CancelScope(shield=True):
+            await self.close()
+        if host is not None:
+            # Only a cancellation is the group's business (it may be its own scope's); anything else the body
+            # raised stays out of it, so it is not wrapped in an ExceptionGroup and leaves as itself.
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                await host.__aexit__(exc_type, exc, tb)
+            else:
+                await host.__aexit__(None, None, None)
+
+    async def start(self, task_group: TaskGroup | None = None) -> None:
+        """Start the background work (event queue, datafile poller, async listeners); idempotent.
+
+        For apps whose startup and shutdown hooks run in different tasks (arq, aiohttp ``on_startup`` /
+        ``on_cleanup``, Starlette and FastAPI ``on_startup`` / ``on_shutdown``): ``await client.start()`` in
+        one, ``await client.close()`` in the other (any task of the same event loop). Without ``task_group``
+        the client runs its work in a task of its own, which needs asyncio; on trio pass a nursery or an
+        anyio task group (and close the client before it ends), or use ``async with client:``.
+
+        Raises:
+            ClientStateError: the client is closed, is a copy in a forked child, or (trio) no task group was
+                given.
+        """
+        if self._state is _State.OPEN:
+            return
+        if self._starting is not None:  # another task is starting it
+            await self._starting.wait()
+            if self.stats().state != _State.OPEN.value:  # (re-read after the wait)
+                raise ClientStateError("The client did not start (see the log), or was closed meanwhile.")
+            return
+        self._check_startable()
+        if task_group is not None:
+            await self._start(functools.partial(task_group.start, self._run))
+            return
+        task, status = spawn_runner(lambda started: self._run(task_status=started))
+        self._runner_task = task  # owned: close() ends it
+        await self._start(status.event.wait)
+
+    def _check_startable(self) -> None:
+        if self._state is _State.CLOSED:
+            raise ClientStateError("This AsyncOptimizely client is closed; create a new one.")
+        if self._state is _State.FORKED:
+            raise ClientStateError(self._forked_message())
+
+    async def _start(self, launch: Callable[[], Awaitable[Any]]) -> None:
+        """Launch :meth:`_run` (``launch`` returns once it has started or ended), then replay track() calls held
+        until a datafile was there."""
+        starting = self._starting = anyio.Event()
         try:
-            with anyio.CancelScope(shield=exc_type is not None):
-                await self.close()
+            self._stopped = anyio.Event()
+            await launch()
+            if self._stopped.is_set():
+                raise ClientStateError("The client's background work ended as it started; see the log.")
+            self._state = _State.OPEN
+            watch_forks(self, True)
+        finally:
+            self._starting = None
+            starting.set()
+        if self._config is not None and self._pending:
+            await self._replay_pending()
+
+    async def _run(self, *, shielded: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The background work, in one task that owns its task group, so that start() and close() may run in
+        different tasks. Each part is guarded: a failure is logged and never reaches the caller's task."""
+        try:
+            with anyio.CancelScope(shield=shielded) as scope:
+                self._run_scope = scope
+                async with anyio.create_task_group() as task_group:
+                    await task_group.start(_guarded, self._queue.run, "The event queue")
+                    if self._source is not None:
+                        await task_group.start(_guarded, self._source.run, "The datafile poller")
+                    listeners = self.notification_center.background
+                    await task_group.start(_guarded, listeners.run, "The async listener queue")
+                    self._task_group = task_group
+                    task_status.started()
+        except Exception:  # not expected: every part is guarded
+            _log.exception("The client's background work failed.")
+        finally:
+            self._task_group = None
+            self._run_scope = None
+            if self._stopped is not None:
+                self._stopped.set()
+
+    async def close(self, timeout: float | None = None) -> DeliveryReport:
+        """Stop taking events, deliver what is queued and let async listeners finish within ``timeout``
+        (default ``close_timeout``), stop polling and return what happened to every event.
+
+        Idempotent, callable from any task of the loop the client runs on (concurrent calls share one
+        report), shielded from cancellation and bounded by the timeout. Never raises.
+        """
+        if self._report is not None:
+            return self._report
+        if self._state is _State.FORKED:
+            return self._report_in_fork()
+        closing = self._closing
+        if closing is None:
+            closing = self._closing = anyio.Event()
+            try:
+                with anyio.CancelScope(shield=True):
+                    if self._starting is not None:  # let a start() in progress finish first
+                        await self._starting.wait()
+                    self._report = await self._close(timeout)
+            finally:
+                closing.set()
+        else:  # another task is closing the client: share its report
+            with anyio.CancelScope(shield=True):
+                await closing.wait()
+        return self._report if self._report is not None else self._report_now()
+
+    async def _close(self, timeout: object) -> DeliveryReport:
+        budget = self._close_timeout
+        if timeout is not None:
+            # Exact types: a subclass could lie in its comparisons (NaN and negatives fail the test too).
+            if isinstance(timeout, (int, float)) and type(timeout) in (int, float) and timeout >= 0:
+                budget = float(timeout)
+            else:
+                _log.error("close(timeout=...) needs a number of seconds >= 0; using %g s.", budget)
+        deadline = anyio.current_time() + budget
+        self._state = _State.CLOSED
+        watch_forks(self, False)
+        try:
+            if self._pending:
+                held, self._pending = self._pending, []
+                _log.warning("Dropping %d track() calls made before any datafile was loaded.", len(held))
+                await self._drop_held(held, "not_ready")
+            report = await self._queue.close(budget)
+            listeners = self.notification_center.background
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                await listeners.join()  # the rest is abandoned (counted, logged) when the runner stops
+            listeners.stop()
+            await self._stop_runner()
+            if self._pending_dropped:
+                report = _with_held(report, 0, self._pending_dropped)
+            if self._source is not None:
+                await self._source.aclose()
+            if self._owns_dispatcher and isinstance(self._dispatcher, HttpDispatcher):
+                await self._dispatcher.aclose()
+        except Exception:
+            _log.exception("Unexpected error while closing the client.")
+            await self._stop_runner()
+            report = self._report_now()
         finally:
             if self._ready is not None:
                 self._ready.set()  # release wait_until_ready() callers: no config can arrive any more
-            if task_group is not None:
-                self._task_group = None
-                task_group.cancel_scope.cancel()
-                await task_group.__aexit__(exc_type, exc, tb)
-        return None
-
-    async def close(self, timeout: float | None = None) -> DeliveryReport:
-        """Stop taking events, deliver what is queued within ``timeout`` (default ``close_timeout``), stop
-        polling and return what happened to every event. Idempotent."""
-        if self._report is not None:
-            return self._report
-        timeout = seconds("timeout", timeout, self._close_timeout)
-        self._state = _State.CLOSED
-        if self._pending:
-            held, self._pending = self._pending, []
-            _log.warning("Dropping %d track() calls made before any datafile was loaded.", len(held))
-            await self._drop_held(held, "not_ready")
-        report = await self._queue.close(self._close_timeout if timeout is None else timeout)
-        if self._pending_dropped:
-            report = _with_held(report, 0, self._pending_dropped)
-        self._report = report
-        if self._source is not None:
-            await self._source.aclose()
-        if self._owns_dispatcher and isinstance(self._dispatcher, HttpDispatcher):
-            await self._dispatcher.aclose()
-        # Stop polling, but never cancel the task group here: close() may run inside the `async with` body,
-        # which the group's cancel scope also covers. __aexit__ ends the group.
-        if self._source_scope is not None:
-            self._source_scope.cancel()
         return report
 
-    async def _run_source(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        assert self._source is not None
-        with anyio.CancelScope() as scope:
-            self._source_scope = scope
-            await self._source.run(task_status=task_status)
+    async def _stop_runner(self) -> None:
+        """Cancel what still runs in the background (poller, listener queue) and wait for the runner to end
+        (bounded; not at all from an async listener, which runs inside the runner and would wait for itself)."""
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+        if self._stopped is not None and not self.notification_center.background.in_worker():
+            with anyio.move_on_after(_STOP_PATIENCE):
+                await self._stopped.wait()
+        self._runner_task = None
+
+    def _report_now(self) -> DeliveryReport:
+        stats = self._queue.stats()
+        if self._pending_dropped:
+            stats = _with_held(stats, len(self._pending), self._pending_dropped)
+        return DeliveryReport(**vars(stats))
 
     async def wait_until_ready(self, timeout: float = defaults.READY_TIMEOUT) -> bool:
         """Wait until a datafile is loaded (at once for a static one); False when ``timeout`` passes first."""
         if self._config is not None:
             return True
         timeout = seconds("timeout", timeout, defaults.READY_TIMEOUT)
-        if self._state is _State.CLOSED:
-            return False  # nothing polls any more
+        if self._state in (_State.CLOSED, _State.FORKED):
+            return False  # nothing polls any more (here)
         if self._state is _State.UNOPENED and self._source is not None:
             _log.warning(
-                "wait_until_ready() before `async with client`: the datafile is fetched only once the client "
-                "is entered."
+                "wait_until_ready() before `async with client` (or `await client.start()`): the datafile is "
+                "fetched only once the client is started."
             )
         if self._ready is None:
             self._ready = anyio.Event()
@@ -337,15 +489,62 @@ class AsyncOptimizely(DecisionMethods):
         return self._config
 
     async def flush(self) -> None:
-        """Return when every event queued before the call is delivered or has failed for good."""
+        """Return when every event queued before the call is delivered or has failed for good, and every async
+        listener call made before it has run. Returns at once in a forked child (logged)."""
+        if self._state is _State.FORKED:
+            self._log_forked()
+            return
         await self._queue.flush()
+        await self.notification_center.background.join()
 
-    def stats(self) -> QueueStats:
-        """Event counters: queued, in flight, delivered, retries and drops by reason."""
+    def stats(self) -> ClientStats:
+        """The client's health as one frozen value: the event counters (queued, in flight, delivered,
+        retries, drops by reason), the lifecycle state, the revision in use, the datafile poller's state
+        (last error, consecutive failures, last success) and the async listeners' counters."""
         stats = self._queue.stats()
         if self._pending or self._pending_dropped:
             stats = _with_held(stats, len(self._pending), self._pending_dropped)
-        return stats
+        config = self._config
+        return ClientStats(
+            **vars(stats),
+            state=self._state.value,
+            revision=config.revision if config is not None else None,
+            polling=self._source.stats if self._source is not None else None,
+            listeners=self.notification_center.background.stats(),
+        )
+
+    # ------------------------------------------------------------------ fork
+
+    def _forked(self, parent_pid: int) -> None:
+        """In a child forked while this client was started: its background work stays in the parent, so the
+        copy refuses events (counted as dropped, ``forked``) and start(); decisions still work."""
+        self._state = _State.FORKED
+        self._forked_from = parent_pid
+        self.notification_center.background.forget()
+        self._task_group = self._run_scope = self._runner_task = self._host = None
+        self._stopped = self._starting = self._closing = None
+        self._ready = None
+
+    def _forked_message(self) -> str:
+        return FORKED_MESSAGE.format(parent=self._forked_from, child=os.getpid())
+
+    def _log_forked(self) -> None:
+        if not self._warned_forked:
+            self._warned_forked = True
+            _log.error("%s", ClientStateError(self._forked_message()))
+
+    def _report_in_fork(self) -> DeliveryReport:
+        """close() in a forked child: nothing to drain here (the queued events are the parent's to send), and
+        the HTTP connections are shared with the parent, so they are left alone."""
+        self._log_forked()
+        return self._report_now()
+
+    async def _refuse_in_fork(self, event: QueuedEvent) -> None:
+        self._log_forked()
+        self._pending_dropped["forked"] = self._pending_dropped.get("forked", 0) + 1
+        if self._on_drop is not None:
+            built, _ = materialize([event])
+            await run_hook(call_hook(self._on_drop, "on_drop", built, "forked"), "on_drop")
 
     # ------------------------------------------------------------------ config
 
@@ -441,13 +640,26 @@ class AsyncOptimizely(DecisionMethods):
 
     async def _enqueue(self, event: QueuedEvent) -> None:
         if not self._offer(event):
-            await self._queue.put(event)  # waits for room (bounded by enqueue_timeout), or counts the drop
+            await self._put(event)
+
+    async def _put(self, event: QueuedEvent) -> None:
+        """The slow path after :meth:`_offer`: wait for room (bounded by enqueue_timeout), or count the drop."""
+        if self._state is _State.FORKED:
+            await self._refuse_in_fork(event)
+            return
+        await self._queue.put(event)
 
     def _offer(self, event: QueuedEvent) -> bool:
         """Queue ``event`` if the queue has room now (the hot path: no coroutine); False when it has not."""
-        if self._state is _State.UNOPENED and not self._warned_unopened:
-            self._warned_unopened = True
-            _log.warning("Events are queued but not sent: enter the client with `async with` to start sending.")
+        if self._state is not _State.OPEN:
+            if self._state is _State.FORKED:
+                return False
+            if self._state is _State.UNOPENED and not self._warned_unopened:
+                self._warned_unopened = True
+                _log.warning(
+                    "Events are queued but not sent: start the client (`async with client` or "
+                    "`await client.start()`) to start sending."
+                )
         return self._queue.offer(event)
 
     async def _send_impression(
@@ -467,7 +679,7 @@ class AsyncOptimizely(DecisionMethods):
                 config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes
             )
             if pending is not None:
-                await self._queue.put(pending)
+                await self._put(pending)
             return
         context = self._context_of(config)
         # A snapshot of the input, stamped with the moment of the decision; built later by the queue's task.
@@ -568,7 +780,7 @@ class AsyncOptimizely(DecisionMethods):
                 return
             if not self.notification_center.has_listeners(_TRACK):
                 if not self._offer(prepared):
-                    await self._queue.put(prepared)
+                    await self._put(prepared)
                 if _log.isEnabledFor(logging.INFO):
                     _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
                 return

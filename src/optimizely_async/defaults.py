@@ -28,6 +28,8 @@ MAX_QUEUE_SIZE: Final = 10_000
 ENQUEUE_TIMEOUT: Final = 5.0
 CLOSE_TIMEOUT: Final = 10.0
 MAX_CONCURRENT_REQUESTS: Final = 4
+#: Async notification listener calls waiting to run in the background before new ones are dropped (counted).
+LISTENER_BACKLOG: Final = 10_000
 EVENT_REQUEST_TIMEOUT: Final = 10.0
 EVENT_MAX_RETRIES: Final = 5
 RETRY_BACKOFF_BASE: Final = 0.5

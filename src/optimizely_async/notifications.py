@@ -1,9 +1,14 @@
 """The notification center: DECISION, TRACK, ACTIVATE, LOG_EVENT and OPTIMIZELY_CONFIG_UPDATE listeners.
 
 Type strings, listener ids and listener arguments are the official SDK's, so listeners written for it work
-unchanged. A listener may be a plain function or a coroutine function; listeners run in registration order
-and an exception in one is logged and never reaches the caller, the queue or the other listeners. No method
-raises, whatever it is given: a callback that is not callable is refused (-1) with an error log.
+unchanged. A listener may be a plain function or a coroutine function; an exception in one is logged and never
+reaches the caller, the queue or the other listeners. No method raises, whatever it is given: a callback that
+is not callable is refused (-1) with an error log.
+
+A plain function runs inline, on the event loop, in registration order: keep it quick (it delays the call
+that notified). A coroutine function is called inline too (which only creates its coroutine); while the
+client runs, the coroutine is awaited later in the client's background work, one at a time in notification
+order, off the caller's path (see :mod:`._listener_queue`). ``flush()`` and ``close()`` wait for them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from . import defaults
+from ._listener_queue import AsyncListenerQueue
 
 __all__ = ["NotificationCenter", "NotificationType"]
 
@@ -73,6 +81,8 @@ class NotificationCenter:
     def __init__(self) -> None:
         self._next_id = 1
         self._listeners: dict[NotificationType, list[tuple[int, Listener]]] = {t: [] for t in NotificationType}
+        #: Runs async listeners' coroutines in the client's background work (see the module docstring).
+        self.background = AsyncListenerQueue(defaults.LISTENER_BACKLOG)
 
     def add_notification_listener(self, notification_type: NotificationType | str, callback: Listener) -> int:
         """Register ``callback``; returns its id, or -1 for an unknown type or a callback already registered
@@ -124,7 +134,8 @@ class NotificationCenter:
         return bool(self._listeners[notification_type])
 
     async def send_notifications(self, notification_type: NotificationType | str, *args: Any) -> None:
-        """Call every listener of the type with ``args``; coroutine results are awaited."""
+        """Call every listener of the type with ``args``. A coroutine result is queued to run in the client's
+        background work; while that does not run (client not started, or stopped), it is awaited here."""
         kind = _coerce(notification_type)
         if kind is None:
             _log.error(
@@ -134,7 +145,7 @@ class NotificationCenter:
         for _, callback in tuple(self._listeners[kind]):
             try:
                 result = callback(*args)
-                if inspect.isawaitable(result):
+                if inspect.isawaitable(result) and not self.background.submit(result, kind.value):
                     await result
             except Exception:
                 _log.exception('Unknown problem when sending "%s" type notification.', kind.value)

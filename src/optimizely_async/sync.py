@@ -21,6 +21,7 @@ from . import defaults
 from ._validation import NOT_READY
 from .errors import ConfigurationError
 from .events.queue import DeliveryReport, QueueStats
+from .stats import report_of
 from .sync_context import SyncNotificationCenter, SyncUserContext
 from .sync_fork import abandon, ensure_exit_hooks, watch
 from .sync_inline import drive
@@ -305,7 +306,7 @@ class SyncOptimizely:
             report = runner.stop(_seconds("close", timeout, self._close_timeout))
         except OwnThreadError:
             _log.error("close() cannot be called from a listener on the client's own loop thread.")
-            return DeliveryReport(**vars(runner.stats()))
+            return report_of(runner.stats())
         with self._lock:
             if self._report is None:
                 self._report = report

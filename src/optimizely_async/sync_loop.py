@@ -34,6 +34,7 @@ import anyio.lowlevel
 from .client import AsyncOptimizely
 from .events.models import QueuedEvent
 from .events.queue import DeliveryReport, EventQueue, QueueStats
+from .stats import report_of
 
 __all__ = ["LoopClient", "LoopThread", "OwnThreadError", "zero_report"]
 
@@ -216,7 +217,7 @@ class LoopThread:
             # The thread is stuck (a listener that never returns) or failed: report what is known.
             _log.warning("The client's loop thread did not stop within %.1f s.", timeout + _JOIN_MARGIN)
             self._report = dataclasses.replace(
-                self._fold(DeliveryReport(**vars(self.client.stats())), len(self._pending)), timed_out=True
+                self._fold(report_of(self.client.stats()), len(self._pending)), timed_out=True
             )
         return self._report
 

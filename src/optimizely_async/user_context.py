@@ -347,7 +347,7 @@ def decide_now(
     ``decide_for_keys`` and ``decide_all`` (and of a synchronous client) when :func:`can_decide_now` says so.
 
     ``user`` is the snapshot the decision refers to. Impressions the queue has no room for right now are
-    appended to ``late``; the caller must hand each to ``await client._queue.put(...)`` (which waits for room
+    appended to ``late``; the caller must hand each to ``await client._put(...)`` (which waits for room
     or counts the drop), as the coroutine path does.
     """
     decision = decide_flag(config, flag, user.user_id, user._attributes, client._forced, None)
@@ -371,7 +371,7 @@ def decide_now(
 
 async def _put_late(client: AsyncOptimizely, late: list[PendingEvent]) -> None:
     for pending in late:
-        await client._queue.put(pending)
+        await client._put(pending)
 
 
 def _impressions(

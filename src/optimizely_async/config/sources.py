@@ -25,6 +25,7 @@ import inspect
 import logging
 import math
 import random
+import time
 import traceback
 import unicodedata
 import weakref
@@ -85,6 +86,8 @@ class PollingStats:
     last_error: str | None = None
     #: The revision last handed to ``on_config`` (or the initial config's).
     revision: str | None = None
+    #: When the last fetch answered 200 (with a usable datafile) or 304, as ``time.time()``; None until then.
+    last_success: float | None = None
 
 
 async def _build(body: bytes) -> ProjectConfig:
@@ -278,7 +281,12 @@ class PollingConfigSource:
 
             if response.status_code == 304:
                 logger.debug("Datafile not modified since the last fetch (revision %s).", self._stats.revision)
-                self._stats = replace(self._stats, not_modified=self._stats.not_modified + 1, consecutive_failures=0)
+                self._stats = replace(
+                    self._stats,
+                    not_modified=self._stats.not_modified + 1,
+                    consecutive_failures=0,
+                    last_success=time.time(),
+                )
                 return FetchResult.NOT_MODIFIED
             if response.status_code != 200:
                 hint = " (check the datafile access token)" if response.status_code in (401, 403) else ""
@@ -292,7 +300,7 @@ class PollingConfigSource:
             # Validators only now: a bad body must not make the next poll answer 304 forever.
             self._etag = response.headers.get("etag")
             self._last_modified = response.headers.get("last-modified")
-            self._stats = replace(self._stats, consecutive_failures=0)
+            self._stats = replace(self._stats, consecutive_failures=0, last_success=time.time())
             return await self._deliver(config)
 
     def next_delay(self) -> float:
