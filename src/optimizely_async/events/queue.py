@@ -599,13 +599,17 @@ class EventQueue:
         self._buffer.clear()
         lost, out = self._ledger.abandon(queued, reason)
         if lost or out:
+            also = (
+                f" and {out} whose request was still out (in_flight_at_close: the receiver may have them)"
+                if out
+                else ""
+            )
             logger.warning(
-                "%s: %d event(s) not sent (%s) and %d whose request was still out (in_flight_at_close: the "
-                "receiver may have them). Totals: %s.",
+                "%s: %d event(s) not sent (%s)%s. Totals: %s.",
                 why[:1].upper() + why[1:],
                 lost,
                 reason,
-                out,
+                also,
                 self._ledger.totals(0),
             )
 
