@@ -85,7 +85,6 @@ async def test_full_queue_with_the_endpoint_down_waits_bounded_then_drops(
         close_timeout=0.2,
         on_drop=drops,
     )
-    neighbour_steps = 0
     async with client:
         for i in range(2):
             await client.track(EVENT_KEY, f"in-flight-{i}")
