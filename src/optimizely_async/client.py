@@ -160,7 +160,8 @@ class AsyncOptimizely(DecisionMethods):
             logged). ``events`` are the ``ImpressionEvent`` / ``ConversionEvent`` models, except for
             ``track()`` calls given up on before a datafile could build them (reasons ``not_ready`` and
             ``unknown_event``) and calls whose tags cannot be sent (``invalid_payload``): those arrive as
-            :class:`HeldTrack` records.
+            :class:`HeldTrack` records. An event that could not be built at all (``invalid_event``) arrives as
+            the queued record it was.
     """
 
     def __init__(

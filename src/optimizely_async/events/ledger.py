@@ -241,8 +241,12 @@ class Ledger:
         """Pass ``events`` to ``on_drop`` (see :meth:`drop`)."""
         if self.on_drop is None:
             return None
-        # The callback sees models, as for every other drop (a queued track() may not be built yet).
-        shown = materialize(events)[0] if any(type(e) is PendingEvent for e in events) else events
+        # The callback sees models, as for every other drop (a queued track() may not be built yet); an event
+        # that cannot be built at all (``invalid_event``) is passed as the queued record it is.
+        shown: Sequence[Any] = events
+        if any(type(e) is PendingEvent for e in events):
+            built, failed = materialize(events)
+            shown = [*built, *failed]
         pending = call_hook(self.on_drop, "on_drop", shown, reason)
         if pending is None:
             return None
