@@ -148,7 +148,8 @@ class AsyncOptimizely(DecisionMethods):
         batch_size: most events per request (default 10).
         flush_interval: seconds the oldest queued event may wait before a partial batch is sent (default 30).
         max_queue_size: most events waiting to be sent (default 10,000).
-        enqueue_timeout: how long ``track()`` waits for room in a full queue before dropping the event.
+        enqueue_timeout: how long ``track()`` waits for room in a full queue before dropping the event (it does
+            not wait while delivery is stalled; see docs/reliability.md).
         max_concurrent_requests: event requests in flight at once.
         close_timeout: how long leaving the context may take to drain.
         http_client: an ``httpx.AsyncClient`` to share (not closed by the SDK).
