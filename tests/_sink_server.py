@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,14 @@ import anyio
 from anyio.abc import ByteStream, SocketListener, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 429: "Too Many Requests", 500: "Server Error"}
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    500: "Server Error",
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class SinkServer:
         self.received: list[Received] = []
         self.connections = 0  # TCP connections accepted
         self._script: deque[Reply] = deque()
+        #: Answers by content when set (after the script): given the body, a Reply, or None for ``default``.
+        self.responder: Callable[[bytes], Reply | None] | None = None
         self._listener: SocketListener | None = None
 
     @property
@@ -102,6 +111,13 @@ class SinkServer:
         if self._sock is not None:
             self._sock.close()
 
+    def _reply_for(self, body: bytes) -> Reply:
+        if self._script:
+            return self._script.popleft()
+        if self.responder is not None:
+            return self.responder(body) or self.default
+        return self.default
+
     async def _handle(self, stream: ByteStream) -> None:
         self.connections += 1
         reader = BufferedByteReceiveStream(stream)
@@ -117,7 +133,7 @@ class SinkServer:
                         headers[name.strip().lower()] = value.strip()
                     length = int(headers.get("content-length", "0"))
                     body = await reader.receive_exactly(length) if length else b""
-                    reply = self._script.popleft() if self._script else self.default
+                    reply = self._reply_for(body)
                     self.received.append(Received(method, path, headers, body, reply))
                     if reply.delay:
                         await anyio.sleep(reply.delay)

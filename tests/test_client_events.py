@@ -71,7 +71,8 @@ def assert_accounted(stats: QueueStats, sent: int, sink: SinkServer | None = Non
     events the client counts as delivered, each once."""
     assert stats.submitted == sent, stats
     assert (stats.queued, stats.in_flight) == (0, 0), stats
-    assert stats.delivered + sum(stats.dropped.values()) + stats.undelivered == sent, stats
+    settled = stats.delivered + sum(stats.dropped.values()) + stats.undelivered + stats.in_flight_at_close
+    assert settled == sent, stats
     if sink is not None:
         delivered_uuids = [
             v["snapshots"][0]["events"][0]["uuid"]
@@ -192,7 +193,9 @@ async def test_persistent_500s_are_dropped_after_the_retries(delays: DelayLog) -
     drops = DropLog()
     async with serve_sink() as sink:
         sink.default = Reply(500)
-        async with client_for(sink, on_drop=drops) as client:
+        client = client_for(sink, on_drop=drops)
+        client._queue._retry_timeout = 0.3  # the default budget (600 s) outlasts the test
+        async with client:
             await track_many(client, 4)
             await client.flush()
         report = await client.close()
@@ -222,9 +225,10 @@ async def test_connection_refused_until_the_server_comes_up(monkeypatch: pytest.
 async def test_400_is_dropped_with_its_reason_and_on_drop_is_told(caplog: pytest.LogCaptureFixture) -> None:
     drops = DropLog()
     async with serve_sink() as sink:
-        sink.script(Reply(400))
+        # The receiver refuses every request that carries a "rejected" visitor (a split finds each one).
+        sink.responder = lambda body: Reply(400) if b'"rejected-' in body else None
         async with client_for(sink, on_drop=drops) as client:
-            with caplog.at_level(logging.ERROR, logger="optimizely_async"):
+            with caplog.at_level(logging.WARNING, logger="optimizely_async"):
                 await track_many(client, 2, prefix="rejected")
                 await client.flush()
             await track_many(client, 1, prefix="accepted")
@@ -232,10 +236,9 @@ async def test_400_is_dropped_with_its_reason_and_on_drop_is_told(caplog: pytest
         report = await client.close()
     assert_accounted(report, 3, sink)
     assert (report.delivered, report.dropped, report.retries) == (1, {"http_400": 2}, 0)
-    assert len(drops.calls) == 1
-    events, reason = drops.calls[0]
-    assert reason == "http_400"
-    assert [(type(e), e.user_id) for e in events] == [(ConversionEvent, "rejected-0"), (ConversionEvent, "rejected-1")]
+    assert [reason for _, reason in drops.calls] == ["http_400", "http_400"]
+    dropped = [(type(e), e.user_id) for events, _ in drops.calls for e in events]
+    assert dropped == [(ConversionEvent, "rejected-0"), (ConversionEvent, "rejected-1")]
     assert any("400" in r.getMessage() for r in caplog.records)
 
 
@@ -245,7 +248,7 @@ async def test_400_is_dropped_with_its_reason_and_on_drop_is_told(caplog: pytest
 async def test_flush_returns_only_when_everything_queued_before_is_settled(delays: DelayLog) -> None:
     async with serve_sink() as sink:
         sink.default = Reply(200, delay=0.05)
-        sink.script(Reply(500), Reply(400))
+        sink.script(Reply(500), Reply(422))
         async with client_for(sink, batch_size=3, max_concurrent_requests=2) as client:
             await track_many(client, 10)
             await client.activate("exp", "act-user")
@@ -259,7 +262,7 @@ async def test_flush_returns_only_when_everything_queued_before_is_settled(delay
             await client.flush()
         report = await client.close()
     assert_accounted(report, 11)
-    assert report.dropped == {"http_400": 3}
+    assert report.dropped == {"http_422": 3}
     assert report.delivered == 8
 
 
@@ -288,8 +291,13 @@ async def test_close_timeout_accounts_for_requests_in_flight() -> None:
         report = await client.close()
     assert report.timed_out
     assert_accounted(report, 7)
-    assert (report.delivered, report.undelivered) == (0, 7)
-    assert sum(len(events) for events, _ in drops.calls) == 7
+    # The two requests at the server are reported apart: the server may have them (issue 12 item 7).
+    assert (report.delivered, report.undelivered, report.in_flight_at_close) == (0, 3, 4)
+    reasons: dict[str, int] = {}
+    for events, reason in drops.calls:
+        reasons[reason] = reasons.get(reason, 0) + len(events)
+    assert reasons == {"close_timeout": 3, "in_flight_at_close": 4}
+    assert sum(r.visitor_count for r in sink.received) == report.in_flight_at_close
 
 
 async def test_an_async_track_listener_that_never_returns_does_not_hold_the_caller() -> None:
@@ -347,8 +355,8 @@ async def test_cancelling_a_track_that_waits_for_room() -> None:
         report = await client.close()
     assert returned == []
     assert_accounted(report, 3)
-    assert (report.dropped, report.undelivered) == ({"cancelled": 1}, 2)
-    assert {reason for _, reason in drops.calls} == {"cancelled", "close_timeout"}
+    assert (report.dropped, report.undelivered, report.in_flight_at_close) == ({"cancelled": 1}, 1, 1)
+    assert {reason for _, reason in drops.calls} == {"cancelled", "close_timeout", "in_flight_at_close"}
 
 
 # -- notifications and counters ----------------------------------------------------------------------------
@@ -366,7 +374,7 @@ async def test_log_event_fires_once_per_payload_with_its_url(delays: DelayLog, i
         seen.append(event)
 
     async with serve_sink() as sink:
-        sink.script(Reply(500), Reply(400))  # the first payload is retried once, the second dropped
+        sink.script(Reply(500), Reply(422))  # the first payload is retried once, the second dropped
         async with client_for(sink, batch_size=2, max_concurrent_requests=1) as client:
             client.notification_center.add_notification_listener(
                 NotificationType.LOG_EVENT, on_log_async if is_async else on_log
@@ -472,13 +480,14 @@ async def test_bad_track_inputs_send_nothing_and_raise_nothing(caplog: pytest.Lo
                 for args in BAD_TRACK_CALLS:
                     await client.track(*args)  # must not raise
             await client.flush()
-            assert client.stats().submitted == 0
+            # Tags that cannot be sent cost their own event, counted (the other calls make no event at all).
+            assert (client.stats().submitted, client.stats().dropped) == (2, {"invalid_payload": 2})
             assert sink.received == []
             errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
             assert len(errors) >= len(BAD_TRACK_CALLS), "every refused call is logged"
             await client.track(EVENT_KEY, "good-user")  # the client is unharmed
         report = await client.close()
-    assert_accounted(report, 1, sink)
+    assert_accounted(report, 3, sink)
     assert visitor_ids(sink) == ["good-user"]
 
 

@@ -111,11 +111,29 @@ async def test_shared_client_is_used_and_left_open() -> None:
     assert sink.received[0].headers["x-shared"] == "yes"
 
 
-async def test_owned_client_is_closed() -> None:
-    dispatcher = HttpDispatcher()
-    await dispatcher.aclose()
-    with pytest.raises(RuntimeError):
-        await dispatcher.dispatch(make_request("http://127.0.0.1:9/v1/events"))
+async def test_owned_client_is_created_on_first_use_and_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    created: list[httpx.AsyncClient] = []
+    real_init = httpx.AsyncClient.__init__
+
+    def counting_init(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+        created.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", counting_init)
+    unused = HttpDispatcher()
+    await unused.aclose()
+    assert created == []  # never sent anything: no client, no SSL context
+    async with serve_sink() as sink:
+        dispatcher = HttpDispatcher()
+        assert created == []
+        assert (await dispatcher.dispatch(make_request(sink.url))).delivered
+        assert (await dispatcher.dispatch(make_request(sink.url))).delivered
+        assert len(created) == 1
+        await dispatcher.aclose()
+        assert created[0].is_closed
+        result = await dispatcher.dispatch(make_request(sink.url))
+    assert (result.delivered, result.retryable, result.reason) == (False, False, "dispatcher_closed")
+    assert len(sink.received) == 2
 
 
 @pytest.mark.parametrize(
@@ -124,9 +142,10 @@ async def test_owned_client_is_closed() -> None:
         (httpx.ConnectError("refused"), "connection_error", True),
         (httpx.ReadError("reset"), "connection_error", True),
         (httpx.RemoteProtocolError("bad"), "connection_error", True),
-        (httpx.ConnectTimeout("slow"), "timeout", True),
+        (httpx.ConnectTimeout("slow"), "connect_timeout", True),  # never sent: not a possible duplicate
         (httpx.ReadTimeout("slow"), "timeout", True),
-        (httpx.PoolTimeout("busy"), "timeout", True),
+        (httpx.WriteTimeout("slow"), "timeout", True),
+        (httpx.PoolTimeout("busy"), "connect_timeout", True),
         (httpx.UnsupportedProtocol("ftp"), "request_error", False),
         (httpx.LocalProtocolError("bad header"), "request_error", False),
         (httpx.DecodingError("gzip"), "request_error", False),

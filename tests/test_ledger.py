@@ -344,9 +344,18 @@ def test_drop_warnings_are_rate_limited_per_reason(monkeypatch: pytest.MonkeyPat
         (1009.99, 1, "http_400", D), (1010.0, 4, "http_400", W), (1014.0, 1, "queue_full", D),
         (1015.0, 1, "queue_full", W), (1019.9, 1, "http_400", D),
     ]  # fmt: skip
+    expected = []
+    totals: dict[str, int] = {}
     with capture(LOG) as logs:
-        for at, count, reason, _ in steps:
+        for at, count, reason, level in steps:
             now[0] = at
             ledger.drop(evs(count), reason)
-    assert logs == [(level, f"Dropping {count} event(s): {reason}.") for _, count, reason, level in steps]
+            totals[reason] = totals.get(reason, 0) + count
+            if level == W:  # the warning gives the totals so far, not only this drop
+                all_dropped = sum(totals.values())
+                text = f"({totals[reason]} so far for this reason; {all_dropped} dropped in all, 0 delivered)."
+                expected.append((W, f"Dropped {count} event(s): {reason} {text}"))
+            else:
+                expected.append((D, f"Dropped {count} event(s): {reason} ({totals[reason]} so far for this reason)."))
+    assert logs == expected
     assert ledger.dropped == {"http_400": 9, "queue_full": 5}

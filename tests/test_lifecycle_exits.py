@@ -176,7 +176,8 @@ async def test_leaving_reports_what_it_could_not_deliver_within_close_timeout() 
         took = anyio.current_time() - started
         report = await client.close()
     assert report.timed_out
-    assert report.delivered == 0 and report.undelivered == 12
+    # Their requests were out when the time ran out: reported apart, as the receiver may have them.
+    assert report.delivered == 0 and report.undelivered + report.in_flight_at_close == 12
     assert sum(count for count, _ in dropped) == 12
     assert took < 5  # bounded by close_timeout (0.3 s), not by the server's 30 s
 

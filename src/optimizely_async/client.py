@@ -47,10 +47,10 @@ from .errors import ClientStateError, ConfigurationError
 from .events.dispatcher import Dispatcher, HttpDispatcher
 from .events.factory import build_conversion, build_impression, now_ms
 from .events.ledger import call_hook, run_hook
-from .events.models import ConversionEvent, EventContext, PendingEvent, QueuedEvent, materialize
+from .events.models import ConversionEvent, EventContext, PendingEvent, QueuedEvent, UserEvent, materialize
 from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
-from .events.tags import check_json_encodable, parse_revenue, parse_value
+from .events.tags import parse_revenue, parse_value, snapshot_tags
 from .notifications import NotificationCenter, NotificationType
 from .stats import ClientStats
 from .user_context import OptimizelyUserContext
@@ -134,7 +134,8 @@ class AsyncOptimizely(DecisionMethods):
         batch_size: most events per request (default 10).
         flush_interval: seconds the oldest queued event may wait before a partial batch is sent (default 30).
         max_queue_size: most events waiting to be sent (default 10,000).
-        enqueue_timeout: how long ``track()`` waits for room in a full queue before dropping the event.
+        enqueue_timeout: how long ``track()`` waits for room in a full queue before dropping the event (it does
+            not wait while delivery is stalled; see docs/reliability.md).
         max_concurrent_requests: event requests in flight at once.
         close_timeout: how long leaving the context may take to drain.
         http_client: an ``httpx.AsyncClient`` to share (not closed by the SDK).
@@ -145,7 +146,9 @@ class AsyncOptimizely(DecisionMethods):
         on_drop: ``callback(events, reason)`` for events dropped for good (sync or async; its errors are
             logged). ``events`` are the ``ImpressionEvent`` / ``ConversionEvent`` models, except for
             ``track()`` calls given up on before a datafile could build them (reasons ``not_ready`` and
-            ``unknown_event``): those arrive as :class:`HeldTrack` records.
+            ``unknown_event``) and calls whose tags cannot be sent (``invalid_payload``): those arrive as
+            :class:`HeldTrack` records. An event that could not be built at all (``invalid_event``) arrives as
+            the queued record it was.
     """
 
     def __init__(
@@ -697,8 +700,12 @@ class AsyncOptimizely(DecisionMethods):
             dict(attributes) if attributes else None,
             timestamp=now_ms(),
         )
+        pending = PendingEvent(context, build)
         # Listeners see the payload that is sent, so the event is built (and its uuid fixed) now.
-        event = build(event_uuid=str(uuid.uuid4()))
+        built = self._build_for_listeners(pending, build)
+        if built is None:
+            return
+        event, payload = built
         await self._enqueue(event)
         await self.notification_center.send_notifications(
             _ACTIVATE,
@@ -706,7 +713,7 @@ class AsyncOptimizely(DecisionMethods):
             user_id,
             attributes,
             variation,
-            _log_event(context.endpoint, build_payload([event])),
+            _log_event(context.endpoint, payload),
         )
 
     def _offer_impression(
@@ -768,14 +775,19 @@ class AsyncOptimizely(DecisionMethods):
                     event_tags_ok(event_tags)
                 return
             config = self._config
-            if config is None:
-                problem = check_json_encodable(event_tags) if event_tags else None
-                if problem is not None:  # refused now, as it would be with a datafile
-                    _log.error('Not tracking event "%s": %s', event_key, problem)
-                    return
-                await self._hold_track(event_key, user_id, attributes, event_tags)
+            # A deep copy now: what the caller does with the tags later cannot change or break the event.
+            tags, problem = snapshot_tags(event_tags) if event_tags else (event_tags, None)
+            if problem is not None:  # this event alone is refused, counted and passed to on_drop
+                _log.error('Not tracking event "%s": %s', event_key, problem)
+                held = HeldTrack(
+                    event_key, user_id, dict(attributes) if attributes else attributes, dict(event_tags or {}), now_ms()
+                )
+                await self._drop_held([held], "invalid_payload")
                 return
-            prepared = self._prepare_conversion(config, event_key, user_id, attributes, event_tags, now_ms())
+            if config is None:
+                await self._hold_track(event_key, user_id, attributes, tags)
+                return
+            prepared = self._prepare_conversion(config, event_key, user_id, attributes, tags, now_ms())
             if isinstance(prepared, str):
                 return
             if not self.notification_center.has_listeners(_TRACK):
@@ -823,12 +835,8 @@ class AsyncOptimizely(DecisionMethods):
             _log.error('Event "%s" is not in datafile.', event_key)
             _log.info('Not tracking user "%s" for event "%s".', user_id, event_key)
             return "unknown_event"
+        # The tags are track()'s snapshot (snapshot_tags), also for held calls.
         tags = event_tags if event_tags else (None if event_tags is None else {})
-        if tags:
-            problem = check_json_encodable(tags)
-            if problem is not None:
-                _log.error('Not tracking event "%s": %s', event_key, problem)
-                return "invalid_payload"
         context = self._context_of(config)
         return PendingEvent(
             context,
@@ -840,7 +848,7 @@ class AsyncOptimizely(DecisionMethods):
                 event_key,
                 user_id,
                 dict(attributes) if attributes else None,
-                dict(tags) if tags is not None else None,
+                tags,
                 timestamp,
             ),
         )
@@ -859,18 +867,29 @@ class AsyncOptimizely(DecisionMethods):
                 _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
             return
         # TRACK listeners get the payload that is sent, so the event is built (and its uuid fixed) now.
-        event = prepared.build(event_uuid=str(uuid.uuid4()))
+        built = self._build_for_listeners(prepared, prepared.build)
+        if built is None:
+            return
+        event, payload = built
         await self._enqueue(event)
         if _log.isEnabledFor(logging.INFO):
             _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
         await self.notification_center.send_notifications(
-            _TRACK,
-            event_key,
-            user_id,
-            attributes,
-            event_tags,
-            _log_event(event.context.endpoint, build_payload([event])),
+            _TRACK, event_key, user_id, attributes, event_tags, _log_event(event.context.endpoint, payload)
         )
+
+    def _build_for_listeners(
+        self, pending: PendingEvent, build: Callable[..., UserEvent]
+    ) -> tuple[UserEvent, dict[str, Any]] | None:
+        """The event and its payload, built now for TRACK / ACTIVATE listeners; None (the event counted as
+        dropped, ``invalid_event``) when they cannot be built: it costs that event only."""
+        try:
+            event = build(event_uuid=str(uuid.uuid4()))
+            return event, build_payload([event])
+        except Exception:
+            _log.exception("Could not build an event for its listeners; the event is dropped.")
+            self._queue.reject(pending, "invalid_event")
+            return None
 
     async def _hold_track(
         self,

@@ -31,7 +31,14 @@ MAX_CONCURRENT_REQUESTS: Final = 4
 #: Async notification listener calls waiting to run in the background before new ones are dropped (counted).
 LISTENER_BACKLOG: Final = 10_000
 EVENT_REQUEST_TIMEOUT: Final = 10.0
-EVENT_MAX_RETRIES: Final = 5
+#: After a timeout, the next attempt of the same request waits twice as long for its answer, up to this.
+EVENT_REQUEST_TIMEOUT_MAX: Final = 60.0
+#: Most resends of a request whose earlier attempts timed out (the receiver may have it: each is a duplicate).
+MAX_TIMEOUT_RESENDS: Final = 2
+#: A failing request is retried for this long (seconds since its first attempt) before its events are dropped.
+EVENT_RETRY_TIMEOUT: Final = 600.0
+#: A custom dispatcher's attempt that takes longer than this is cancelled and counted as a timeout.
+DISPATCH_ATTEMPT_TIMEOUT: Final = 120.0
 RETRY_BACKOFF_BASE: Final = 0.5
 RETRY_BACKOFF_MAX: Final = 30.0
 #: A server's ``Retry-After`` is honoured up to this many seconds.

@@ -45,6 +45,10 @@ class EventRequest:
     body: bytes
     event_count: int
     headers: Mapping[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))
+    #: Earlier attempts of this same request that timed out after it was sent (so the receiver may already
+    #: have it). :class:`HttpDispatcher` waits ``2 ** timeouts`` times its timeout for the answer (at most
+    #: ``defaults.EVENT_REQUEST_TIMEOUT_MAX``), so a slow receiver gets a resend or two, not one per retry.
+    timeouts: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,13 +61,22 @@ class DispatchResult:
     #: The HTTP status, when a response arrived.
     status: int | None = None
     #: A short machine-readable cause: ``"ok"``, ``"http_503"``, ``"timeout"``, ``"connection_error"`` ...
+    #: ``"timeout"`` means the request was sent and no answer came in time (the receiver may have it): the
+    #: queue bounds how often it resends such a request. Use it in custom dispatchers with that meaning.
     reason: str = "ok"
     #: Seconds the server asked us to wait (``Retry-After``), if it said.
     retry_after: float | None = None
 
 
 class Dispatcher(Protocol):
-    """Anything that can deliver an :class:`EventRequest`; custom sinks implement this."""
+    """Anything that can deliver an :class:`EventRequest`; custom sinks implement this.
+
+    ``dispatch`` must return a :class:`DispatchResult`. The queue survives one that does not: a dispatcher
+    that raises or returns something else costs the batch (reasons ``dispatch_error`` and
+    ``invalid_dispatch_result``), one that does not return within ``defaults.DISPATCH_ATTEMPT_TIMEOUT``
+    seconds is cancelled and counted as a timeout (``dispatch_timeout``); each problem is logged once at
+    ERROR (later ones at DEBUG).
+    """
 
     async def dispatch(self, request: EventRequest) -> DispatchResult:
         """Make one delivery attempt and describe the outcome; should not raise."""
@@ -72,6 +85,9 @@ class Dispatcher(Protocol):
 
 class HttpDispatcher:
     """POSTs each request as JSON over one shared ``httpx.AsyncClient``.
+
+    The client it owns (and its SSL context) is created on the first request, not in the constructor, so a
+    client that never sends an event never pays for it.
 
     Args:
         http_client: A client to share (connection pool, proxies, TLS settings). It is **not** closed by
@@ -89,25 +105,57 @@ class HttpDispatcher:
         if isinstance(timeout, (int, float)) and not (math.isfinite(timeout) and timeout > 0):
             raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._owns_client = http_client is None
-        if http_client is None:
-            http_client = httpx.AsyncClient(
-                timeout=timeout if timeout is not None else defaults.EVENT_REQUEST_TIMEOUT,
+        if http_client is None and timeout is None:
+            timeout = defaults.EVENT_REQUEST_TIMEOUT
+        self._client: httpx.AsyncClient | None = http_client
+        self._timeout = timeout
+        self._base_timeout: httpx.Timeout | None = None
+        self._closed = False
+
+    def _http(self) -> httpx.AsyncClient:
+        client = self._client
+        if client is None:
+            client = self._client = httpx.AsyncClient(
                 headers={"User-Agent": f"{defaults.CLIENT_NAME}/{__version__}"},
                 follow_redirects=False,
             )
-            timeout = None  # already the client's default
-        self._client = http_client
-        self._timeout = timeout
+        return client
+
+    def _timeout_for(self, client: httpx.AsyncClient, timeouts: int) -> httpx.Timeout:
+        timeout = self._base_timeout
+        if timeout is None:
+            base = self._timeout if self._timeout is not None else client.timeout
+            timeout = self._base_timeout = base if isinstance(base, httpx.Timeout) else httpx.Timeout(base)
+        if timeouts <= 0:
+            return timeout
+        factor = 2.0 ** min(timeouts, 16)
+
+        def scaled(seconds: float | None) -> float | None:
+            if seconds is None:
+                return None
+            return max(seconds, min(seconds * factor, defaults.EVENT_REQUEST_TIMEOUT_MAX))
+
+        return httpx.Timeout(
+            connect=timeout.connect,  # a connection that cannot be made was never sent: no reason to wait longer
+            read=scaled(timeout.read),
+            write=scaled(timeout.write),
+            pool=timeout.pool,
+        )
 
     async def dispatch(self, request: EventRequest) -> DispatchResult:
         """POST the request body once and classify the outcome."""
+        if self._closed:
+            return DispatchResult(delivered=False, retryable=False, reason="dispatcher_closed")
+        client = self._http()
         try:
-            if self._timeout is None:
-                response = await self._client.post(request.url, content=request.body, headers=request.headers)
-            else:
-                response = await self._client.post(
-                    request.url, content=request.body, headers=request.headers, timeout=self._timeout
-                )
+            response = await client.post(
+                request.url,
+                content=request.body,
+                headers=request.headers,
+                timeout=self._timeout_for(client, request.timeouts),
+            )
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return _failure("connect_timeout", retryable=True, exc=exc)  # never sent
         except httpx.TimeoutException as exc:
             return _failure("timeout", retryable=True, exc=exc)
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
@@ -121,7 +169,10 @@ class HttpDispatcher:
     async def aclose(self) -> None:
         """Close the HTTP client if this dispatcher created it; a caller's client is left open."""
         if self._owns_client:
-            await self._client.aclose()
+            self._closed = True
+            client, self._client = self._client, None
+            if client is not None:
+                await client.aclose()
 
     async def __aenter__(self) -> HttpDispatcher:
         return self

@@ -1,11 +1,12 @@
 """The EventQueue's books: where every event went, and who is waiting for what.
 
 Events are numbered in the order the queue accepted them (their *sequence*). A batch takes a contiguous run
-of them; it is **settled** exactly once, as delivered, dropped (with a reason) or undelivered (abandoned at
-shutdown). ``flush()`` waiters are released once every event below their target sequence is settled.
-The invariant::
+of them; it is **settled** exactly once, as delivered, dropped (with a reason) or abandoned at shutdown:
+*undelivered* when no request carrying it was out, *in flight at close* when one was (the receiver may have
+it). A batch split in two (after a 400 or 413) is settled by its halves. ``flush()`` waiters are released
+once every event below their target sequence is settled. The invariant::
 
-    submitted == queued + in_flight + delivered + sum(dropped.values()) + undelivered
+    submitted == queued + in_flight + delivered + sum(dropped.values()) + undelivered + in_flight_at_close
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class QueueStats:
     retries: int
     #: Dispatch attempts (requests).
     requests: int
+    #: Events abandoned at shutdown while a request carrying them was out: the receiver may have them, so
+    #: re-sending them (from ``on_drop``, reason ``in_flight_at_close``) may create duplicates.
+    in_flight_at_close: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,13 @@ class DeliveryReport(QueueStats):
 class Batch:
     """Events taken from the buffer for one request."""
 
-    __slots__ = ("events", "settled", "start")
+    __slots__ = ("events", "sending", "settled", "start")
 
     def __init__(self, events: list[QueuedEvent], start: int) -> None:
         self.events = events
         self.start = start  # sequence of the first event; batches are taken in FIFO order
         self.settled = False
+        self.sending = False  # a request carrying these events is out (sent, not answered)
 
 
 class Ledger:
@@ -81,6 +86,7 @@ class Ledger:
         self.delivered = 0
         self.dropped: dict[str, int] = {}
         self.undelivered = 0
+        self.in_flight_at_close = 0
         self.retries = 0
         self.requests = 0
         self._in_flight: set[Batch] = set()
@@ -106,17 +112,51 @@ class Ledger:
             self.drop(batch.events, reason)
         self._release_flush_waiters()
 
-    def abandon(self, queued: list[QueuedEvent], reason: str) -> None:
-        """Give up on every in-flight batch and on ``queued`` (already removed from the buffer)."""
-        for batch in list(self._in_flight):
+    def split(self, batch: Batch, at: int) -> tuple[Batch, Batch]:
+        """Replace an in-flight batch by two: its events ``[:at]`` and ``[at:]`` (each settled on its own)."""
+        first = Batch(batch.events[:at], batch.start)
+        second = Batch(batch.events[at:], batch.start + at)
+        batch.settled = True
+        self._in_flight.discard(batch)
+        self._in_flight.update((first, second))
+        return first, second
+
+    def abandon(self, queued: list[QueuedEvent], reason: str) -> tuple[int, int]:
+        """Give up on every in-flight batch and on ``queued`` (already removed from the buffer).
+
+        Events whose request is out are counted apart (``in_flight_at_close``, which is also the reason
+        ``on_drop`` sees); the others are undelivered for ``reason``. Logs nothing (the caller logs one
+        summary); returns ``(undelivered, in_flight_at_close)`` for it.
+        """
+        lost = out = 0
+        for batch in sorted(self._in_flight, key=lambda b: b.start):
             batch.settled = True
-            if batch.events:
-                self.drop(batch.events, reason, undelivered=True)
+            if not batch.events:
+                continue
+            if batch.sending:
+                out += len(batch.events)
+                self.in_flight_at_close += len(batch.events)
+                self._tell(batch.events, "in_flight_at_close")
+            else:
+                lost += len(batch.events)
+                self.drop(batch.events, reason, undelivered=True, log=False)
         self._in_flight.clear()
         if queued:
             self.taken += len(queued)
-            self.drop(queued, reason, undelivered=True)
+            lost += len(queued)
+            self.drop(queued, reason, undelivered=True, log=False)
         self._release_flush_waiters()
+        return lost, out
+
+    def totals(self, queued: int) -> str:
+        """The counters in one line, for warnings that must say how many events went where."""
+        stats = self.stats(queued)
+        dropped = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.dropped.items())) or "none"
+        return (
+            f"submitted {stats.submitted}, delivered {stats.delivered}, dropped {sum(stats.dropped.values())} "
+            f"({dropped}), undelivered {stats.undelivered}, in flight at close {stats.in_flight_at_close}, "
+            f"queued {stats.queued}, in flight {stats.in_flight}"
+        )
 
     def settled_below(self) -> int:
         """Every event whose sequence is below this is settled."""
@@ -151,6 +191,7 @@ class Ledger:
             undelivered=self.undelivered,
             retries=self.retries,
             requests=self.requests,
+            in_flight_at_close=self.in_flight_at_close,
         )
 
     def reject(self, event: QueuedEvent, reason: str, *, await_inline: bool = False) -> Awaitable[Any] | None:
@@ -165,9 +206,12 @@ class Ledger:
         *,
         undelivered: bool = False,
         await_inline: bool = False,
+        log: bool = True,
     ) -> Awaitable[Any] | None:
         """Count ``events`` as dropped (or undelivered), log, and tell ``on_drop``.
 
+        The warning is rate-limited per reason and gives the running total for the reason and for all
+        drops, so the last line logged is never stale by more than ``_LOG_EVERY`` seconds of drops.
         An async ``on_drop`` runs in :attr:`hooks` while that is set. Otherwise it is returned for the caller
         to await (``await_inline``) or skipped with a warning.
         """
@@ -176,16 +220,33 @@ class Ledger:
             self.undelivered += count
         else:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
-        now = time.monotonic()
-        if now - self._last_warned.get(reason, -math.inf) >= _LOG_EVERY:
-            self._last_warned[reason] = now
-            logger.warning("Dropping %d event(s): %s.", count, reason)
-        else:
-            logger.debug("Dropping %d event(s): %s.", count, reason)
+        if log:
+            now = time.monotonic()
+            total = self.dropped.get(reason, 0) if not undelivered else self.undelivered
+            if now - self._last_warned.get(reason, -math.inf) >= _LOG_EVERY:
+                self._last_warned[reason] = now
+                logger.warning(
+                    "Dropped %d event(s): %s (%d so far for this reason; %d dropped in all, %d delivered).",
+                    count,
+                    reason,
+                    total,
+                    sum(self.dropped.values()),
+                    self.delivered,
+                )
+            else:
+                logger.debug("Dropped %d event(s): %s (%d so far for this reason).", count, reason, total)
+        return self._tell(events, reason, await_inline=await_inline)
+
+    def _tell(self, events: list[QueuedEvent], reason: str, *, await_inline: bool = False) -> Awaitable[Any] | None:
+        """Pass ``events`` to ``on_drop`` (see :meth:`drop`)."""
         if self.on_drop is None:
             return None
-        # The callback sees models, as for every other drop (a queued track() may not be built yet).
-        shown = materialize(events)[0] if any(type(e) is PendingEvent for e in events) else events
+        # The callback sees models, as for every other drop (a queued track() may not be built yet); an event
+        # that cannot be built at all (``invalid_event``) is passed as the queued record it is.
+        shown: Sequence[Any] = events
+        if any(type(e) is PendingEvent for e in events):
+            built, failed = materialize(events)
+            shown = [*built, *failed]
         pending = call_hook(self.on_drop, "on_drop", shown, reason)
         if pending is None:
             return None

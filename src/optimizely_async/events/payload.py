@@ -25,7 +25,14 @@ from .._version import __version__
 from .dispatcher import EventRequest
 from .models import ConversionEvent, EventContext, ImpressionEvent, UserEvent, VisitorAttribute
 
-__all__ = ["ACTIVATE_EVENT_KEY", "RequestBuilder", "build_payload", "build_request", "encode_payload"]
+__all__ = [
+    "ACTIVATE_EVENT_KEY",
+    "RequestBuilder",
+    "build_payload",
+    "build_request",
+    "encode_payload",
+    "split_request",
+]
 
 ACTIVATE_EVENT_KEY = "campaign_activated"
 _NONE_DROPPED_KEYS = frozenset({"revenue", "value", "tags", "decisions"})
@@ -92,21 +99,31 @@ class RequestBuilder:
     def add(self, events: Sequence[UserEvent]) -> None:
         if not events:
             return
-        visitors = [_visitor(event) for event in events]
+        visitors: list[dict[str, Any]] = []
+        good: list[UserEvent] = []
+        for event in events:
+            try:
+                visitors.append(_visitor(event))
+            except Exception:  # whatever one event holds, it costs only that event
+                self.bad.append(event)
+            else:
+                good.append(event)
+        if not good:
+            return
         try:
             self._bodies.append(encode_payload(visitors)[1:-1])  # the list's items, without its brackets
-        except (TypeError, ValueError, RecursionError):
-            for event, visitor in zip(events, visitors, strict=True):
+        except Exception:
+            for event, visitor in zip(good, visitors, strict=True):
                 try:
                     body = encode_payload(visitor)
-                except (TypeError, ValueError, RecursionError):
+                except Exception:
                     self.bad.append(event)
                 else:
                     self.events.append(event)
                     self._visitors.append(visitor)
                     self._bodies.append(body)
             return
-        self.events.extend(events)
+        self.events.extend(good)
         self._visitors.extend(visitors)
 
     def finish(self) -> EventRequest | None:
@@ -121,6 +138,25 @@ class RequestBuilder:
         return EventRequest(
             url=self.events[0].context.endpoint, payload=payload, body=body, event_count=len(self.events)
         )
+
+
+def split_request(request: EventRequest, at: int) -> tuple[EventRequest, EventRequest]:
+    """The request's visitors ``[:at]`` and ``[at:]`` as two requests with the same batch fields (each body
+    re-encoded; the visitors, their uuids included, are the same objects)."""
+    visitors = request.payload["visitors"]
+    halves = []
+    for part in (visitors[:at], visitors[at:]):
+        payload = {**request.payload, "visitors": part}
+        halves.append(
+            EventRequest(
+                url=request.url,
+                payload=payload,
+                body=encode_payload(payload),
+                event_count=len(part),
+                headers=request.headers,
+            )
+        )
+    return halves[0], halves[1]
 
 
 def _visitor(event: UserEvent) -> dict[str, Any]:
@@ -216,7 +252,7 @@ def _json_key(key: Any) -> str:
     # json.dumps turns these key types into strings; anything else is rejected by check_json_encodable and
     # would fail encode_payload, so it is passed through for that error to surface.
     if isinstance(key, str):
-        return str(key)
+        return str.__str__(key)  # the plain value: a subclass's own __str__ is never called
     if key is True:
         return "true"
     if key is False:
