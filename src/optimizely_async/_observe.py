@@ -10,14 +10,17 @@ client's insides have moved.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from anyio.lowlevel import EventLoopToken
+
     from .config.sources import PollingStats
     from .events.dispatcher import Dispatcher
 
-__all__ = ["polling_stats", "spawn", "wrap_dispatcher"]
+__all__ = ["event_loop", "loop_client", "on_sync_loop", "polling_stats", "spawn", "wrap_dispatcher"]
 
 _log = logging.getLogger("optimizely_async")
 
@@ -55,4 +58,38 @@ def wrap_dispatcher(client: object, wrap: Callable[[Dispatcher], Dispatcher]) ->
         _log.debug("Event request durations are not measured: the event queue has no dispatcher to wrap.")
         return False
     queue._dispatcher = wrap(inner)  # type: ignore[union-attr]
+    return True
+
+
+def event_loop(client: object) -> EventLoopToken | None:
+    """The token of the event loop an ``AsyncOptimizely`` was entered on (None before; after it closed, the
+    ended loop's token: using it raises ``anyio.RunFinishedError``)."""
+    return getattr(client, "_loop_token", None)
+
+
+def loop_client(sync_client: object) -> object | None:
+    """The ``AsyncOptimizely`` a ``SyncOptimizely`` runs on its loop thread (this process's, after a fork)."""
+    live = getattr(sync_client, "_live", None)
+    return live() if callable(live) else None
+
+
+def on_sync_loop(sync_client: object, func: Callable[[], object], timeout: float) -> bool:
+    """Run ``func()`` on a ``SyncOptimizely``'s loop thread (starting it if needed) and wait for it; at once
+    when called on that thread. False when that thread could not run it (closed, stopped, too slow)."""
+    inner = loop_client(sync_client)
+    if inner is not None and getattr(inner, "loop_thread", None) == threading.get_ident():
+        func()
+        return True
+    call = getattr(getattr(sync_client, "_runner", None), "call", None)
+    if call is None:
+        return False
+
+    async def run() -> None:
+        func()
+
+    try:
+        call(run, timeout)
+    except Exception:
+        _log.debug("Could not run %r on the SyncOptimizely's loop thread.", func, exc_info=True)
+        return False
     return True

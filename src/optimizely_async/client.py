@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from . import defaults
 from ._decisions import DecisionMethods
@@ -257,6 +258,7 @@ class AsyncOptimizely(DecisionMethods):
             raise
         self._task_group = task_group
         self._state = _State.OPEN
+        self._loop_token = anyio.lowlevel.current_token()  # for the OpenFeature provider (_observe.event_loop)
         if self._config is not None and self._pending:
             # track() calls made before a large static datafile was parsed (just above).
             await self._replay_pending()
