@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
+
 if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
 
@@ -86,6 +88,7 @@ def on_sync_loop(sync_client: object, func: Callable[[], object], timeout: float
 
     async def run() -> None:
         func()
+        await anyio.lowlevel.checkpoint()  # a task func() started takes its first step before the caller goes on
 
     try:
         call(run, timeout)
