@@ -343,3 +343,25 @@ def test_options_a_sync_client_does_not_take_raise() -> None:
         OptimizelyProvider(datafile=datafile(), enqueue_timeout=1.0)
     with pytest.raises(ConfigurationError):
         OptimizelyProvider(SyncOptimizely(datafile=datafile()), datafile=datafile())
+
+
+@pytest.mark.anyio
+async def test_track_on_an_event_loop_before_the_first_datafile_is_counted_not_waited_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await anyio.to_thread.run_sync(
+        lambda: SyncOptimizely(
+            sdk_key="never-served", datafile_url_template="http://127.0.0.1:9/{sdk_key}", close_timeout=0.2
+        )
+    )
+    provider = OptimizelyProvider(client)
+    try:
+        start = time.perf_counter()
+        provider.track(EVENT_KEY, EvaluationContext("u-1", {}))
+        assert time.perf_counter() - start < 0.1  # SyncOptimizely.track would wait close_timeout for a datafile
+        assert "not recorded" in caplog.text
+        stats = await anyio.to_thread.run_sync(client.stats)
+        assert stats.dropped.get("not_ready") == 1
+    finally:
+        provider.shutdown()
+        await anyio.to_thread.run_sync(client.close)

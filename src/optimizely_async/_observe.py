@@ -9,6 +9,7 @@ client's insides have moved.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .config.sources import PollingStats
     from .events.dispatcher import Dispatcher
 
-__all__ = ["event_loop", "loop_client", "on_sync_loop", "polling_stats", "spawn", "wrap_dispatcher"]
+__all__ = ["event_loop", "loop_client", "on_sync_loop", "polling_stats", "refuse", "spawn", "wrap_dispatcher"]
 
 _log = logging.getLogger("optimizely_async")
 
@@ -91,8 +92,17 @@ def on_sync_loop(sync_client: object, func: Callable[[], object], timeout: float
         await anyio.lowlevel.checkpoint()  # a task func() started takes its first step before the caller goes on
 
     try:
-        call(run, timeout)
+        # From an empty context: the loop thread would otherwise run ``run`` in a copy of this thread's, and
+        # a trio caller's context makes anyio (through sniffio) take the asyncio loop thread for trio.
+        contextvars.Context().run(call, run, timeout)
     except Exception:
         _log.debug("Could not run %r on the SyncOptimizely's loop thread.", func, exc_info=True)
         return False
     return True
+
+
+def refuse(sync_client: object, reason: str) -> None:
+    """Count an event a ``SyncOptimizely`` could not take as dropped for ``reason`` (in its stats and report)."""
+    count = getattr(getattr(sync_client, "_runner", None), "refuse", None)
+    if callable(count):
+        count(reason)

@@ -306,6 +306,7 @@ class SyncEngine:
                 "block the event loop of this thread.",
                 event_key,
             )
+            _observe.refuse(self.client, "not_ready")
             return
         self.client.track(event_key, user_id, attributes, tags)
 
