@@ -4,10 +4,14 @@ impressions and tracking to a real event sink on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -365,3 +369,55 @@ async def test_track_on_an_event_loop_before_the_first_datafile_is_counted_not_w
     finally:
         provider.shutdown()
         await anyio.to_thread.run_sync(client.close)
+
+
+_FORK_SCRIPT = """
+import os, sys, time
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.provider import ProviderStatus
+from _datafile_server import DatafileServer, Status
+from _of_datafile import datafile
+from optimizely_async import SyncOptimizely
+from optimizely_async.openfeature import OptimizelyProvider
+
+with DatafileServer() as server:
+    server.set_datafile(datafile("1"))
+    client = SyncOptimizely(
+        sdk_key="fork-key",
+        datafile_url_template=server.url + "/datafiles/{sdk_key}.json",
+        update_interval=0.1,
+        event_endpoint="http://127.0.0.1:9/v1/events",
+        close_timeout=0.2,
+    )
+    api.set_provider_and_wait(OptimizelyProvider(client, stale_after_failures=2, health_check_interval=0.02))
+    of = api.get_client()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            context = EvaluationContext("u-plan", {"plan": "gold"})
+            assert of.get_string_value("of_flag", "d", context) == "treat-v"  # starts this process's checks
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and of.get_provider_status() is not ProviderStatus.STALE:
+                time.sleep(0.02)
+            code = 0 if of.get_provider_status() is ProviderStatus.STALE else 3
+        finally:
+            os._exit(code)
+    server.enqueue(*[Status(500)] * 400)  # both processes poll; each sees failures in a row
+    _, status = os.waitpid(pid, 0)
+    client.close()
+    print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_reports_stale_from_its_own_loop_thread() -> None:
+    """gunicorn --preload: the provider is made in the parent; the child's health check runs in the child's
+    client (started by the first evaluation there), so the child still reports STALE."""
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{tests.parent / 'src'}{os.pathsep}{tests}"}
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "child 0" in done.stdout, (done.stdout, done.stderr[-2000:])

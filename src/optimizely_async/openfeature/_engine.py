@@ -275,7 +275,7 @@ class SyncEngine:
         self.client = client
         self._check: Callable[[], None] | None = None
         self._interval = 1.0
-        self._watching = False
+        self._watched: object | None = None  # the async client whose task group runs the health check
         self._listener_id = -1
 
     def config(self) -> ProjectConfig | None:
@@ -294,6 +294,8 @@ class SyncEngine:
         return self.decide_blocking(flag_key, user_id, attributes)  # no I/O: as quick inline as on a thread
 
     def decide_blocking(self, flag_key: str, user_id: str, attributes: dict[str, Any]) -> OptimizelyDecision:
+        if self._watched is not None and self._watched is not _observe.loop_client(self.client):
+            self._rewatch()  # a forked child: its client and loop thread are new, the health check is not there
         user = self.client.create_user_context(user_id, attributes)
         assert user is not None  # the provider passes a str user id and a dict
         return user.decide(flag_key)
@@ -315,18 +317,24 @@ class SyncEngine:
         self._listener_id = center.add_notification_listener(NotificationType.OPTIMIZELY_CONFIG_UPDATE, on_config)
         self._check, self._interval = check, interval
         if self.polling() is not None:  # a static datafile never goes stale: nothing to check
-            _observe.on_sync_loop(self.client, self._start_watch, _START_TIMEOUT)
+            self._rewatch()
 
-    def _start_watch(self) -> None:
-        """On the client's loop thread."""
-        if not self._watching and _observe.spawn(_observe.loop_client(self.client), self._watch):
-            self._watching = True
+    def _rewatch(self) -> None:
+        """Start the health check in the task group of this process's client, once per client (a failure is
+        not retried at every decision)."""
+        inner = _observe.loop_client(self.client)
+        if self._watched is inner:
+            return
+        # No lock (a lock copied into a forked child may be held for ever): two threads racing here start two
+        # checks at worst, which report each change once (the provider compares states under its own lock).
+        self._watched = inner
+        if self._check is not None and not _observe.on_sync_loop(
+            self.client, lambda: _observe.spawn(inner, self._watch), _START_TIMEOUT
+        ):
+            _log.debug("The provider's health check could not start on the SyncOptimizely's loop thread.")
 
     async def _watch(self) -> None:
-        try:
-            await _checks(self)
-        finally:
-            self._watching = False
+        await _checks(self)
 
     def unwatch(self) -> None:
         """Stop calling back (the health check ends at its next wake-up)."""
