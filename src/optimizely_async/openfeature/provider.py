@@ -93,8 +93,10 @@ class OptimizelyProvider(AbstractProvider):
         for name, value in (("ready_timeout", ready_timeout), ("health_check_interval", health_check_interval)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}.")
-        self._owns_client = client is None
-        self.client: AsyncOptimizely | SyncOptimizely = client if client is not None else _owned(options)
+        self._owned: SyncOptimizely | None = None
+        if client is None:
+            client = self._owned = _owned(options)
+        self.client: AsyncOptimizely | SyncOptimizely = client
         self._engine: Engine = _engine_for(self.client)
         self._ready_timeout = float(ready_timeout)
         self._stale_after = stale_after_failures
@@ -137,8 +139,8 @@ class OptimizelyProvider(AbstractProvider):
     def shutdown(self) -> None:
         """Stop reporting status; close the client if the provider owns it."""
         self._engine.unwatch()
-        if self._owns_client:
-            self.client.close()  # the owned client is a SyncOptimizely: delivers what is queued, then stops
+        if self._owned is not None:
+            self._owned.close()  # delivers what is queued (within close_timeout), then stops its loop thread
         with self._lock:
             self._status = ProviderStatus.NOT_READY
             self._initialized = False
