@@ -1,9 +1,11 @@
 """What an evaluation through the OpenFeature provider costs against a direct ``decide``, with the official
 SDK's ``decide`` as the usual reference; rounds alternate between all of them.
 
-Run: ``python bench/openfeature.py`` (or ``nox -s bench``). Target: the provider's async resolution costs at
-most 2x a direct ``create_user_context`` + ``decide`` (measured at the provider; the OpenFeature client's
-hooks and context merging come on top and are shown separately).
+Run: ``python bench/openfeature.py`` (or ``nox -s bench``). Target: the provider's resolution costs at most
+2x a direct ``create_user_context`` + ``decide`` on the same kind of client (measured at the provider; the
+OpenFeature client's hooks and context merging come on top and are shown separately). Two groups: a provider
+over an ``AsyncOptimizely`` against its ``await user.decide``, and a provider over a ``SyncOptimizely``
+against its ``user.decide`` in the calling thread.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import anyio.to_thread  # noqa: E402
 from _common import bench_users, datafiles, official_client, official_settle  # noqa: E402
 from _rounds import alternate, ratio  # noqa: E402
 
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest  # noqa: E402
+from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, SyncOptimizely  # noqa: E402
 from optimizely_async.openfeature import OptimizelyProvider  # noqa: E402
 
 TARGET = 2.0
@@ -47,6 +49,11 @@ async def main() -> None:
 
 
 async def run(df: dict[str, Any]) -> None:
+    await run_async(df)
+    await run_sync(df)
+
+
+async def run_async(df: dict[str, Any]) -> None:
     users = bench_users(df, n=200)
     flags = [f["key"] for f in df["featureFlags"]]
     ops = len(users) * len(flags)
@@ -141,6 +148,76 @@ async def run(df: dict[str, Any]) -> None:
         print(f"{name:<28} best {seconds * 1e6:8.2f} us   x{times:5.2f} of a direct decide{verdict}")
     print("(x: the median over rounds of the time against a direct decide's in the same round)")
     print("* from a worker thread, each call waiting for the client's event loop (anyio.from_thread.run)")
+
+
+async def run_sync(df: dict[str, Any]) -> None:
+    """A provider over a SyncOptimizely: every resolution decides in the calling thread."""
+    users = bench_users(df, n=200)
+    flags = [f["key"] for f in df["featureFlags"]]
+    ops = len(users) * len(flags)
+    contexts = [EvaluationContext(uid, dict(attrs or {})) for uid, attrs in users]
+    # Built off the event loop, as a WSGI app or a script builds it.
+    client = await anyio.to_thread.run_sync(lambda: SyncOptimizely(datafile=df, event_dispatcher=NullSink()))
+    provider = OptimizelyProvider(client)
+    domain = f"bench-sync-{uuid.uuid4().hex}"
+    api.set_provider_and_wait(provider, domain)
+    of = api.get_client(domain)
+
+    def direct_round() -> int:
+        for uid, attrs in users:
+            user = client.create_user_context(uid, attrs)
+            assert user is not None
+            for key in flags:
+                user.decide(key)
+        client.flush()
+        return ops
+
+    def provider_bool_round() -> int:
+        for context in contexts:
+            for key in flags:
+                provider.resolve_boolean_details(key, False, context)
+        client.flush()
+        return ops
+
+    def provider_object_round() -> int:
+        for context in contexts:
+            for key in flags:
+                provider.resolve_object_details(key, {}, context)
+        client.flush()
+        return ops
+
+    async def provider_async_round() -> int:
+        for context in contexts:
+            for key in flags:
+                await provider.resolve_boolean_details_async(key, False, context)
+        client.flush()
+        return ops
+
+    def of_client_round() -> int:
+        for context in contexts:
+            for key in flags:
+                of.get_boolean_details(key, False, context)
+        client.flush()
+        return ops
+
+    variants: list[tuple[str, Callable[[], Any]]] = [
+        ("sync direct decide", direct_round),
+        ("sync provider boolean", provider_bool_round),
+        ("sync provider object", provider_object_round),
+        ("sync provider boolean async", provider_async_round),
+        ("sync OpenFeature client", of_client_round),
+    ]
+    samples = await alternate(variants, ROUNDS)
+    api.clear_providers()
+    await anyio.to_thread.run_sync(client.close)
+    base = "sync direct decide"
+    print("SyncOptimizely: decisions in the calling thread")
+    for name, _ in variants:
+        times = ratio(samples, name, base)
+        verdict = ""
+        if name.startswith("sync provider"):
+            verdict = "  ok" if times <= TARGET else f"  above the {TARGET:g}x target"
+        print(f"{name:<28} best {min(samples[name]) * 1e6:8.2f} us   x{times:5.2f} of a direct decide{verdict}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import pytest
 from openfeature import api
@@ -155,15 +156,46 @@ async def test_initialize_on_the_loop_thread_before_the_datafile_does_not_deadlo
             api.clear_providers()
 
 
-async def test_a_provider_made_off_the_loop_learns_it_at_the_first_async_call(sink: SinkServer) -> None:
+async def test_a_provider_made_off_the_loop_learns_it_from_the_client(sink: SinkServer) -> None:
     async with AsyncOptimizely(datafile=datafile(), event_endpoint=sink.url) as client:
         provider: OptimizelyProvider = await anyio.to_thread.run_sync(OptimizelyProvider, client)
-        before = await anyio.to_thread.run_sync(provider.resolve_boolean_details, "of_flag", False, PLAN)
-        assert (before.value, before.error_code) == (False, ErrorCode.PROVIDER_NOT_READY)
+        first = await anyio.to_thread.run_sync(provider.resolve_boolean_details, "of_flag", False, PLAN)
+        assert (first.value, first.error_code) == (True, None)
         assert (await provider.resolve_boolean_details_async("of_flag", False, PLAN)).value is True
-        after = await anyio.to_thread.run_sync(provider.resolve_boolean_details, "of_flag", False, PLAN)
-        assert (after.value, after.error_code) == (True, None)
         provider.shutdown()
+
+
+def test_a_provider_made_at_import_time_works_from_worker_threads_only() -> None:
+    """Created before any event loop exists (as a module-level provider is), with a static datafile (no
+    datafile update ever tells it the loop): once the app enters the client, sync calls from worker threads
+    decide and track, and their events reach the sink."""
+    with anyio.from_thread.start_blocking_portal() as portal, portal.wrap_async_context_manager(serve_sink()) as sink:
+        client = AsyncOptimizely(datafile=datafile(), event_endpoint=sink.url, flush_interval=60)
+        provider = OptimizelyProvider(client)  # no event loop anywhere in this thread
+        before = provider.resolve_boolean_details("of_flag", False, PLAN)
+        assert (before.value, before.error_code) == (False, ErrorCode.PROVIDER_NOT_READY)
+        results: list[Any] = []
+
+        def worker(index: int) -> None:
+            context = EvaluationContext(f"w-{index}", {"country": "DE"})
+            results.append(provider.resolve_string_details("of_flag", "d", context))
+            provider.track("purchase", context)
+
+        async def app() -> None:
+            async with client:
+                async with anyio.create_task_group() as tg:
+                    for index in range(4):
+                        tg.start_soon(anyio.to_thread.run_sync, worker, index)
+                await client.flush()
+
+        anyio.run(app)
+        assert [(r.value, r.error_code) for r in results] == [("de", None)] * 4
+        visitors = [v for r in sink.received for v in r.payload["visitors"]]
+        kinds = sorted(
+            ("event" if v["snapshots"][0]["events"][0].get("key") == "purchase" else "impression") for v in visitors
+        )
+        assert kinds == ["event"] * 4 + ["impression"] * 4
+        assert {v["visitor_id"] for v in visitors} == {f"w-{i}" for i in range(4)}
 
 
 def test_owned_polling_client_reports_ready_through_set_provider(server: DatafileServer) -> None:
@@ -187,7 +219,8 @@ def test_owned_polling_client_reports_ready_through_set_provider(server: Datafil
         assert details.value["value"] == "treat-v" and details.variant == "treat"
     finally:
         api.clear_providers()  # shuts the provider down: closes its client and stops its loop
-    assert provider._portal_cm is None
+    provider.client.track("purchase", "after-shutdown")  # the owned client is closed: counted, not sent
+    assert provider.client.stats().dropped.get("closed") == 1
 
 
 def test_sync_calls_after_the_clients_loop_ended_say_not_ready(caplog: pytest.LogCaptureFixture) -> None:

@@ -9,15 +9,21 @@ client's insides have moved.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
+
 if TYPE_CHECKING:
+    from anyio.lowlevel import EventLoopToken
+
     from .config.sources import PollingStats
     from .events.dispatcher import Dispatcher
 
-__all__ = ["polling_stats", "spawn", "wrap_dispatcher"]
+__all__ = ["event_loop", "loop_client", "on_sync_loop", "polling_stats", "refuse", "spawn", "wrap_dispatcher"]
 
 _log = logging.getLogger("optimizely_async")
 
@@ -56,3 +62,47 @@ def wrap_dispatcher(client: object, wrap: Callable[[Dispatcher], Dispatcher]) ->
         return False
     queue._dispatcher = wrap(inner)  # type: ignore[union-attr]
     return True
+
+
+def event_loop(client: object) -> EventLoopToken | None:
+    """The token of the event loop an ``AsyncOptimizely`` was entered on (None before; after it closed, the
+    ended loop's token: using it raises ``anyio.RunFinishedError``)."""
+    return getattr(client, "_loop_token", None)
+
+
+def loop_client(sync_client: object) -> object | None:
+    """The ``AsyncOptimizely`` a ``SyncOptimizely`` runs on its loop thread (this process's, after a fork)."""
+    live = getattr(sync_client, "_live", None)
+    return live() if callable(live) else None
+
+
+def on_sync_loop(sync_client: object, func: Callable[[], object], timeout: float) -> bool:
+    """Run ``func()`` on a ``SyncOptimizely``'s loop thread (starting it if needed) and wait for it; at once
+    when called on that thread. False when that thread could not run it (closed, stopped, too slow)."""
+    inner = loop_client(sync_client)
+    if inner is not None and getattr(inner, "loop_thread", None) == threading.get_ident():
+        func()
+        return True
+    call = getattr(getattr(sync_client, "_runner", None), "call", None)
+    if call is None:
+        return False
+
+    async def run() -> None:
+        func()
+        await anyio.lowlevel.checkpoint()  # a task func() started takes its first step before the caller goes on
+
+    try:
+        # From an empty context: the loop thread would otherwise run ``run`` in a copy of this thread's, and
+        # a trio caller's context makes anyio (through sniffio) take the asyncio loop thread for trio.
+        contextvars.Context().run(call, run, timeout)
+    except Exception:
+        _log.debug("Could not run %r on the SyncOptimizely's loop thread.", func, exc_info=True)
+        return False
+    return True
+
+
+def refuse(sync_client: object, reason: str) -> None:
+    """Count an event a ``SyncOptimizely`` could not take as dropped for ``reason`` (in its stats and report)."""
+    count = getattr(getattr(sync_client, "_runner", None), "refuse", None)
+    if callable(count):
+        count(reason)

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import defaults
@@ -356,6 +357,7 @@ class AsyncOptimizely(DecisionMethods):
             if self._stopped.is_set():
                 raise ClientStateError("The client's background work ended as it started; see the log.")
             self._state = _State.OPEN
+            self._loop_token = anyio.lowlevel.current_token()  # for the OpenFeature provider (_observe.event_loop)
             watch_forks(self, True)
         finally:
             self._starting = None

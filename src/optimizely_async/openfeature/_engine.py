@@ -2,14 +2,13 @@
 
 The provider talks only to an :class:`Engine`. :class:`AsyncEngine` adapts an :class:`AsyncOptimizely` whose
 event loop runs in some thread: the async methods decide directly when called on that loop, and the blocking
-ones hop onto it with :func:`anyio.from_thread.run` from any other thread.
+ones hop onto it with :func:`anyio.from_thread.run` from any other thread. It learns that loop from the
+client itself once the client is entered (see :func:`.._observe.event_loop`), or from the first async call.
 
-A ``SyncOptimizely`` (decisions in the calling thread, its own loop thread for events) needs only a small
-class with the same methods, returned by ``provider._engine_for``: ``config()`` and ``polling()`` as here;
-``on_loop_thread()`` False and ``bind()`` a no-op (nothing can deadlock); ``decide_blocking()`` the sync
-``create_user_context(...).decide(flag)``; ``decide()`` the same called inline (a decision does no I/O);
-``track()`` the sync ``track``; ``watch()`` a sync OPTIMIZELY_CONFIG_UPDATE listener plus a periodic
-``check()`` on the client's own loop thread; ``unwatch()`` undoing both.
+:class:`SyncEngine` adapts a ``SyncOptimizely``: every decision runs in the calling thread (a decision does no
+I/O, so the async methods call it inline too), ``track`` hands the event to the client's loop thread, and the
+status watch runs there (a sync OPTIMIZELY_CONFIG_UPDATE listener and a periodic check in the client's task
+group).
 
 Nothing here imports ``openfeature``.
 """
@@ -19,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 import anyio.from_thread
@@ -34,10 +33,14 @@ if TYPE_CHECKING:
     from ..config.project_config import ProjectConfig
     from ..config.sources import PollingStats
     from ..decide import OptimizelyDecision
+    from ..sync import SyncOptimizely
 
-__all__ = ["AsyncEngine", "Engine", "LoopThreadError", "LoopUnknownError"]
+__all__ = ["AsyncEngine", "Engine", "LoopThreadError", "LoopUnknownError", "SyncEngine"]
 
 _log = logging.getLogger("optimizely_async")
+
+#: Longest wait for a SyncOptimizely's loop thread to start the provider's health check.
+_START_TIMEOUT: Final = 5.0
 
 
 class LoopThreadError(RuntimeError):
@@ -109,7 +112,7 @@ class AsyncEngine:
             self._token, self._thread = token, thread_id
 
     def bind(self) -> None:
-        if self._token is None:
+        if self._token is None and not self._learn():
             try:
                 token = anyio.lowlevel.current_token()
             except Exception:  # no event loop in this thread
@@ -120,7 +123,34 @@ class AsyncEngine:
         if not self._watching and self._check is not None and threading.get_ident() == self._thread:
             self._start_watch()
 
+    def _learn(self) -> bool:
+        """Take the loop the client was entered on, if it has been (a provider made before that, e.g. at import
+        time, and used only from worker threads); True when the loop is known now."""
+        if self._token is not None:
+            return True
+        token = _observe.event_loop(self.client)
+        if token is None:
+            return False
+        try:
+            here = anyio.lowlevel.current_token() == token
+        except Exception:  # no event loop in this thread
+            here = False
+        if here:
+            thread = threading.get_ident()
+        else:
+            try:  # one hop, once: which thread runs that loop
+                thread = anyio.from_thread.run_sync(threading.get_ident, token=token)
+            except Exception:  # the loop has ended (or cannot be reached from here)
+                return False
+        with self._lock:
+            if self._token is None:
+                self._token, self._thread = token, thread
+        self._ensure_watch()
+        return True
+
     def on_loop_thread(self) -> bool:
+        if self._token is None:
+            self._learn()
         return self._thread is not None and threading.get_ident() == self._thread
 
     # -- reading
@@ -189,14 +219,21 @@ class AsyncEngine:
         center = self.client.notification_center
         self._listener_id = center.add_notification_listener(NotificationType.OPTIMIZELY_CONFIG_UPDATE, listener)
         self._check, self._interval = check, interval
-        if self._token is not None:
-            if self.on_loop_thread():
-                self._start_watch()
-            else:
-                try:
-                    anyio.from_thread.run_sync(self._start_watch, token=self._token)
-                except Exception:
-                    _log.debug("Could not start the provider's health check on the client's loop.", exc_info=True)
+        if not self._learn():
+            return  # started when the loop becomes known
+        self._ensure_watch()
+
+    def _ensure_watch(self) -> None:
+        """Start the health check in the client's task group, from whichever thread knows the loop."""
+        if self._watching or self._check is None or self._token is None:
+            return
+        if self._thread is not None and threading.get_ident() == self._thread:
+            self._start_watch()
+            return
+        try:
+            anyio.from_thread.run_sync(self._start_watch, token=self._token)
+        except Exception:
+            _log.debug("Could not start the provider's health check on the client's loop.", exc_info=True)
 
     def _start_watch(self) -> None:
         if not self._watching and _observe.spawn(self.client, self._watch):
@@ -204,11 +241,100 @@ class AsyncEngine:
 
     async def _watch(self) -> None:
         try:
-            while self._check is not None:
-                self._check()
-                await anyio.sleep(self._interval)
+            await _checks(self)
         finally:
             self._watching = False
+
+    def unwatch(self) -> None:
+        """Stop calling back (the health check ends at its next wake-up)."""
+        self._check = None
+        if self._listener_id > 0:
+            self.client.notification_center.remove_notification_listener(self._listener_id)
+            self._listener_id = -1
+
+
+class _Checked(Protocol):
+    _check: Callable[[], None] | None
+    _interval: float
+
+
+async def _checks(engine: _Checked) -> None:
+    """Call ``engine._check()`` every ``engine._interval`` seconds until :meth:`Engine.unwatch` clears it."""
+    while True:
+        check = engine._check
+        if check is None:
+            return
+        check()
+        await anyio.sleep(engine._interval)
+
+
+class SyncEngine:
+    """A ``SyncOptimizely``: decisions in the calling thread, status kept on the client's own loop thread."""
+
+    def __init__(self, client: SyncOptimizely) -> None:
+        self.client = client
+        self._check: Callable[[], None] | None = None
+        self._interval = 1.0
+        self._watched: object | None = None  # the async client whose task group runs the health check
+        self._listener_id = -1
+
+    def config(self) -> ProjectConfig | None:
+        return self.client.config
+
+    def polling(self) -> PollingStats | None:
+        return _observe.polling_stats(_observe.loop_client(self.client))
+
+    def on_loop_thread(self) -> bool:
+        return False  # nothing waits for the client's loop thread: no deadlock anywhere
+
+    def bind(self) -> None:
+        """Nothing to learn: the client owns its loop thread."""
+
+    async def decide(self, flag_key: str, user_id: str, attributes: dict[str, Any]) -> OptimizelyDecision:
+        return self.decide_blocking(flag_key, user_id, attributes)  # no I/O: as quick inline as on a thread
+
+    def decide_blocking(self, flag_key: str, user_id: str, attributes: dict[str, Any]) -> OptimizelyDecision:
+        if self._watched is not None and self._watched is not _observe.loop_client(self.client):
+            self._rewatch()  # a forked child: its client and loop thread are new, the health check is not there
+        user = self.client.create_user_context(user_id, attributes)
+        assert user is not None  # the provider passes a str user id and a dict
+        return user.decide(flag_key)
+
+    def track(self, event_key: str, user_id: str, attributes: dict[str, Any], tags: dict[str, Any] | None) -> None:
+        if self.client.config is None and _loop_running():
+            # SyncOptimizely.track would wait for the first datafile, holding this thread's event loop.
+            _log.error(
+                'track("%s") through OpenFeature was not recorded: no datafile yet, and waiting for one would '
+                "block the event loop of this thread.",
+                event_key,
+            )
+            _observe.refuse(self.client, "not_ready")
+            return
+        self.client.track(event_key, user_id, attributes, tags)
+
+    def watch(self, on_config: Callable[[], None], check: Callable[[], None], interval: float) -> None:
+        center = self.client.notification_center
+        self._listener_id = center.add_notification_listener(NotificationType.OPTIMIZELY_CONFIG_UPDATE, on_config)
+        self._check, self._interval = check, interval
+        if self.polling() is not None:  # a static datafile never goes stale: nothing to check
+            self._rewatch()
+
+    def _rewatch(self) -> None:
+        """Start the health check in the task group of this process's client, once per client (a failure is
+        not retried at every decision)."""
+        inner = _observe.loop_client(self.client)
+        if self._watched is inner:
+            return
+        # No lock (a lock copied into a forked child may be held for ever): two threads racing here start two
+        # checks at worst, which report each change once (the provider compares states under its own lock).
+        self._watched = inner
+        if self._check is not None and not _observe.on_sync_loop(
+            self.client, lambda: _observe.spawn(inner, self._watch), _START_TIMEOUT
+        ):
+            _log.debug("The provider's health check could not start on the SyncOptimizely's loop thread.")
+
+    async def _watch(self) -> None:
+        await _checks(self)
 
     def unwatch(self) -> None:
         """Stop calling back (the health check ends at its next wake-up)."""

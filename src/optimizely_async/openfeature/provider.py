@@ -17,13 +17,12 @@ client adapter in :mod:`._engine`. The mapping follows the Java and Go providers
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio.from_thread
-import anyio.lowlevel
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEventDetails
 from openfeature.exception import ErrorCode, ProviderNotReadyError
@@ -33,16 +32,13 @@ from openfeature.track import TrackingEventDetails
 
 from ..client import AsyncOptimizely
 from ..errors import ConfigurationError
-from ._engine import AsyncEngine, Engine, LoopThreadError, LoopUnknownError
+from ._engine import AsyncEngine, Engine, LoopThreadError, LoopUnknownError, SyncEngine
 from ._mapping import PICKERS, Outcome, RuleReasons, error, metadata_of, user_of
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
-    from anyio.from_thread import BlockingPortal
-
     from ..config.project_config import FlagInfo, ProjectConfig
     from ..decide import OptimizelyDecision
+    from ..sync import SyncOptimizely
 
 __all__ = ["OptimizelyProvider"]
 
@@ -53,17 +49,20 @@ _Obj = Sequence[FlagValueType] | Mapping[str, FlagValueType]
 
 
 class OptimizelyProvider(AbstractProvider):
-    """An OpenFeature provider backed by an :class:`~optimizely_async.AsyncOptimizely`.
+    """An OpenFeature provider backed by an :class:`~optimizely_async.AsyncOptimizely` or a
+    :class:`~optimizely_async.SyncOptimizely`.
 
-    Pass the client you run (``async with client:``) or the client's constructor options; with options the
-    provider owns its client and runs it on a private event-loop thread between ``initialize`` and
-    ``shutdown`` (which OpenFeature calls from ``set_provider`` and ``shutdown``).
+    Pass the client you run, or the client's constructor options: with options the provider owns a
+    ``SyncOptimizely`` built from them (created with the provider, closed by ``shutdown``, which OpenFeature
+    calls from ``api.shutdown`` or when the provider is replaced).
 
-    Both resolution styles work. The ``*_async`` methods decide directly on the client's event loop. The
-    plain methods work from any other thread while that loop runs: they wait for the decision on the loop.
-    Called *on* the client's loop thread, where waiting would deadlock it, they return the caller's default
-    with error code ``GENERAL`` and a message naming the ``*_async`` method to use. The provider learns
-    the client's loop when it is created on it, at its first async call, or at the first datafile update.
+    Both resolution styles work. With a ``SyncOptimizely`` (borrowed or owned) every resolution decides in
+    the calling thread, from any thread or event loop. With an ``AsyncOptimizely``, the ``*_async`` methods
+    decide directly on the client's event loop, and the plain methods work from any other thread while that
+    loop runs: they wait for the decision on the loop. Called *on* the client's loop thread, where waiting
+    would deadlock it, they return the caller's default with error code ``GENERAL`` and a message naming the
+    ``*_async`` method to use. The provider learns the client's loop once the client is entered, even when
+    it was created before that (at import time) and is used only from worker threads.
 
     Args:
         client: the client to decide with (the provider does not start or close it).
@@ -72,12 +71,12 @@ class OptimizelyProvider(AbstractProvider):
         stale_after_failures: consecutive failed datafile fetches after which the provider reports STALE
             (ERROR before any datafile); a good fetch brings it back to READY.
         health_check_interval: seconds between looks at the datafile poller's state.
-        **options: ``AsyncOptimizely`` constructor options, instead of ``client``.
+        **options: ``SyncOptimizely`` constructor options, instead of ``client``.
     """
 
     def __init__(
         self,
-        client: AsyncOptimizely | None = None,
+        client: AsyncOptimizely | SyncOptimizely | None = None,
         *,
         ready_timeout: float = 10.0,
         stale_after_failures: int = 3,
@@ -86,7 +85,7 @@ class OptimizelyProvider(AbstractProvider):
     ) -> None:
         super().__init__()
         if client is not None and options:
-            raise ConfigurationError("Pass either an AsyncOptimizely client or its options, not both.")
+            raise ConfigurationError("Pass either a client or the options to build one, not both.")
         if isinstance(stale_after_failures, bool) or not isinstance(stale_after_failures, int):
             raise ConfigurationError("stale_after_failures must be an int.")
         if stale_after_failures < 1:
@@ -94,8 +93,10 @@ class OptimizelyProvider(AbstractProvider):
         for name, value in (("ready_timeout", ready_timeout), ("health_check_interval", health_check_interval)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}.")
-        self._owns_client = client is None
-        self.client = client if client is not None else AsyncOptimizely(**options)
+        self._owned: SyncOptimizely | None = None
+        if client is None:
+            client = self._owned = _owned(options)
+        self.client: AsyncOptimizely | SyncOptimizely = client
         self._engine: Engine = _engine_for(self.client)
         self._ready_timeout = float(ready_timeout)
         self._stale_after = stale_after_failures
@@ -104,8 +105,6 @@ class OptimizelyProvider(AbstractProvider):
         self._lock = threading.Lock()
         self._revision: str | None = None
         self._reasons = RuleReasons()
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
-        self._client_cm: AbstractContextManager[Any] | None = None
         self._warned_loop = False
         self._engine.bind()
         self._engine.watch(self._on_config, self._check_health, float(health_check_interval))
@@ -116,13 +115,11 @@ class OptimizelyProvider(AbstractProvider):
         return Metadata(name="optimizely-async")
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
-        """Wait (up to ``ready_timeout``) for the first datafile; start an owned client first.
+        """Wait (up to ``ready_timeout``) for the first datafile.
 
-        On the client's own loop thread it cannot wait: it returns if a datafile is loaded, else raises
-        ``ProviderNotReadyError`` (READY follows when the datafile arrives).
+        On an ``AsyncOptimizely``'s own loop thread it cannot wait: it returns if a datafile is loaded, else
+        raises ``ProviderNotReadyError`` (READY follows when the datafile arrives).
         """
-        if self._owns_client and self._portal_cm is None:
-            self._start_owned()
         ready = self._engine.config() is not None
         if not ready and not self._engine.on_loop_thread():
             deadline = time.monotonic() + self._ready_timeout
@@ -142,33 +139,11 @@ class OptimizelyProvider(AbstractProvider):
     def shutdown(self) -> None:
         """Stop reporting status; close the client if the provider owns it."""
         self._engine.unwatch()
-        client_cm, self._client_cm = self._client_cm, None
-        portal_cm, self._portal_cm = self._portal_cm, None
-        try:
-            if client_cm is not None:
-                client_cm.__exit__(None, None, None)
-        finally:
-            if portal_cm is not None:
-                portal_cm.__exit__(None, None, None)
+        if self._owned is not None:
+            self._owned.close()  # delivers what is queued (within close_timeout), then stops its loop thread
         with self._lock:
             self._status = ProviderStatus.NOT_READY
             self._initialized = False
-
-    def _start_owned(self) -> None:
-        portal_cm = anyio.from_thread.start_blocking_portal()
-        portal = portal_cm.__enter__()
-        try:
-            token = portal.call(anyio.lowlevel.current_token)
-            thread_id = portal.call(threading.get_ident)
-            client_cm = portal.wrap_async_context_manager(self.client)
-            client_cm.__enter__()
-        except BaseException:
-            portal_cm.__exit__(None, None, None)
-            raise
-        self._portal_cm, self._client_cm = portal_cm, client_cm
-        assert isinstance(self._engine, AsyncEngine)
-        self._engine.bind_to(token, thread_id)
-        portal.call(self._engine.bind)  # starts the health check in the client's task group
 
     # ------------------------------------------------------------------ status and events
 
@@ -375,10 +350,23 @@ class OptimizelyProvider(AbstractProvider):
 
 
 def _engine_for(client: object) -> Engine:
-    """The adapter for this kind of client (a ``SyncOptimizely`` gets its own here)."""
+    """The adapter for this kind of client."""
     if isinstance(client, AsyncOptimizely):
         return AsyncEngine(client)
-    raise ConfigurationError(f"client must be an AsyncOptimizely, not {type(client).__name__}.")
+    sync = sys.modules.get("optimizely_async.sync")  # not imported yet: no SyncOptimizely exists
+    if sync is not None and isinstance(client, sync.SyncOptimizely):
+        return SyncEngine(client)
+    raise ConfigurationError(f"client must be an AsyncOptimizely or a SyncOptimizely, not {type(client).__name__}.")
+
+
+def _owned(options: dict[str, Any]) -> SyncOptimizely:
+    """The provider's own client: a ``SyncOptimizely`` (decisions in the calling thread, no hop to a loop)."""
+    from ..sync import SyncOptimizely
+
+    try:
+        return SyncOptimizely(**options)
+    except TypeError as exc:  # an option SyncOptimizely does not take (http_client, enqueue_timeout, a typo)
+        raise ConfigurationError(f"OptimizelyProvider options are SyncOptimizely's: {exc}") from None
 
 
 def _details(outcome: Outcome) -> FlagResolutionDetails[Any]:
