@@ -154,14 +154,14 @@ class AsyncOptimizely(DecisionMethods):
         max_concurrent_requests: event requests in flight at once.
         close_timeout: how long leaving the context may take to drain.
         http_client: an ``httpx.AsyncClient`` to share (not closed by the SDK).
-        event_dispatcher: a custom :class:`~optimizely_async.events.dispatcher.Dispatcher` (replaces HTTP).
+        event_dispatcher: a custom ``Dispatcher`` (replaces HTTP).
         user_profile_service: sticky bucketing; ``lookup``/``save`` may be sync or async.
         default_decide_options: options added to every ``decide`` call.
         datafile_request_timeout: seconds one datafile fetch may take before it counts as failed (default 10).
         on_drop: ``callback(events, reason)`` for events dropped for good (sync or async; its errors are
             logged). ``events`` are the ``ImpressionEvent`` / ``ConversionEvent`` models, except for
             ``track()`` calls given up on before a datafile could build them (reasons ``not_ready`` and
-            ``unknown_event``): those arrive as :class:`HeldTrack` records.
+            ``unknown_event``): those arrive as ``HeldTrack`` records.
     """
 
     def __init__(

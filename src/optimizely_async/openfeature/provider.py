@@ -60,7 +60,7 @@ _Pick = Callable[..., FlagResolutionDetails[_T]]
 
 
 class OptimizelyProvider(AbstractProvider):
-    """An OpenFeature provider backed by an :class:`~optimizely_async.AsyncOptimizely`.
+    """An OpenFeature provider backed by an ``AsyncOptimizely``.
 
     Pass the client you run (``async with client:``) or the client's constructor options; with options the
     provider owns its client and runs it on a private event-loop thread between ``initialize`` and
