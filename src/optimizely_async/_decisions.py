@@ -1,8 +1,8 @@
 """The decision methods of the official API (experiments, forced variations, feature flags and variables).
 
-:class:`DecisionMethods` is a mixin of :class:`~optimizely_async.client.AsyncOptimizely`: it holds the input
+``DecisionMethods`` is a mixin of ``AsyncOptimizely``: it holds the input
 checks, the DECISION notifications and the impressions of each method, and leaves the deciding to the pure
-engine in :mod:`optimizely_async.decision`.
+engine in ``optimizely_async.decision``.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ class DecisionMethods:
             return False
 
     def get_forced_variation(self, experiment_key: str, user_id: str) -> str | None:
-        """The variation key forced with :meth:`set_forced_variation`, or None."""
+        """The variation key forced with ``set_forced_variation``, or None."""
         experiment_key, user_id = plain(experiment_key), plain(user_id)
         try:
             config = self._usable_config("get_forced_variation")
@@ -352,6 +352,7 @@ class DecisionMethods:
     async def get_feature_variable_boolean(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> bool | None:
+        """A ``boolean`` variable's value for the user; None if the variable is of another type or unknown."""
         return await self._get_feature_variable(  # type: ignore[no-any-return]
             feature_key, variable_key, "boolean", user_id, attributes
         )
@@ -359,6 +360,7 @@ class DecisionMethods:
     async def get_feature_variable_double(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> float | None:
+        """A ``double`` variable's value for the user; None if the variable is of another type or unknown."""
         return await self._get_feature_variable(  # type: ignore[no-any-return]
             feature_key, variable_key, "double", user_id, attributes
         )
@@ -366,6 +368,7 @@ class DecisionMethods:
     async def get_feature_variable_integer(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> int | None:
+        """An ``integer`` variable's value for the user; None if the variable is of another type or unknown."""
         return await self._get_feature_variable(  # type: ignore[no-any-return]
             feature_key, variable_key, "integer", user_id, attributes
         )
@@ -373,6 +376,7 @@ class DecisionMethods:
     async def get_feature_variable_string(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> str | None:
+        """A ``string`` variable's value for the user; None if the variable is of another type or unknown."""
         return await self._get_feature_variable(  # type: ignore[no-any-return]
             feature_key, variable_key, "string", user_id, attributes
         )
@@ -380,6 +384,8 @@ class DecisionMethods:
     async def get_feature_variable_json(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> Any:
+        """A ``json`` variable's value for the user, parsed (a dict); None if the variable is of another type or
+        unknown."""
         return await self._get_feature_variable(feature_key, variable_key, "json", user_id, attributes)
 
     async def _get_feature_variable(

@@ -140,7 +140,7 @@ class AsyncOptimizely(DecisionMethods):
         max_concurrent_requests: event requests in flight at once.
         close_timeout: how long leaving the context may take to drain.
         http_client: an ``httpx.AsyncClient`` to share (not closed by the SDK).
-        event_dispatcher: a custom :class:`~optimizely_async.events.dispatcher.Dispatcher` (replaces HTTP).
+        event_dispatcher: a custom ``Dispatcher`` (replaces HTTP).
         user_profile_service: sticky bucketing; ``lookup``/``save`` may be sync or async.
         default_decide_options: options added to every ``decide`` call.
         datafile_request_timeout: seconds one datafile fetch may take before it counts as failed (default 10).
@@ -148,7 +148,7 @@ class AsyncOptimizely(DecisionMethods):
             logged). ``events`` are the ``ImpressionEvent`` / ``ConversionEvent`` models, except for
             ``track()`` calls given up on before a datafile could build them (reasons ``not_ready`` and
             ``unknown_event``) and calls whose tags cannot be sent (``invalid_payload``): those arrive as
-            :class:`HeldTrack` records. An event that could not be built at all (``invalid_event``) arrives as
+            ``HeldTrack`` records. An event that could not be built at all (``invalid_event``) arrives as
             the queued record it was.
     """
 

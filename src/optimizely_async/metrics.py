@@ -1,8 +1,8 @@
-"""OpenTelemetry metrics for :class:`~optimizely_async.AsyncOptimizely` (extra ``otel``: ``opentelemetry-api``).
+"""OpenTelemetry metrics for ``AsyncOptimizely`` (extra ``otel``: ``opentelemetry-api``).
 
 Every client is instrumented when it is created, if the OpenTelemetry API is installed and a meter provider
 is set (``opentelemetry.metrics.set_meter_provider``) by then; otherwise nothing is recorded and nothing is
-added to any code path. :func:`instrument` instruments a client with a meter provider of your choosing.
+added to any code path. ``instrument`` instruments a client with a meter provider of your choosing.
 
 Most instruments are *observable*: they read the counters the client keeps anyway (``client.stats()``,
 the datafile poller's), when the reader collects. Two things are measured as they happen: each decision
@@ -128,7 +128,7 @@ def instrument(client: AsyncOptimizely, meter_provider: MeterProvider | None = N
 
 
 class ClientMetrics:
-    """One client's part in the metrics; :meth:`detach` stops recording it."""
+    """One client's part in the metrics; ``detach`` stops recording it."""
 
     def __init__(self, client: AsyncOptimizely, instruments: _Instruments) -> None:
         self.id = str(next(_ids))

@@ -1,6 +1,6 @@
 """``client.stats()``: the client's health in one frozen value, cheap enough for a ``/health`` endpoint.
 
-The event counters of :class:`~optimizely_async.QueueStats` (``ClientStats`` is one, so code that reads
+The event counters of ``QueueStats`` (``ClientStats`` is one, so code that reads
 ``stats().delivered`` keeps working), and next to them the lifecycle state, the datafile revision in use, the
 datafile poller's state and the async listeners' counters. A snapshot: it never changes after it is taken.
 """
@@ -18,9 +18,9 @@ __all__ = ["ClientStats", "ListenerStats", "PollingStats", "report_of"]
 
 @dataclass(frozen=True)
 class ClientStats(QueueStats):
-    """What :meth:`AsyncOptimizely.stats() <optimizely_async.AsyncOptimizely.stats>` returns.
+    """What ``AsyncOptimizely.stats()`` returns.
 
-    The event counters are :class:`~optimizely_async.QueueStats`'s. ``polling`` is None for a client without
+    The event counters are ``QueueStats``'s. ``polling`` is None for a client without
     ``sdk_key``; otherwise its ``last_error`` (secrets redacted), ``consecutive_failures``, ``revision`` and
     ``last_success`` (``time.time()`` of the last fetch answered 200 or 304) tell whether the datafile is
     fresh.
@@ -38,12 +38,12 @@ class ClientStats(QueueStats):
 
     @property
     def events(self) -> QueueStats:
-        """The event counters alone, as a :class:`~optimizely_async.QueueStats`."""
+        """The event counters alone, as a ``QueueStats``."""
         return QueueStats(**{f.name: getattr(self, f.name) for f in fields(QueueStats)})
 
 
 def report_of(stats: QueueStats) -> DeliveryReport:
-    """A :class:`~optimizely_async.DeliveryReport` with the event counters of ``stats`` (a ``QueueStats`` or a
+    """A ``DeliveryReport`` with the event counters of ``stats`` (a ``QueueStats`` or a
     ``ClientStats``: the fields a report does not have are left out)."""
     names = {f.name for f in fields(DeliveryReport)}
     return DeliveryReport(**{name: value for name, value in vars(stats).items() if name in names})

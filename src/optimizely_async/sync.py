@@ -1,10 +1,10 @@
 """SyncOptimizely: the client for code without an event loop (Django and Flask views, Celery tasks, scripts).
 
 It has the official ``optimizely.Optimizely`` method names, arguments and return values. Decisions run in the
-calling thread, through the async client's own code (:mod:`.sync_inline`), so they cost no thread round trip
-and give the same results, logs and notifications as :class:`~optimizely_async.AsyncOptimizely`. Events,
+calling thread, through the async client's own code (``.sync_inline``), so they cost no thread round trip
+and give the same results, logs and notifications as ``AsyncOptimizely``. Events,
 datafile polling and the LOG_EVENT / CONFIG_UPDATE listeners run on a loop thread the client owns
-(:mod:`.sync_loop`); a fork gives each child process its own (:mod:`.sync_fork`).
+(``.sync_loop``); a fork gives each child process its own (``.sync_fork``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class SyncOptimizely:
     an empty event queue on its first call. ``close()`` (or leaving the ``with`` block) delivers what is
     queued within ``close_timeout``; clients still open at interpreter exit are closed then.
 
-    The options are :class:`~optimizely_async.AsyncOptimizely`'s, less two that do not apply: ``http_client``
+    The options are ``AsyncOptimizely``'s, less two that do not apply: ``http_client``
     (an ``httpx.AsyncClient`` belongs to one event loop) and ``enqueue_timeout`` (a calling thread never waits
     for room: when the queue is full the event is dropped at once and counted, as in the official SDK).
     ``user_profile_service``, listeners and ``on_drop`` must be plain functions and methods, except that
@@ -130,7 +130,7 @@ class SyncOptimizely:
     @property
     def is_valid(self) -> bool:
         """Always True, for code written against the official SDK: options that are not usable raise
-        :class:`~optimizely_async.ConfigurationError` at construction instead. See :attr:`is_ready`."""
+        ``ConfigurationError`` at construction instead. See ``is_ready``."""
         return True
 
     @property
@@ -179,7 +179,7 @@ class SyncOptimizely:
         return self._live().set_forced_variation(experiment_key, user_id, variation_key)
 
     def get_forced_variation(self, experiment_key: str, user_id: str) -> str | None:
-        """The variation key forced with :meth:`set_forced_variation`, or None."""
+        """The variation key forced with ``set_forced_variation``, or None."""
         return self._live().get_forced_variation(experiment_key, user_id)
 
     def track(
@@ -338,7 +338,7 @@ class SyncOptimizely:
         runner.hand_off(event)
 
     def _recover_from_fork(self) -> None:
-        """Build this process's own client and loop thread; see :mod:`.sync_fork`."""
+        """Build this process's own client and loop thread; see ``.sync_fork``."""
         with self._lock:
             if not self._forked:
                 return

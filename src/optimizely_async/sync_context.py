@@ -1,8 +1,8 @@
-"""The synchronous user context and notification center of :class:`~optimizely_async.sync.SyncOptimizely`.
+"""The synchronous user context and notification center of ``SyncOptimizely``.
 
-:class:`SyncUserContext` is an :class:`~optimizely_async.user_context.OptimizelyUserContext` whose ``decide``,
+``SyncUserContext`` is an ``OptimizelyUserContext`` whose ``decide``,
 ``decide_for_keys``, ``decide_all`` and ``track_event`` return their results instead of coroutines: each runs
-the async context's own method to completion in the calling thread (see :mod:`.sync_inline`), so attributes,
+the async context's own method to completion in the calling thread (see ``.sync_inline``), so attributes,
 forced decisions, reasons and notifications behave exactly as there. Decisions carry a ``SyncUserContext`` as
 their ``user_context``, so ``decision.user_context.decide(...)`` stays synchronous too.
 """
@@ -29,7 +29,7 @@ _log = logging.getLogger("optimizely_async")
 
 
 class SyncUserContext(OptimizelyUserContext):
-    """A user (id and attributes) to decide for with a :class:`~optimizely_async.sync.SyncOptimizely`; create
+    """A user (id and attributes) to decide for with a ``SyncOptimizely``; create
     it with ``client.create_user_context(user_id, attributes)``.
 
     The same methods as the official ``OptimizelyUserContext`` (attributes, forced decisions, ``decide``,
@@ -48,7 +48,7 @@ class SyncUserContext(OptimizelyUserContext):
         self._owner = owner
 
     def _bind(self) -> None:
-        """Decide with the owner's current async client (a forked child replaces it; see :mod:`.sync_fork`)."""
+        """Decide with the owner's current async client (a forked child replaces it; see ``.sync_fork``)."""
         client = self._owner._live()
         if self.client is not client:
             self.client = client
@@ -92,7 +92,7 @@ class SyncUserContext(OptimizelyUserContext):
 
 
 class SyncNotificationCenter:
-    """The notification center of a :class:`~optimizely_async.sync.SyncOptimizely`: the official methods, for
+    """The notification center of a ``SyncOptimizely``: the official methods, for
     plain-function listeners.
 
     DECISION, TRACK and ACTIVATE listeners run in the thread that made the call, before it returns (as in the

@@ -1,6 +1,6 @@
 """OptimizelyConfig: the read-only projection of a datafile that ``get_optimizely_config()`` returns.
 
-The classes carry the official SDK's attribute names, and :func:`optimizely_config_for` derives their content
+The classes carry the official SDK's attribute names, and ``optimizely_config_for`` derives their content
 with the official rules, quirks included, so code written against the official SDK reads the same values:
 
 * ``experiments_map`` holds top-level and grouped experiments, not rollout rules; on a duplicate key the later

@@ -1,6 +1,6 @@
 """Where a ``ProjectConfig`` comes from: a datafile polled from the Optimizely CDN.
 
-:class:`PollingConfigSource` runs in the client's task group (``await tg.start(source.run)``). It reports
+``PollingConfigSource`` runs in the client's task group (``await tg.start(source.run)``). It reports
 ``started`` at once, so client startup never waits on the network, then fetches the datafile, sleeps
 ``update_interval`` and fetches again, until it is cancelled.
 
@@ -9,7 +9,7 @@ Differences from the official ``PollingConfigManager`` worth knowing:
 * conditional requests send ``If-None-Match`` (last ``ETag``) as well as ``If-Modified-Since``;
 * the validators are stored only after the body parsed, so one bad datafile is not stuck behind 304s;
 * failures are retried with exponential backoff and jitter, capped at ``update_interval``;
-* redirects are followed by hand (at most :data:`MAX_REDIRECTS`), and the ``Authorization`` header goes only
+* redirects are followed by hand (at most ``MAX_REDIRECTS``), and the ``Authorization`` header goes only
   to the origin (scheme, host, port) of the configured URL; a redirect from https to plain http is refused;
 * the SDK key is percent-encoded into the URL path (a key like ``../x?y=`` cannot rewrite the URL);
 * an SDK key or access token that cannot be sent (whitespace, a control character such as the newline a
@@ -74,7 +74,7 @@ class FetchResult(str, Enum):
 
 @dataclass(frozen=True)
 class PollingStats:
-    """Counters of a :class:`PollingConfigSource` (a snapshot; it does not change after it is taken)."""
+    """Counters of a ``PollingConfigSource`` (a snapshot; it does not change after it is taken)."""
 
     fetches: int = 0
     updates: int = 0
@@ -91,7 +91,7 @@ class PollingStats:
 
 
 async def _build(body: bytes) -> ProjectConfig:
-    """The default parse: :func:`~optimizely_async.config.project_config.build_config`, on the event loop in
+    """The default parse: ``build_config``, on the event loop in
     steps of about 0.5 ms with a checkpoint between them."""
     from optimizely_async.config.project_config import build_config
 
@@ -137,7 +137,7 @@ class PollingConfigSource:
         update_interval: seconds between the end of one fetch and the start of the next.
         request_timeout: seconds one fetch (all redirect hops and the body) may take.
         http_client: an ``httpx.AsyncClient`` to share. It is not closed by this source; without one, the
-            source makes its own and closes it when :meth:`run` returns (or on :meth:`aclose`).
+            source makes its own and closes it when ``run`` returns (or on ``aclose``).
         on_config: called (and awaited if it returns an awaitable) with each config whose revision differs
             from the last one delivered. An exception in it is logged and does not stop polling.
         initial_config: a config the client already uses (e.g. from a static datafile); its revision counts

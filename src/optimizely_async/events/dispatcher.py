@@ -1,8 +1,8 @@
-"""Sending one events-API request: the :class:`Dispatcher` seam and its httpx implementation.
+"""Sending one events-API request: the ``Dispatcher`` seam and its httpx implementation.
 
-A dispatcher makes **one attempt** and reports the outcome as a :class:`DispatchResult` value; it does not
+A dispatcher makes **one attempt** and reports the outcome as a ``DispatchResult`` value; it does not
 retry, sleep or raise for network and HTTP failures. Retrying, backoff and accounting belong to the
-:class:`~optimizely_async.events.queue.EventQueue`, which also survives a custom dispatcher that raises.
+``EventQueue``, which also survives a custom dispatcher that raises.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class EventRequest:
 
 @dataclass(frozen=True)
 class DispatchResult:
-    """The outcome of one attempt to deliver an :class:`EventRequest`."""
+    """The outcome of one attempt to deliver an ``EventRequest``."""
 
     delivered: bool
     #: Whether trying again later may succeed (connection errors, timeouts, 429, 5xx).
@@ -69,11 +69,11 @@ class DispatchResult:
 
 
 class Dispatcher(Protocol):
-    """Anything that can deliver an :class:`EventRequest`; custom sinks implement this.
+    """Anything that can deliver an ``EventRequest``; custom sinks implement this.
 
-    ``dispatch`` must return a :class:`DispatchResult`. The queue survives one that does not: a dispatcher
+    ``dispatch`` must return a ``DispatchResult``. The queue survives one that does not: a dispatcher
     that raises or returns something else costs the batch (reasons ``dispatch_error`` and
-    ``invalid_dispatch_result``), one that does not return within ``defaults.DISPATCH_ATTEMPT_TIMEOUT``
+    ``invalid_dispatch_result``), one that does not return within 120
     seconds is cancelled and counted as a timeout (``dispatch_timeout``); each problem is logged once at
     ERROR (later ones at DEBUG).
     """
@@ -91,8 +91,8 @@ class HttpDispatcher:
 
     Args:
         http_client: A client to share (connection pool, proxies, TLS settings). It is **not** closed by
-            :meth:`aclose`; its own timeouts apply unless ``timeout`` is given. Without one, the dispatcher
-            creates and owns a client with ``defaults.EVENT_REQUEST_TIMEOUT``.
+            ``aclose``; its own timeouts apply unless ``timeout`` is given. Without one, the dispatcher
+            creates and owns a client with a 10-second timeout.
         timeout: Per-request timeout (seconds or an ``httpx.Timeout``).
     """
 

@@ -49,8 +49,8 @@ _Obj = Sequence[FlagValueType] | Mapping[str, FlagValueType]
 
 
 class OptimizelyProvider(AbstractProvider):
-    """An OpenFeature provider backed by an :class:`~optimizely_async.AsyncOptimizely` or a
-    :class:`~optimizely_async.SyncOptimizely`.
+    """An OpenFeature provider backed by an ``AsyncOptimizely`` or a
+    ``SyncOptimizely``.
 
     Pass the client you run, or the client's constructor options: with options the provider owns a
     ``SyncOptimizely`` built from them (created with the provider, closed by ``shutdown``, which OpenFeature

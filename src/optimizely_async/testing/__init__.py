@@ -1,6 +1,6 @@
 """A test kit for your own tests: build datafiles in a few lines, record events instead of sending them.
 
-* :class:`DatafileBuilder` writes the datafile JSON the Optimizely CDN serves for a Feature Experimentation
+* ``DatafileBuilder`` writes the datafile JSON the Optimizely CDN serves for a Feature Experimentation
   project (version 4: flags with variables, A/B tests and targeted deliveries as flag rules, typed audiences,
   events), so the client, and the official SDK, read it like a real one::
 
@@ -12,9 +12,9 @@
           .build()
       )
 
-* :class:`RecordingDispatcher` is an ``event_dispatcher=`` that keeps every request it is given, reports it
-  delivered, and reads the impressions and conversions back out as :class:`RecordedEvent` values.
-* :func:`update_datafile` swaps the datafile of a running client (the way a new revision from the CDN
+* ``RecordingDispatcher`` is an ``event_dispatcher=`` that keeps every request it is given, reports it
+  delivered, and reads the impressions and conversions back out as ``RecordedEvent`` values.
+* ``update_datafile`` swaps the datafile of a running client (the way a new revision from the CDN
   would), so a long-lived client (an app's) can be steered from one test to the next.
 
 Nothing here touches the network. Ids are derived from keys (a flag's id from its key, a rule's from its flag
@@ -40,7 +40,7 @@ __all__ = ["DatafileBuilder", "RecordedEvent", "RecordingDispatcher", "update_da
 async def update_datafile(client: AsyncOptimizely, datafile: str | bytes | Mapping[str, Any]) -> None:
     """Give a running client a new datafile, as if its poller had fetched a new revision: later decisions
     use it, and ``OPTIMIZELY_CONFIG_UPDATE`` listeners are told. Raises
-    :class:`~optimizely_async.InvalidDatafileError` for a datafile the client cannot use (it keeps the old)."""
+    ``InvalidDatafileError`` for a datafile the client cannot use (it keeps the old)."""
     from ..client import AsyncOptimizely
     from ..config.project_config import parse_config
 

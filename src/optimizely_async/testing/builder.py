@@ -38,11 +38,11 @@ class DatafileBuilder:
 
     Every flag gets what the Optimizely app gives it: an ``off`` variation (disabled, default values), an
     ``on`` one (enabled, default values), and a rollout whose last rule, "Everyone Else", serves ``off``
-    unless :meth:`everyone_else` says otherwise. Rules are evaluated in the order they were added: A/B tests
-    (:meth:`experiment`) before deliveries (:meth:`rollout`), as Optimizely does.
+    unless ``everyone_else`` says otherwise. Rules are evaluated in the order they were added: A/B tests
+    (``experiment``) before deliveries (``rollout``), as Optimizely does.
 
     Mistakes (an unknown audience or variation, a variable of the wrong type) raise
-    :class:`~optimizely_async.ConfigurationError` at the call that made them, or at ``build()`` for names
+    ``ConfigurationError`` at the call that made them, or at ``build()`` for names
     that may still be defined later (audiences).
 
     Args:
@@ -330,7 +330,7 @@ class DatafileBuilder:
     ) -> DatafileBuilder:
         """Make experiments mutually exclusive: each user takes part in at most one of them.
 
-        ``experiments`` are keys of A/B tests (:meth:`experiment`, of any flags) or of :meth:`ab_test`
+        ``experiments`` are keys of A/B tests (``experiment``, of any flags) or of ``ab_test``
         experiments, defined before or after this call. ``split`` shares the users out among them (weights per
         key, or a list in order; even by default); within its share, each experiment's own traffic applies.
         """
@@ -359,7 +359,7 @@ class DatafileBuilder:
         status: str = "Running",
     ) -> DatafileBuilder:
         """Add an experiment outside any flag, for ``activate()`` / ``get_variation()`` (arguments as in
-        :meth:`experiment`; its variations carry no variables)."""
+        ``experiment``; its variations carry no variables)."""
         if not isinstance(key, str) or not key:
             raise ConfigurationError("an experiment needs a non-empty key")
         if any(rule.key == key for rule, _ in self._ab_tests):
@@ -502,5 +502,5 @@ class DatafileBuilder:
         }
 
     def build_json(self) -> str:
-        """:meth:`build` encoded as JSON text (what the CDN sends)."""
+        """``build`` encoded as JSON text (what the CDN sends)."""
         return json.dumps(self.build())

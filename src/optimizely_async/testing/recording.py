@@ -85,10 +85,10 @@ Responder = Callable[[EventRequest], DispatchResult]
 class RecordingDispatcher:
     """An ``event_dispatcher=`` that keeps every request instead of sending it.
 
-    Every request is appended to :attr:`requests` and answered with ``respond(request)`` (by default:
+    Every request is appended to ``requests`` and answered with ``respond(request)`` (by default:
     delivered, HTTP 204). Call ``await client.flush()`` before reading: events are batched in the
-    background. :attr:`events`, :attr:`impressions` and :attr:`conversions` read the requests back as
-    :class:`RecordedEvent` values, in the order they were sent.
+    background. ``events``, ``impressions`` and ``conversions`` read the requests back as
+    ``RecordedEvent`` values, in the order they were sent.
 
     Args:
         respond: decides the outcome of each request, e.g.
