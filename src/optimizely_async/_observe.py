@@ -9,9 +9,10 @@ client's insides have moved.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+from ._logging import sdk_logger
 
 if TYPE_CHECKING:
     from .config.sources import PollingStats
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["polling_stats", "spawn", "wrap_dispatcher"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 
 def polling_stats(client: object) -> PollingStats | None:

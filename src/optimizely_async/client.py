@@ -22,6 +22,8 @@ import httpx
 
 from . import defaults
 from ._decisions import DecisionMethods
+from ._logging import sdk_logger
+from ._logroute import logs_to_its_logger
 from ._validation import (
     NOT_READY,
     attributes_ok,
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncOptimizely", "HeldTrack"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 _ACTIVATE: Final = NotificationType.ACTIVATE
 _TRACK: Final = NotificationType.TRACK
@@ -162,8 +164,11 @@ class AsyncOptimizely(DecisionMethods):
             logged). ``events`` are the ``ImpressionEvent`` / ``ConversionEvent`` models, except for
             ``track()`` calls given up on before a datafile could build them (reasons ``not_ready`` and
             ``unknown_event``): those arrive as :class:`HeldTrack` records.
+        logger: a ``logging.Logger`` or ``logging.LoggerAdapter`` that receives everything this client logs
+            (its methods, decisions, events, polling); default: the library logger ``optimizely_async``.
     """
 
+    @logs_to_its_logger
     def __init__(
         self,
         datafile: str | bytes | Mapping[str, Any] | None = None,
@@ -185,6 +190,7 @@ class AsyncOptimizely(DecisionMethods):
         default_decide_options: Iterable[DecideOption | str] = (),
         on_drop: Callable[..., Any] | None = None,
         datafile_request_timeout: float = defaults.DATAFILE_REQUEST_TIMEOUT,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         if datafile is None and sdk_key is None:
             raise ConfigurationError("Provide datafile= (a static datafile) or sdk_key= (to poll one).")
@@ -209,6 +215,8 @@ class AsyncOptimizely(DecisionMethods):
             raise ConfigurationError("user_profile_service must have lookup(user_id) and save(profile) methods.")
         if on_drop is not None and not callable(on_drop):
             raise ConfigurationError("on_drop must be callable.")
+        if logger is not None and not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
+            raise ConfigurationError(f"logger must be a logging.Logger or LoggerAdapter, not {type(logger).__name__}.")
         self._close_timeout = float(number("close_timeout", close_timeout))
         datafile_request_timeout = float(number("datafile_request_timeout", datafile_request_timeout))
 
@@ -573,8 +581,8 @@ class AsyncOptimizely(DecisionMethods):
             if not self.notification_center.has_listeners(_TRACK):
                 if not self._offer(prepared):
                     await self._queue.put(prepared)
-                if _log.isEnabledFor(logging.INFO):
-                    _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug('Tracking event "%s" for user "%s".', event_key, user_id)
                 return
             await self._send_prepared(prepared, event_key, user_id, attributes, event_tags)
         except Exception:
@@ -613,7 +621,7 @@ class AsyncOptimizely(DecisionMethods):
         event_info = config.events_by_key.get(event_key)
         if event_info is None:
             _log.error('Event "%s" is not in datafile.', event_key)
-            _log.info('Not tracking user "%s" for event "%s".', user_id, event_key)
+            _log.debug('Not tracking user "%s" for event "%s".', user_id, event_key)
             return "unknown_event"
         tags = event_tags if event_tags else (None if event_tags is None else {})
         if tags:
@@ -648,14 +656,14 @@ class AsyncOptimizely(DecisionMethods):
     ) -> None:
         if not self.notification_center.has_listeners(_TRACK):
             await self._enqueue(prepared)
-            if _log.isEnabledFor(logging.INFO):
-                _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug('Tracking event "%s" for user "%s".', event_key, user_id)
             return
         # TRACK listeners get the payload that is sent, so the event is built (and its uuid fixed) now.
         event = prepared.build(event_uuid=str(uuid.uuid4()))
         await self._enqueue(event)
-        if _log.isEnabledFor(logging.INFO):
-            _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug('Tracking event "%s" for user "%s".', event_key, user_id)
         await self.notification_center.send_notifications(
             _TRACK,
             event_key,
@@ -687,7 +695,7 @@ class AsyncOptimizely(DecisionMethods):
             _log.warning("No datafile yet and %d track() calls are waiting: dropping this one.", _PENDING_TRACK_LIMIT)
             await self._drop_held([held], "not_ready")
             return
-        _log.info('No datafile yet: track("%s") is held until one is loaded.', event_key)
+        _log.debug('No datafile yet: track("%s") is held until one is loaded.', event_key)
         self._pending.append(held)
 
     # ------------------------------------------------------------------ decide API

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import enum
 import inspect
-import logging
 from collections.abc import Callable
 from typing import Any
 
+from ._logging import sdk_logger
+
 __all__ = ["NotificationCenter", "NotificationType"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 Listener = Callable[..., Any]
 

@@ -22,13 +22,13 @@ maps are plain dicts that must be treated as read-only, since one projection is 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from .._logging import sdk_logger
 from . import datafile as df
 from .project_config import ProjectConfig
 
@@ -44,7 +44,7 @@ __all__ = [
     "optimizely_config_for",
 ]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 DUMMY_AUDIENCE_ID = "$opt_dummy_audience"
 _OPERATORS = ("and", "or", "not")

@@ -8,13 +8,13 @@ can share one, and a config update is an atomic swap of the reference.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .. import defaults
+from .._logging import sdk_logger
 from ..decision.compiled import MAX_CONDITION_DEPTH, LazyMatcher, too_deep
 from ..errors import InvalidDatafileError
 from ..events.models import EventContext
@@ -35,6 +35,8 @@ __all__ = [
     "take_apart",
     "typed_value",
 ]
+
+_log = sdk_logger()
 
 VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
 
@@ -243,7 +245,7 @@ def typed_value(value: str | None, variable_type: str) -> Any:
     try:
         return _cast(value, variable_type)
     except Exception:
-        logging.getLogger("optimizely_async").error("Unable to cast value. Returning None.")
+        _log.error("Unable to cast value. Returning None.")
         return None
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import math
 import random
 import traceback
@@ -39,7 +38,7 @@ import httpx
 from anyio.abc import TaskStatus
 
 from optimizely_async import defaults
-from optimizely_async._logging import protect_secret, scrub
+from optimizely_async._logging import protect_secret, scrub, sdk_logger
 from optimizely_async._validation import plain
 from optimizely_async.errors import ClientStateError, ConfigurationError
 
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_REDIRECTS", "FetchResult", "PollingConfigSource", "PollingStats"]
 
-logger = logging.getLogger("optimizely_async.config")
+logger = sdk_logger("optimizely_async.config")
 
 #: Redirect hops followed per fetch before the fetch counts as failed.
 MAX_REDIRECTS = 5

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from .._logging import sdk_logger
 from .conditions import evaluate_leaf
 
 __all__ = ["MAX_CONDITION_DEPTH", "LazyMatcher", "Matcher", "compile_audience_check", "compile_tree", "too_deep"]
 
-_log: Final = logging.getLogger("optimizely_async")
+_log: Final = sdk_logger()
 
 #: The deepest nesting of lists and objects accepted in a condition tree (an audience's conditions, an
 #: experiment's audienceConditions). Real datafiles nest 3 or 4 deep; the official SDK fails from about 490.

@@ -341,7 +341,7 @@ class EventQueue:
                     delay = retry_delay(attempt, result.retry_after, base=self._backoff_base, cap=self._backoff_max)
                     attempt += 1
                     ledger.retries += 1
-                    logger.info(
+                    logger.debug(
                         "Event request failed (%s); retry %d of %d in %.2f s.",
                         result.reason,
                         attempt,

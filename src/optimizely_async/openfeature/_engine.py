@@ -10,7 +10,6 @@ Nothing here imports ``openfeature``.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +20,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from .. import _observe
+from .._logging import sdk_logger
 from ..notifications import NotificationType
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncEngine", "Engine", "LoopThreadError", "LoopUnknownError"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 
 class LoopThreadError(RuntimeError):

@@ -15,7 +15,6 @@ This is the only module that imports ``openfeature``. The mapping follows the Ja
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Re
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 from openfeature.track import TrackingEventDetails
 
+from .._logging import sdk_logger
 from ..client import AsyncOptimizely
 from ..errors import ConfigurationError
 from ._engine import AsyncEngine, Engine, LoopThreadError, LoopUnknownError
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OptimizelyProvider"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 #: The context attribute that names the variable a string/integer/float/object evaluation reads.
 VARIABLE_KEY_ATTRIBUTE: Final = "variableKey"
