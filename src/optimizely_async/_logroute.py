@@ -3,8 +3,10 @@
 The SDK's modules log through :class:`~optimizely_async._logging.SdkLogger` objects, which look up the context
 variable :data:`~optimizely_async._logging.client_logger`. A client given ``logger=`` sets that variable for
 the duration of each of its public methods (and of its user contexts' and notification center's), and for its
-background tasks (event queue, dispatcher, datafile poller), which keep it for their whole life. Its methods
-are wrapped on the instance, so a client without ``logger=`` runs the plain methods, unchanged.
+background tasks (event queue, dispatcher, datafile poller), which keep it for their whole life. The client's
+and its notification center's methods are wrapped on the instance (once, at construction); its user contexts
+get a subclass whose methods do the same (made once per class; a user context only switches class). A client
+without ``logger=`` runs the plain methods, unchanged.
 
 Why a context variable and not a logger handed to every component: the decision engine is a set of plain
 functions called from many places; passing a logger through all of them would change every signature for a
@@ -72,6 +74,45 @@ def _route(target: _T, logger: AnyLogger, names: tuple[str, ...]) -> _T:
     return target
 
 
+#: Per user-context class: its subclass whose public methods log to ``self._log_to``.
+_ROUTED_CLASSES: dict[type, type] = {}
+
+
+def _routed_class(kind: type) -> type:
+    """A subclass of ``kind`` (made once) whose public methods set ``client_logger`` to ``self._log_to``."""
+    routed = _ROUTED_CLASSES.get(kind)
+    if routed is not None or getattr(kind, "_routes_logs", False):
+        return routed or kind
+    methods: dict[str, Any] = {"_routes_logs": True, "__module__": kind.__module__, "__qualname__": kind.__qualname__}
+    for name in _public_methods(kind):
+        methods[name] = _routed_method(getattr(kind, name))
+    routed = type(kind.__name__, (kind,), methods)
+    _ROUTED_CLASSES[kind] = routed
+    return routed
+
+
+def _routed_method(function: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(function):
+
+        async def routed_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            token = client_logger.set(self._log_to)
+            try:
+                return await function(self, *args, **kwargs)
+            finally:
+                client_logger.reset(token)
+
+        return functools.wraps(function)(routed_async)
+
+    def routed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        token = client_logger.set(self._log_to)
+        try:
+            return function(self, *args, **kwargs)
+        finally:
+            client_logger.reset(token)
+
+    return functools.wraps(function)(routed)
+
+
 def route_client_logs(client: Any, logger: AnyLogger) -> None:
     """Make ``client`` (an AsyncOptimizely) log to ``logger``: its public methods, the user contexts it
     creates, its notification center, and the background tasks it starts."""
@@ -92,7 +133,9 @@ def route_client_logs(client: Any, logger: AnyLogger) -> None:
         finally:
             client_logger.reset(token)
         if user is not None:
-            _route(user, logger, _public_methods(type(user)))
+            # One attribute and a class switch, not a wrapper per method: user contexts are made per request.
+            user._log_to = logger
+            user.__class__ = _routed_class(type(user))
         return user
 
     create_user_context.__wrapped__ = create  # type: ignore[attr-defined]
