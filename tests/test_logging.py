@@ -219,6 +219,7 @@ async def test_two_clients_two_loggers_background_work_included(root_at_info: Re
     assert not any("purchase" in line or "Invalid notification" in line for line in second_lines)
     assert not [r for r in root_at_info.records if r.name.startswith("optimizely_async")]
     assert leaks(first.lines("app")) == [] and leaks(second.lines("app")) == []
+    assert not any("tenant-b" in line for line in second_lines)  # the SDK key, shortened in every line
     for target in (first_logger, adapter_base):
         for handler in list(target.handlers):
             target.removeHandler(handler)
