@@ -32,3 +32,14 @@ def capture(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[list
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+
+
+def at_our_levels(records: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The official SDK's records at the levels we log them: its per-call INFO lines (decisions, audiences,
+    tracking, the metric value) and its per-event ``Attribute "x" is not in datafile.`` error are DEBUG here."""
+
+    def ours(level: int, text: str) -> int:
+        per_event = level == logging.ERROR and text.startswith("Attribute ") and text.endswith("not in datafile.")
+        return logging.DEBUG if level == logging.INFO or per_event else level
+
+    return [(ours(level, text), text) for level, text in records]

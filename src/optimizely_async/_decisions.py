@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+from ._logging import sdk_logger
 from ._validation import NOT_READY, attributes_ok, invalid_input, is_non_empty_str, plain
 from .config.project_config import (
     ExperimentInfo,
@@ -28,7 +29,7 @@ from .notifications import NotificationCenter, NotificationType
 
 __all__ = ["DecisionMethods"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 _DECISION: Final = NotificationType.DECISION
 _NO_VARIABLE: Final = object()
 
@@ -110,10 +111,10 @@ class DecisionMethods:
                 return None
             variation = await self._get_variation(config, experiment_key, user_id, attributes)
             if variation is None:
-                _log.info('Not activating user "%s".', user_id)
+                _log.debug('Not activating user "%s".', user_id)
                 return None
             experiment = config.experiments_by_key[experiment_key]
-            _log.info('Activating user "%s" in experiment "%s".', user_id, experiment.key)
+            _log.debug('Activating user "%s" in experiment "%s".', user_id, experiment.key)
             await self._send_impression(
                 config, experiment, variation, "", experiment.key, "experiment", True, user_id, attributes
             )
@@ -149,7 +150,7 @@ class DecisionMethods:
         experiment = config.experiments_by_key.get(experiment_key)
         if experiment is None:
             _log.error('Experiment key "%s" is not in datafile.', experiment_key)
-            _log.info('Experiment key "%s" is invalid. Not activating user "%s".', experiment_key, user_id)
+            _log.debug('Experiment key "%s" is invalid. Not activating user "%s".', experiment_key, user_id)
             return None
         if not attributes_ok(attributes):
             return None
@@ -301,8 +302,8 @@ class DecisionMethods:
             await self._send_impression(
                 config, experiment, variation, flag.key, experiment.key, source, enabled, user_id, attributes
             )
-        if _log.isEnabledFor(logging.INFO):
-            _log.info(
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
                 'Feature "%s" is %s for user "%s".',
                 flag.key,
                 "enabled" if enabled else "not enabled",
@@ -437,21 +438,21 @@ class DecisionMethods:
         if variation is not None:
             if enabled:
                 raw = config.variable_value(variable, variation)
-                _log.info(
+                _log.debug(
                     'Got variable value "%s" for variable "%s" of feature flag "%s".',
                     raw,
                     variable.key,
                     flag.key,
                 )
             else:
-                _log.info(
+                _log.debug(
                     'Feature "%s" is not enabled for user "%s". Returning the default variable value "%s".',
                     flag.key,
                     user_id,
                     raw,
                 )
         else:
-            _log.info(
+            _log.debug(
                 'User "%s" is not in any variation or rollout rule. Returning default value for variable '
                 '"%s" of feature flag "%s".',
                 user_id,

@@ -4,6 +4,11 @@ Secrets are redacted by value, not by pattern: every registered secret is replac
 record of the SDK's or of the HTTP libraries' loggers (message, arguments and exception text), in each form it
 can take there: as it is, percent-encoded (in a URL), escaped as Python shows it inside a ``repr`` (an
 exception that quotes a header), and as the bytes literal of its UTF-8 form.
+
+Every module logs through an :class:`SdkLogger` (``sdk_logger(name)``), which sends its records to the
+``logger=`` of the client doing the work when that client was given one (see :mod:`._logroute`), and to the
+library logger ``name`` otherwise. Until the first client with ``logger=`` is created in the process, an
+``SdkLogger``'s methods ARE the library logger's bound methods: logging costs exactly what it did before.
 """
 
 from __future__ import annotations
@@ -11,9 +16,87 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from contextvars import ContextVar
+from typing import Any, Union
 from urllib.parse import quote
 
-logger = logging.getLogger("optimizely_async")
+#: A ``logging.Logger`` or ``logging.LoggerAdapter``: what ``logger=`` accepts.
+AnyLogger = Union[logging.Logger, "logging.LoggerAdapter[Any]"]
+
+#: The ``logger=`` of the client whose work runs in this context; None: the library loggers.
+client_logger: ContextVar[AnyLogger | None] = ContextVar("optimizely_async_logger", default=None)
+
+_DIRECT = ("isEnabledFor", "debug", "info", "warning", "error", "exception", "log")
+
+
+class SdkLogger:
+    """The logger of one of the SDK's modules: the library logger ``name``, or the current client's ``logger=``.
+
+    Offers the ``logging.Logger`` methods the SDK uses. Direct mode (the start): the methods are the library
+    logger's own, set on the instance. Routed mode (after :func:`enable_routing`): the class methods below
+    look up :data:`client_logger` first, about a tenth of a microsecond more per call.
+    """
+
+    __slots__ = ("__dict__", "base", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.base = logging.getLogger(name)
+        if not _routing:
+            vars(self).update({method: getattr(self.base, method) for method in _DIRECT})
+        _all.append(self)
+
+    def _target(self) -> AnyLogger:
+        custom = client_logger.get()
+        return self.base if custom is None else custom
+
+    def isEnabledFor(self, level: int) -> bool:
+        return self._target().isEnabledFor(level)
+
+    def _emit(self, level: int, msg: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        target = self._target()
+        if target.isEnabledFor(level):
+            kwargs.setdefault("stacklevel", 3)  # the line that called debug() / info() ..., not this module
+            target.log(level, msg, *args, **kwargs)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.DEBUG, msg, args, kwargs)
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.INFO, msg, args, kwargs)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.WARNING, msg, args, kwargs)
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.ERROR, msg, args, kwargs)
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("exc_info", True)
+        self._emit(logging.ERROR, msg, args, kwargs)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._emit(level, msg, args, kwargs)
+
+
+_all: list[SdkLogger] = []
+_routing = False
+
+
+def sdk_logger(name: str = "optimizely_async") -> SdkLogger:
+    """The logger a module of the SDK logs through (``name`` is the library logger used without ``logger=``)."""
+    return SdkLogger(name)
+
+
+def enable_routing() -> None:
+    """Switch every SdkLogger to routed mode, for good (called when a client is given ``logger=``)."""
+    global _routing
+    _routing = True
+    for each in _all:
+        vars(each).clear()
+
+
+logger = sdk_logger("optimizely_async")
 
 #: Shorter strings are not scrubbed from log records: real SDK keys and tokens are over 20 characters, and
 #: replacing a two-letter "key" (as tests and demos use) wherever it occurs would garble every message.
@@ -113,6 +196,14 @@ def protect_secret(secret: str | None) -> None:
         if _redactor not in target.filters:
             target.addFilter(_redactor)
     _redactor.add(secret)
+
+
+def protect_logger(target: AnyLogger) -> None:
+    """Apply the secret redaction to a user's ``logger=`` too (to the Logger under an adapter)."""
+    while isinstance(target, logging.LoggerAdapter):
+        target = target.logger
+    if isinstance(target, logging.Logger) and _redactor not in target.filters:
+        target.addFilter(_redactor)
 
 
 def release_secrets(*secrets: str | None) -> None:

@@ -10,12 +10,13 @@ client's insides have moved.
 from __future__ import annotations
 
 import contextvars
-import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
+
+from ._logging import sdk_logger
 
 if TYPE_CHECKING:
     from anyio.lowlevel import EventLoopToken
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["event_loop", "loop_client", "on_sync_loop", "polling_stats", "refuse", "spawn", "wrap_dispatcher"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 
 def polling_stats(client: object) -> PollingStats | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Final
+
+from ._logging import sdk_logger
 
 __all__ = [
     "INVALID_INPUT",
@@ -18,7 +19,7 @@ __all__ = [
     "seconds",
 ]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 INVALID_INPUT: Final = 'Provided "{}" is in an invalid format.'
 NOT_READY: Final = 'Optimizely SDK is not ready: no valid datafile has been loaded yet. Failing "{}".'

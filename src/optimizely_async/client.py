@@ -25,6 +25,8 @@ from anyio.abc import TaskGroup, TaskStatus
 from . import defaults
 from ._decisions import DecisionMethods
 from ._lifecycle import FORKED_MESSAGE, spawn_runner, watch_forks
+from ._logging import sdk_logger
+from ._logroute import logs_to_its_logger
 from ._validation import (
     NOT_READY,
     attributes_ok,
@@ -65,7 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncOptimizely", "HeldTrack"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 _ACTIVATE: Final = NotificationType.ACTIVATE
 _TRACK: Final = NotificationType.TRACK
@@ -150,8 +152,11 @@ class AsyncOptimizely(DecisionMethods):
             ``unknown_event``) and calls whose tags cannot be sent (``invalid_payload``): those arrive as
             ``HeldTrack`` records. An event that could not be built at all (``invalid_event``) arrives as
             the queued record it was.
+        logger: a ``logging.Logger`` or ``logging.LoggerAdapter`` that receives everything this client logs
+            (its methods, decisions, events, polling); default: the library logger ``optimizely_async``.
     """
 
+    @logs_to_its_logger
     def __init__(
         self,
         datafile: str | bytes | Mapping[str, Any] | None = None,
@@ -173,6 +178,7 @@ class AsyncOptimizely(DecisionMethods):
         default_decide_options: Iterable[DecideOption | str] = (),
         on_drop: Callable[..., Any] | None = None,
         datafile_request_timeout: float = defaults.DATAFILE_REQUEST_TIMEOUT,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         if datafile is None and sdk_key is None:
             raise ConfigurationError("Provide datafile= (a static datafile) or sdk_key= (to poll one).")
@@ -197,6 +203,8 @@ class AsyncOptimizely(DecisionMethods):
             raise ConfigurationError("user_profile_service must have lookup(user_id) and save(profile) methods.")
         if on_drop is not None and not callable(on_drop):
             raise ConfigurationError("on_drop must be callable.")
+        if logger is not None and not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
+            raise ConfigurationError(f"logger must be a logging.Logger or LoggerAdapter, not {type(logger).__name__}.")
         self._close_timeout = float(number("close_timeout", close_timeout))
         datafile_request_timeout = float(number("datafile_request_timeout", datafile_request_timeout))
 
@@ -795,8 +803,8 @@ class AsyncOptimizely(DecisionMethods):
             if not self.notification_center.has_listeners(_TRACK):
                 if not self._offer(prepared):
                     await self._put(prepared)
-                if _log.isEnabledFor(logging.INFO):
-                    _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug('Tracking event "%s" for user "%s".', event_key, user_id)
                 return
             await self._send_prepared(prepared, event_key, user_id, attributes, event_tags)
         except Exception:
@@ -835,7 +843,7 @@ class AsyncOptimizely(DecisionMethods):
         event_info = config.events_by_key.get(event_key)
         if event_info is None:
             _log.error('Event "%s" is not in datafile.', event_key)
-            _log.info('Not tracking user "%s" for event "%s".', user_id, event_key)
+            _log.debug('Not tracking user "%s" for event "%s".', user_id, event_key)
             return "unknown_event"
         # The tags are track()'s snapshot (snapshot_tags), also for held calls.
         tags = event_tags if event_tags else (None if event_tags is None else {})
@@ -865,8 +873,8 @@ class AsyncOptimizely(DecisionMethods):
     ) -> None:
         if not self.notification_center.has_listeners(_TRACK):
             await self._enqueue(prepared)
-            if _log.isEnabledFor(logging.INFO):
-                _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug('Tracking event "%s" for user "%s".', event_key, user_id)
             return
         # TRACK listeners get the payload that is sent, so the event is built (and its uuid fixed) now.
         built = self._build_for_listeners(prepared, prepared.build)
@@ -874,8 +882,8 @@ class AsyncOptimizely(DecisionMethods):
             return
         event, payload = built
         await self._enqueue(event)
-        if _log.isEnabledFor(logging.INFO):
-            _log.info('Tracking event "%s" for user "%s".', event_key, user_id)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug('Tracking event "%s" for user "%s".', event_key, user_id)
         await self.notification_center.send_notifications(
             _TRACK, event_key, user_id, attributes, event_tags, _log_event(event.context.endpoint, payload)
         )
@@ -915,7 +923,7 @@ class AsyncOptimizely(DecisionMethods):
             _log.warning("No datafile yet and %d track() calls are waiting: dropping this one.", _PENDING_TRACK_LIMIT)
             await self._drop_held([held], "not_ready")
             return
-        _log.info('No datafile yet: track("%s") is held until one is loaded.', event_key)
+        _log.debug('No datafile yet: track("%s") is held until one is loaded.', event_key)
         self._pending.append(held)
 
     # ------------------------------------------------------------------ decide API

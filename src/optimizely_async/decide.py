@@ -8,12 +8,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from ._logging import sdk_logger
+
 if TYPE_CHECKING:
     from .user_context import OptimizelyUserContext
 
 __all__ = ["DecideOption", "DecisionMessage", "OptimizelyDecision", "coerce_options"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 
 class DecideOption(str, enum.Enum):

@@ -33,7 +33,6 @@ user id or attribute value is ever recorded.
 from __future__ import annotations
 
 import itertools
-import logging
 import sys
 import threading
 import time
@@ -42,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _observe
+from ._logging import sdk_logger
 from .notifications import NotificationType
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientMetrics", "attach", "instrument"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 _METER_NAME = "optimizely_async"
 _ids = itertools.count(1)

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import enum
 import inspect
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from . import defaults
 from ._listener_queue import AsyncListenerQueue
+from ._logging import sdk_logger
 
 __all__ = ["NotificationCenter", "NotificationType"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 Listener = Callable[..., Any]
 

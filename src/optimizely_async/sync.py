@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import defaults
+from ._logging import sdk_logger
 from ._validation import NOT_READY
 from .errors import ConfigurationError
 from .events.queue import DeliveryReport, QueueStats
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SyncOptimizely"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 
 class SyncOptimizely:
@@ -84,6 +85,7 @@ class SyncOptimizely:
         default_decide_options: Iterable[DecideOption | str] = (),
         on_drop: Callable[..., Any] | None = None,
         datafile_request_timeout: float = defaults.DATAFILE_REQUEST_TIMEOUT,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         for name in ("lookup", "save"):
             if inspect.iscoroutinefunction(getattr(user_profile_service, name, None)):
@@ -107,6 +109,7 @@ class SyncOptimizely:
             "default_decide_options": default_decide_options,
             "on_drop": on_drop,
             "datafile_request_timeout": datafile_request_timeout,
+            "logger": logger,
         }
         self._client: LoopClient = self._new_client(datafile)  # validates every option
         self._close_timeout = float(close_timeout)

@@ -10,10 +10,10 @@ their ``user_context``, so ``decision.user_context.decide(...)`` stays synchrono
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._logging import sdk_logger
 from .decide import DecideOption, OptimizelyDecision
 from .notifications import Listener, NotificationCenter, NotificationType
 from .sync_inline import drive
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SyncNotificationCenter", "SyncUserContext"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 
 class SyncUserContext(OptimizelyUserContext):

@@ -18,15 +18,16 @@ client still open is closed, so queued events are delivered within its ``close_t
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import sys
 import weakref
 from typing import Protocol
 
+from ._logging import sdk_logger
+
 __all__ = ["abandon", "ensure_exit_hooks", "watch"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 
 class ForkAware(Protocol):

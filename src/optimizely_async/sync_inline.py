@@ -14,13 +14,14 @@ the method's failure value returned: a calling thread has no loop to wait on.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from ._logging import sdk_logger
+
 __all__ = ["drive"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 _T = TypeVar("_T")
 

@@ -21,7 +21,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import logging
 import threading
 import time
 from collections import deque
@@ -31,6 +30,7 @@ from typing import Any, Final, TypeVar
 import anyio
 import anyio.lowlevel
 
+from ._logging import sdk_logger
 from .client import AsyncOptimizely
 from .events.models import QueuedEvent
 from .events.queue import DeliveryReport, EventQueue, QueueStats
@@ -38,7 +38,7 @@ from .stats import report_of
 
 __all__ = ["LoopClient", "LoopThread", "OwnThreadError", "zero_report"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", QueueStats, DeliveryReport)

@@ -6,11 +6,11 @@ forced decisions taken when it starts, so a concurrent ``set_attribute`` never c
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._logging import sdk_logger
 from ._validation import _plain_value, plain, plain_attributes
 from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
 from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
@@ -30,7 +30,7 @@ __all__ = [
     "decide_now",
 ]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 _DECISION = NotificationType.DECISION
 _ACTIVATE = NotificationType.ACTIVATE
 

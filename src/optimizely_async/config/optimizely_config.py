@@ -22,13 +22,13 @@ maps are plain dicts that must be treated as read-only, since one projection is 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._logging import sdk_logger
 from .loader import Steps, run_at_once, run_in_steps
 from .project_config import ExperimentInfo, ProjectConfig, VariationInfo
 
@@ -45,7 +45,7 @@ __all__ = [
     "prepare_optimizely_config",
 ]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 DUMMY_AUDIENCE_ID = "$opt_dummy_audience"
 _OPERATORS = ("and", "or", "not")

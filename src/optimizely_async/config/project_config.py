@@ -13,12 +13,12 @@ This module imports nothing from ``decision/`` or ``events/``: they read the con
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .. import defaults
+from .._logging import sdk_logger
 from ..errors import InvalidDatafileError
 from . import datafile as df
 from .depth import MAX_CONDITION_DEPTH, too_deep
@@ -38,6 +38,8 @@ __all__ = [
     "parse_config",
     "typed_value",
 ]
+
+_log = sdk_logger()
 
 VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
 
@@ -285,7 +287,7 @@ def typed_value(value: str | None, variable_type: str) -> Any:
     try:
         return _cast(value, variable_type)
     except Exception:
-        logging.getLogger("optimizely_async").error("Unable to cast value. Returning None.")
+        _log.error("Unable to cast value. Returning None.")
         return None
 
 

@@ -22,7 +22,6 @@ Differences from the official ``PollingConfigManager`` worth knowing:
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 import random
 import time
@@ -40,7 +39,7 @@ import httpx
 from anyio.abc import TaskStatus
 
 from optimizely_async import defaults
-from optimizely_async._logging import protect_secret, release_secrets, scrub
+from optimizely_async._logging import protect_secret, release_secrets, scrub, sdk_logger
 from optimizely_async._validation import plain
 from optimizely_async.errors import ClientStateError, ConfigurationError
 
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_REDIRECTS", "FetchResult", "PollingConfigSource", "PollingStats"]
 
-logger = logging.getLogger("optimizely_async.config")
+logger = sdk_logger("optimizely_async.config")
 
 #: Redirect hops followed per fetch before the fetch counts as failed.
 MAX_REDIRECTS = 5

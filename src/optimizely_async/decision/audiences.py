@@ -17,16 +17,18 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from .._logging import sdk_logger
 from .compiled import Matcher, compile_audience_check, compile_tree
 
-logger: Final = logging.getLogger("optimizely_async")
+logger: Final = sdk_logger()
 
 __all__ = ["audience_check", "evaluate_tree"]
 
 LeafEvaluator = Callable[[Any], "bool | None"]
 
 _DEBUG: Final = logging.DEBUG
-_INFO: Final = logging.INFO
+#: The official SDK logs the audience results at INFO; per-call lines are DEBUG here.
+_INFO: Final = logging.DEBUG
 
 
 def evaluate_tree(tree: Any, leaf: LeafEvaluator) -> bool | None:
@@ -98,7 +100,8 @@ def audience_check(
 
     if info or reasons is not None:
         message = f"Audiences for {label} collectively evaluated to {'TRUE' if matched else 'FALSE'}."
-        logger.info(message)
+        if info:
+            logger.debug(message)
         if reasons is not None:
             reasons.append(message)
     return matched

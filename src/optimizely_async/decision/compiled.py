@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from .._logging import sdk_logger
 from ..config.depth import MAX_CONDITION_DEPTH, too_deep
 from .conditions import evaluate_leaf
 
 __all__ = ["MAX_CONDITION_DEPTH", "Matcher", "compile_audience_check", "compile_tree", "too_deep"]
 
-_log: Final = logging.getLogger("optimizely_async")
+_log: Final = sdk_logger()
 
 Attributes = Mapping[str, Any]
 Node = Callable[[Any], "bool | None"]

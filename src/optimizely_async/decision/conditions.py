@@ -31,7 +31,9 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
-logger: Final = logging.getLogger("optimizely_async")
+from .._logging import sdk_logger
+
+logger: Final = sdk_logger()
 
 __all__ = ["evaluate_leaf"]
 

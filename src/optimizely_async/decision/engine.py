@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .._logging import sdk_logger
 from ..config.project_config import ExperimentInfo, FlagInfo, HoldoutInfo, ProjectConfig, VariationInfo
 from .audiences import audience_check
 from .bucketing import find_bucket
@@ -33,9 +34,10 @@ __all__ = [
     "matcher_for",
 ]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 _DEBUG: Final = logging.DEBUG
-_INFO: Final = logging.INFO
+#: The official SDK's INFO decision messages (with user ids): logged at DEBUG here; decide reasons keep them.
+_INFO: Final = logging.DEBUG
 _WARNING: Final = logging.WARNING
 _ERROR: Final = logging.ERROR
 
@@ -224,7 +226,7 @@ def decide_experiment(
             variation = experiment.variations_by_id.get(stored_id)
             if variation is not None:
                 if _wants(reasons, _INFO):
-                    _log.info(
+                    _log.debug(
                         'Found a stored decision. User "%s" is in variation "%s" of experiment "%s".',
                         tracker.user_id,
                         variation.key,

@@ -12,13 +12,14 @@ profile before a decision and saves it after, once per call (one load and one sa
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
+from .._logging import sdk_logger
+
 __all__ = ["UserProfileService", "UserProfileTracker", "load_profile", "save_profile"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 
 @runtime_checkable
@@ -65,7 +66,7 @@ async def load_profile(service: UserProfileService | None, user_id: str) -> User
         if inspect.isawaitable(result):
             result = await result
     except Exception:
-        _log.exception('Unable to retrieve user profile for user "%s" as lookup failed.', user_id)
+        _log.exception("Unable to retrieve a user profile as lookup failed.")  # no user id above DEBUG
         return tracker
     if result is None:
         _log.debug("Unable to get a user profile from the UserProfileService.")
@@ -73,7 +74,7 @@ async def load_profile(service: UserProfileService | None, user_id: str) -> User
         bucket_map = result["experiment_bucket_map"]
         # The stored user_id is kept as it is (the official SDK saves it back unchanged, whatever its type).
         tracker = UserProfileTracker(result["user_id"], bucket_map if isinstance(bucket_map, dict) else None)
-        _log.info("User profile loaded successfully.")
+        _log.debug("User profile loaded successfully.")
     else:
         missing = [k for k in ("user_id", "experiment_bucket_map") if not isinstance(result, dict) or k not in result]
         _log.debug("User profile is missing keys: %s", ", ".join(missing))
@@ -89,6 +90,7 @@ async def save_profile(service: UserProfileService | None, tracker: UserProfileT
         if inspect.isawaitable(result):
             await result
     except Exception as exc:
-        _log.warning('Failed to save user profile of user "%s" for exception:%s".', tracker.user_id, exc)
+        _log.warning("Failed to save a user profile: %s.", type(exc).__name__)  # its text may hold user data
+        _log.debug('Failed to save user profile of user "%s" for exception:%s".', tracker.user_id, exc)
         return
-    _log.info('Saved user profile of user "%s".', tracker.user_id)
+    _log.debug('Saved user profile of user "%s".', tracker.user_id)

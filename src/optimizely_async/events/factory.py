@@ -6,18 +6,18 @@ variation id normalisation, how an impression's variation is found.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from .._logging import sdk_logger
 from ..config.project_config import ExperimentInfo, HoldoutInfo, ProjectConfig, VariationInfo
 from .models import ConversionEvent, DecisionMetadata, EventContext, ImpressionEvent, VisitorAttribute
 
 __all__ = ["build_attributes", "build_conversion", "build_impression"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 RESERVED_PREFIX = "$opt_"
 BOT_FILTERING = "$opt_bot_filtering"
@@ -96,7 +96,7 @@ def _build_attributes(
                 attribute_id = key
             else:
                 quiet = False
-                _log.error('Attribute "%s" is not in datafile.', key)
+                _log.debug('Attribute "%s" is not in datafile.', key)
                 continue
             out.append(_attribute(attribute_id, key, value))
     if isinstance(config.bot_filtering, bool):

@@ -8,11 +8,12 @@ which keeps ``uuid4()`` off the caller's hot path.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from .._logging import sdk_logger
 
 __all__ = [
     "ConversionEvent",
@@ -25,6 +26,8 @@ __all__ = [
     "VisitorAttribute",
     "materialize",
 ]
+
+_log = sdk_logger()
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -132,7 +135,7 @@ def materialize(events: Sequence[QueuedEvent]) -> tuple[list[UserEvent], list[Qu
             try:
                 built.append(event.build())
             except Exception:
-                logging.getLogger("optimizely_async").exception("Could not build a queued event.")
+                _log.exception("Could not build a queued event.")
                 failed.append(event)
         else:
             built.append(event)

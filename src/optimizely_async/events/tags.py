@@ -102,7 +102,7 @@ def parse_value(tags: Mapping[Any, Any] | None) -> float | None:
             "The provided numeric metric value None is in an invalid format and will not be sent to results."
         )
     else:
-        logger.info("The numeric metric value %s will be sent to results.", result)
+        logger.debug("The numeric metric value %s will be sent to results.", result)
     return result
 
 

@@ -15,7 +15,6 @@ Nothing here imports ``openfeature``.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -26,6 +25,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from .. import _observe
+from .._logging import sdk_logger
 from ..notifications import NotificationType
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncEngine", "Engine", "LoopThreadError", "LoopUnknownError", "SyncEngine"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 #: Longest wait for a SyncOptimizely's loop thread to start the provider's health check.
 _START_TIMEOUT: Final = 5.0

@@ -16,7 +16,6 @@ client adapter in :mod:`._engine`. The mapping follows the Java and Go providers
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 from openfeature.track import TrackingEventDetails
 
+from .._logging import sdk_logger
 from ..client import AsyncOptimizely
 from ..errors import ConfigurationError
 from ._engine import AsyncEngine, Engine, LoopThreadError, LoopUnknownError, SyncEngine
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OptimizelyProvider"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 _T = TypeVar("_T")
 _Obj = Sequence[FlagValueType] | Mapping[str, FlagValueType]
