@@ -123,7 +123,7 @@ def busy(sink_url: str) -> None:
     stop.set()
     for worker in workers:
         worker.join()
-    report = client.close()
+    report = client.close(timeout=120)  # thousands of small batches: a loaded machine needs more than the default
     say(parent=True, codes=codes, made=sum(made), delivered=report.delivered, submitted=report.submitted)
 
 
