@@ -22,6 +22,7 @@ import httpx
 
 from . import defaults
 from ._decisions import DecisionMethods
+from ._lazy_http import LazyHttpClient
 from ._validation import (
     NOT_READY,
     attributes_ok,
@@ -30,6 +31,7 @@ from ._validation import (
     is_non_empty_str,
     number,
 )
+from .cmab import build_cmab_service
 from .config.loader import run_paced
 from .config.project_config import (
     EMPTY_EXPERIMENT,
@@ -50,6 +52,8 @@ from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .events.tags import check_json_encodable, parse_revenue, parse_value
 from .notifications import NotificationCenter, NotificationType
+from .odp import build_odp_manager
+from .odp.stats import ClientStats, with_odp
 
 if TYPE_CHECKING:
     from .config.optimizely_config import OptimizelyConfig
@@ -160,6 +164,17 @@ class AsyncOptimizely(DecisionMethods):
             logged). ``events`` are the ``ImpressionEvent`` / ``ConversionEvent`` models, except for
             ``track()`` calls given up on before a datafile could build them (reasons ``not_ready`` and
             ``unknown_event``): those arrive as :class:`HeldTrack` records.
+        cmab_prediction_endpoint: the CMAB prediction URL template, ``{}`` standing for the rule id (default:
+            the official endpoint).
+        cmab_cache_size: CMAB predictions cached, one per user and rule (default 10,000; 0 caches none).
+        cmab_cache_ttl: seconds a cached prediction is used after it was fetched (default 1,800).
+        cmab_request_timeout: seconds one prediction attempt may take (default 10, the official fixed value).
+        odp_disabled: no ODP at all (segments, events), even with an ODP integration in the datafile.
+        segments_cache_size: users whose ODP segments are cached (default 10,000; 0 caches none).
+        segments_cache_timeout: seconds cached segments are used (default 600; 0: no expiry).
+        odp_segment_request_timeout: seconds a segments request may take (default 10).
+        odp_event_flush_interval: seconds an ODP event may wait for a batch (default 1; 0 sends each alone).
+        odp_event_request_timeout: seconds an ODP events request may take (default 10).
     """
 
     def __init__(
@@ -183,6 +198,16 @@ class AsyncOptimizely(DecisionMethods):
         default_decide_options: Iterable[DecideOption | str] = (),
         on_drop: Callable[..., Any] | None = None,
         datafile_request_timeout: float = defaults.DATAFILE_REQUEST_TIMEOUT,
+        cmab_prediction_endpoint: str | None = None,
+        cmab_cache_size: int = defaults.CMAB_CACHE_SIZE,
+        cmab_cache_ttl: float = defaults.CMAB_CACHE_TTL,
+        cmab_request_timeout: float = defaults.CMAB_REQUEST_TIMEOUT,
+        odp_disabled: bool = False,
+        segments_cache_size: int = defaults.SEGMENTS_CACHE_SIZE,
+        segments_cache_timeout: float = defaults.SEGMENTS_CACHE_TIMEOUT,
+        odp_segment_request_timeout: float | None = None,
+        odp_event_flush_interval: float = defaults.ODP_EVENT_FLUSH_INTERVAL,
+        odp_event_request_timeout: float | None = None,
     ) -> None:
         if datafile is None and sdk_key is None:
             raise ConfigurationError("Provide datafile= (a static datafile) or sdk_key= (to poll one).")
@@ -208,6 +233,24 @@ class AsyncOptimizely(DecisionMethods):
         if on_drop is not None and not callable(on_drop):
             raise ConfigurationError("on_drop must be callable.")
         self._close_timeout = float(number("close_timeout", close_timeout))
+        # CMAB and ODP: their options are checked here; no request until a decision or call needs one.
+        self._http = LazyHttpClient(http_client)
+        self._cmab = build_cmab_service(
+            endpoint=cmab_prediction_endpoint,
+            cache_size=cmab_cache_size,
+            cache_ttl=cmab_cache_ttl,
+            request_timeout=cmab_request_timeout,
+            http=self._http,
+        )
+        self._odp = build_odp_manager(
+            self._http,
+            disabled=odp_disabled,
+            segments_cache_size=segments_cache_size,
+            segments_cache_timeout=segments_cache_timeout,
+            segment_request_timeout=odp_segment_request_timeout,
+            event_flush_interval=odp_event_flush_interval,
+            event_request_timeout=odp_event_request_timeout,
+        )
         datafile_request_timeout = float(number("datafile_request_timeout", datafile_request_timeout))
 
         from .decide import coerce_options
@@ -289,6 +332,8 @@ class AsyncOptimizely(DecisionMethods):
         await task_group.__aenter__()
         try:
             await task_group.start(self._queue.run)
+            if not self._odp.disabled:
+                await task_group.start(self._odp.run)
             if self._source is not None:
                 await task_group.start(self._run_source)
         except BaseException as exc:
@@ -329,6 +374,8 @@ class AsyncOptimizely(DecisionMethods):
             _log.warning("Dropping %d track() calls made before any datafile was loaded.", len(held))
             await self._drop_held(held, "not_ready")
         report = await self._queue.close(self._close_timeout if timeout is None else timeout)
+        await self._odp.close(self._close_timeout if timeout is None else timeout)
+        await self._http.aclose()
         if self._pending_dropped:
             report = _with_held(report, 0, self._pending_dropped)
         self._report = report
@@ -377,13 +424,14 @@ class AsyncOptimizely(DecisionMethods):
     async def flush(self) -> None:
         """Return when every event queued before the call is delivered or has failed for good."""
         await self._queue.flush()
+        await self._odp.flush()
 
-    def stats(self) -> QueueStats:
-        """Event counters: queued, in flight, delivered, retries and drops by reason."""
+    def stats(self) -> ClientStats:
+        """Event counters: queued, in flight, delivered, retries and drops by reason; ODP events under ``odp``."""
         stats = self._queue.stats()
         if self._pending or self._pending_dropped:
             stats = _with_held(stats, len(self._pending), self._pending_dropped)
-        return stats
+        return with_odp(stats, self._odp.stats())
 
     # ------------------------------------------------------------------ config
 
@@ -495,6 +543,7 @@ class AsyncOptimizely(DecisionMethods):
         enabled: bool,
         user_id: str,
         attributes: dict[str, Any] | None,
+        cmab_uuid: str | None = None,
     ) -> None:
         context = self._context if self._config is config else None
         if context is None:
@@ -512,6 +561,7 @@ class AsyncOptimizely(DecisionMethods):
             enabled,
             user_id,
             dict(attributes) if attributes else None,
+            cmab_uuid,
             timestamp=now_ms(),
         )
         if not self.notification_center.has_listeners(_ACTIVATE):
@@ -695,7 +745,30 @@ class AsyncOptimizely(DecisionMethods):
             return None
         from .user_context import OptimizelyUserContext
 
+        if _log.isEnabledFor(logging.DEBUG):
+            self._odp.identify_user(self._config, user_id)
         return OptimizelyUserContext(self, user_id, attributes)
+
+    # ------------------------------------------------------------------ ODP
+
+    async def send_odp_event(
+        self,
+        action: str,
+        identifiers: dict[str, str] | None = None,
+        type: str = "fullstack",
+        data: dict[str, str | int | float | bool | None] | None = None,
+    ) -> None:
+        """Queue an event for the Optimizely Data Platform (the datafile's ODP integration); never raises.
+
+        The official checks apply, in order: a non-empty ``action``, at least one identifier, ODP enabled and
+        integrated, ``data`` values of type str/int/float/bool/None. An ``fs-user-id`` identifier key (any
+        case) is sent as ``fs_user_id``; the caller's dict is not changed. Delivery is batched in the
+        background (``odp_event_flush_interval``); ``flush()`` and ``close()`` wait for it.
+        """
+        try:
+            self._odp.send_event(self._config, action, identifiers, type, data)
+        except Exception:
+            _log.exception("Unexpected error in send_odp_event.")
 
 
 _S = TypeVar("_S", QueueStats, DeliveryReport)

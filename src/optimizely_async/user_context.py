@@ -15,6 +15,7 @@ from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_op
 from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
 from .decision.user_profile import load_profile, save_profile
 from .notifications import NotificationType
+from .odp.user import QualifiedSegments, engine_attributes
 
 if TYPE_CHECKING:
     from .client import AsyncOptimizely
@@ -52,7 +53,7 @@ _Context = OptimizelyDecisionContext
 _Forced = OptimizelyForcedDecision
 
 
-class OptimizelyUserContext:
+class OptimizelyUserContext(QualifiedSegments):
     """A user (id and attributes) to decide for. Create it with ``client.create_user_context``.
 
     The decide methods never raise: a problem is logged and gives an error decision (``enabled`` False,
@@ -108,6 +109,7 @@ class OptimizelyUserContext:
 
     def _clone(self) -> OptimizelyUserContext:
         clone = OptimizelyUserContext(self.client, self.user_id, self._attributes)
+        clone._qualified_segments = self._qualified_segments  # replaced, never changed in place: shared
         if self._forced:
             clone._forced = dict(self._forced)  # keys and values are immutable: a shallow copy is a snapshot
         return clone
@@ -243,6 +245,9 @@ class _Options:
     ignore_ups: bool
     include_reasons: bool
     exclude_variables: bool
+    ignore_cmab_cache: bool = False
+    reset_cmab_cache: bool = False
+    invalidate_user_cmab_cache: bool = False
 
     @classmethod
     def of(cls, options: tuple[DecideOption, ...]) -> _Options:
@@ -252,6 +257,9 @@ class _Options:
             DecideOption.IGNORE_USER_PROFILE_SERVICE in options,
             DecideOption.INCLUDE_REASONS in options,
             DecideOption.EXCLUDE_VARIABLES in options,
+            DecideOption.IGNORE_CMAB_CACHE in options,
+            DecideOption.RESET_CMAB_CACHE in options,
+            DecideOption.INVALIDATE_USER_CMAB_CACHE in options,
         )
 
 
@@ -295,9 +303,23 @@ async def _decide_one(
     ups = None if options.ignore_ups else client._ups
     tracker = await load_profile(ups, user.user_id) if ups is not None else None
     if decision is None:
+        attributes = engine_attributes(user, user._attributes)
         decision = decide_flag(
-            config, flag, user.user_id, user._attributes, client._forced, tracker, reasons, user._forced or None
+            config, flag, user.user_id, attributes, client._forced, tracker, reasons, user._forced or None
         )
+        if decision.pending:
+            decision = await client._cmab.resolve_flag(
+                config,
+                flag,
+                decision,
+                user.user_id,
+                attributes,
+                client._forced,
+                tracker,
+                reasons,
+                user._forced or None,
+                options,
+            )
     if tracker is not None:
         await save_profile(ups, tracker)
     return await _finish(client, config, user, flag, decision, reasons, options)
@@ -323,22 +345,35 @@ async def _decide_for_keys(
     # One user-profile lookup and one save for the whole call.
     ups = None if options.ignore_ups else client._ups
     tracker = await load_profile(ups, user.user_id) if ups is not None else None
-    decided = [
-        (
-            key,
-            flag,
-            forced
-            or decide_flag(
-                config, flag, user.user_id, user._attributes, client._forced, tracker, reasons, user._forced or None
-            ),
-            reasons,
+    attributes = engine_attributes(user, user._attributes)
+    decided: list[tuple[str, FlagInfo, Decision, list[str] | None]] = []
+    for key, flag, forced, reasons in todo:
+        decision = forced or decide_flag(
+            config, flag, user.user_id, attributes, client._forced, tracker, reasons, user._forced or None
         )
-        for key, flag, forced, reasons in todo
-    ]
+        if decision.pending:
+            decision = await client._cmab.resolve_flag(
+                config,
+                flag,
+                decision,
+                user.user_id,
+                attributes,
+                client._forced,
+                tracker,
+                reasons,
+                user._forced or None,
+                options,
+            )
+        decided.append((key, flag, decision, reasons))
     if tracker is not None:
         await save_profile(ups, tracker)
 
+    for key, flag, decision, reasons in decided:  # error decisions first, as in the official SDK
+        if decision.error_reasons is not None:
+            results[key] = await _finish(client, config, user, flag, decision, reasons, options)
     for key, flag, decision, reasons in decided:
+        if decision.error_reasons is not None:
+            continue
         result = await _finish(client, config, user, flag, decision, reasons, options)
         if not options.enabled_only or result.enabled:
             results[key] = result
@@ -354,6 +389,8 @@ async def _finish(
     reasons: list[str] | None,
     options: _Options,
 ) -> OptimizelyDecision:
+    if decision.error_reasons is not None:  # no prediction for a CMAB rule: the flag's error decision
+        return OptimizelyDecision.new_error_decision(flag.key, user, list(decision.error_reasons))
     variation = decision.variation
     experiment = decision.experiment
     enabled = variation is not None and bool(variation.feature_enabled)
@@ -386,6 +423,7 @@ async def _finish(
             enabled,
             user.user_id,
             attributes,
+            cmab_uuid=decision.cmab_uuid,
         )
         dispatched = True
     variables: dict[str, Any] = {} if options.exclude_variables else config.flag_variables(flag, variation)

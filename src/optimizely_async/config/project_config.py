@@ -182,6 +182,8 @@ class ProjectConfig(_WeakReferenceable):
     global_holdouts: tuple[HoldoutInfo, ...]
     rule_holdouts: Mapping[str, tuple[HoldoutInfo, ...]]
     event_context: EventContext
+    #: (host, publicKey) of the first ``integrations`` entry with key "odp"; None when there is none.
+    odp_integration: tuple[str | None, str | None] | None = None
 
     @property
     def datafile(self) -> df.Datafile:
@@ -597,4 +599,5 @@ def _index(d: df.Datafile, raw: bytes, pause: Pause = no_pause) -> ProjectConfig
         global_holdouts=global_holdouts,
         rule_holdouts={k: tuple(v) for k, v in rule_holdouts.items()},
         event_context=context,
+        odp_integration=next(((i.host, i.publicKey) for i in d.integrations if i.key == "odp"), None),
     )
