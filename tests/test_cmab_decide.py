@@ -400,7 +400,7 @@ async def test_concurrent_decides_for_one_user_make_one_request() -> None:
         server.predict = lambda rule, body, attempt: Reply(
             200, json.dumps({"predictions": [{"variation_id": "4001"}]}).encode(), delay=0.2
         )
-        client, _, _ = ours(small_datafile(), server.url + "/predict/{}")
+        client, _, _ = ours(small_datafile(), server.url + "/predict/{}", cmab_request_timeout=5.0)
         results: list[Any] = []
         async with client:
 
