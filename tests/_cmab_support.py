@@ -21,6 +21,7 @@ from optimizely.helpers import enums as official_enums
 from optimizely.helpers.sdk_settings import OptimizelySdkSettings
 from optimizely.odp.lru_cache import LRUCache
 
+from datagen import DUMMY_LEGACY_CONDITIONS
 from differential import RecordingDispatcher
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType
 
@@ -49,7 +50,11 @@ def small_datafile(
         "sendFlagDecisions": True,
         "attributes": [{"id": "501", "key": "age"}, {"id": "502", "key": "plan"}, {"id": "503", "key": "country"}],
         "audiences": [
-            {"id": "701", "name": "gold segment", "conditions": '["or", {"match": "exact", "name": "$opt_dummy_attribute", "type": "custom_attribute", "value": "$opt_dummy_value"}]'}  # noqa: E501
+            {
+                "id": "701",
+                "name": "gold segment",
+                "conditions": DUMMY_LEGACY_CONDITIONS,
+            }
         ],
         "typedAudiences": [
             {
@@ -57,7 +62,15 @@ def small_datafile(
                 "name": "gold segment",
                 "conditions": [
                     "and",
-                    ["or", {"type": "third_party_dimension", "name": "odp.audiences", "match": "qualified", "value": "seg_gold"}],  # noqa: E501
+                    [
+                        "or",
+                        {
+                            "type": "third_party_dimension",
+                            "name": "odp.audiences",
+                            "match": "qualified",
+                            "value": "seg_gold",
+                        },
+                    ],
                 ],
             }
         ],
@@ -68,13 +81,26 @@ def small_datafile(
                 "layerId": "3000",
                 "status": "Running",
                 "variations": [
-                    {"id": "4001", "key": "treatment_a", "featureEnabled": True, "variables": [{"id": "601", "value": "red"}]},  # noqa: E501
-                    {"id": "4002", "key": "treatment_b", "featureEnabled": True, "variables": [{"id": "601", "value": "blue"}]},  # noqa: E501
+                    {
+                        "id": "4001",
+                        "key": "treatment_a",
+                        "featureEnabled": True,
+                        "variables": [{"id": "601", "value": "red"}],
+                    },
+                    {
+                        "id": "4002",
+                        "key": "treatment_b",
+                        "featureEnabled": True,
+                        "variables": [{"id": "601", "value": "blue"}],
+                    },
                 ],
                 "trafficAllocation": [{"entityId": "4001", "endOfRange": 10000}],
                 "audienceIds": [],
                 "forcedVariations": {"whitelisted": "treatment_b"},
-                "cmab": {"attributeIds": ["501", "502"] if attribute_ids is None else attribute_ids, "trafficAllocation": traffic},  # noqa: E501
+                "cmab": {
+                    "attributeIds": ["501", "502"] if attribute_ids is None else attribute_ids,
+                    "trafficAllocation": traffic,
+                },
             },
             {
                 "id": "3101",
@@ -102,7 +128,14 @@ def small_datafile(
                         "key": ROLLOUT_RULE,
                         "layerId": "1001",
                         "status": "Running",
-                        "variations": [{"id": "4201", "key": "rollout_on", "featureEnabled": True, "variables": [{"id": "601", "value": "green"}]}],  # noqa: E501
+                        "variations": [
+                            {
+                                "id": "4201",
+                                "key": "rollout_on",
+                                "featureEnabled": True,
+                                "variables": [{"id": "601", "value": "green"}],
+                            }
+                        ],
                         "trafficAllocation": [{"entityId": "4201", "endOfRange": 10000}],
                         "audienceIds": [],
                         "forcedVariations": {},

@@ -181,7 +181,7 @@ async def test_endpoint_down_gives_the_error_decision_not_the_rollout(servers: t
             assert got.reasons[-1] == f"Failed to fetch CMAB data for experiment {EXPERIMENT}."
             assert 'Audiences for experiment "cmab_exp" collectively evaluated to TRUE.' in got.reasons
             all_flags = await user.decide_all(["ENABLED_FLAGS_ONLY"])
-            assert FLAG in all_flags and list(all_flags)[0] == FLAG  # kept, and first
+            assert FLAG in all_flags and next(iter(all_flags)) == FLAG  # kept, and first
             official_all = official.client.create_user_context("user_1", ATTRS).decide_all(["ENABLED_FLAGS_ONLY"])
             assert {k: view(v) for k, v in official_all.items()} == {k: view(v) for k, v in all_flags.items()}
         await client.flush()
@@ -246,7 +246,13 @@ async def test_prediction_request_impression_and_cache(servers: tuple[StandIn, S
         side.official.notes.clear()
         side.notes.clear()
         # both: an attribute outside attributeIds does not matter, one inside does (30 vs 30.0 too)
-        for attributes in (ATTRS, {**ATTRS, "country": "fr"}, {**ATTRS, "age": 30.0}, {**ATTRS, "age": 31}, {"age": 31}):
+        for attributes in (
+            ATTRS,
+            {**ATTRS, "country": "fr"},
+            {**ATTRS, "age": 30.0},
+            {**ATTRS, "age": 31},
+            {"age": 31},
+        ):
             await side.decide("decide", "user_1", attributes, FLAG, ["INCLUDE_REASONS"])
     side.raise_if_any()
 
