@@ -300,7 +300,19 @@ def experiment_decision(
 def _in_cmab_traffic(experiment: ExperimentInfo, user_id: str, bucketing_id: str, reasons: list[str] | None) -> bool:
     """The official CMAB allocation: the group first, then one range up to ``cmab.trafficAllocation`` (the
     experiment's own ``trafficAllocation`` plays no part). Unlike :func:`bucket`, a group miss adds no
-    "empty traffic range" line, as in the official SDK."""
+    "empty traffic range" line, as in the official SDK; every miss ends with the CMAB traffic line."""
+    if _cmab_bucket(experiment, user_id, bucketing_id, reasons):
+        return True
+    if _wants(reasons, _INFO):
+        _emit(
+            reasons,
+            _INFO,
+            f'User "{user_id}" not in CMAB experiment "{experiment.key}" due to traffic allocation.',
+        )
+    return False
+
+
+def _cmab_bucket(experiment: ExperimentInfo, user_id: str, bucketing_id: str, reasons: list[str] | None) -> bool:
     group = experiment.group
     if group is not None and group.policy == "random":
         _, chosen = find_bucket(bucketing_id, group.id, group.allocation)
@@ -318,15 +330,7 @@ def _in_cmab_traffic(experiment: ExperimentInfo, user_id: str, bucketing_id: str
     value, entity = find_bucket(bucketing_id, experiment.id, (("$", end if isinstance(end, int) else None),))
     if _log.isEnabledFor(_DEBUG):
         _log.debug('Assigned bucket %s to user with bucketing ID "%s".', value, bucketing_id)
-    if entity:
-        return True
-    if _wants(reasons, _INFO):
-        _emit(
-            reasons,
-            _INFO,
-            f'User "{user_id}" not in CMAB experiment "{experiment.key}" due to traffic allocation.',
-        )
-    return False
+    return bool(entity)
 
 
 def finish_cmab(
