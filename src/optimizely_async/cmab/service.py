@@ -68,10 +68,18 @@ class Prediction:
 
     variation_id: str | None
     cmab_uuid: str | None
-    #: The official cache reasons, in order (empty unless asked for).
+    #: The official cache reasons, in order (for a quiet cache hit: none, see ``reasons_for``).
     reasons: tuple[str, ...] = ()
     #: Why no prediction could be had (the official error text); None on success.
     error: str | None = None
+    #: Taken from the cache without a lock (the hot path formats no reason).
+    cache_hit: bool = False
+
+    def reasons_for(self, user_id: str, rule_id: str) -> tuple[str, ...]:
+        """The official reasons of this prediction."""
+        if self.cache_hit:
+            return (f"CMAB cache hit for user '{user_id}' and rule '{rule_id}'",)
+        return self.reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,8 @@ class _Entry:
     attributes_hash: str
     variation_id: str
     cmab_uuid: str
+    #: :func:`_fingerprint` of the attributes it was fetched for (None: compare ``attributes_hash``).
+    fingerprint: tuple[Any, ...] | None
 
 
 class _Slot:
@@ -91,33 +101,37 @@ class _Slot:
         self.users = 0
 
 
-#: config -> experiment id -> ((attribute id, attribute key), ...) for the attributes its prediction uses.
-_FILTERS: weakref.WeakKeyDictionary[ProjectConfig, dict[str, tuple[tuple[str, str], ...]]] = weakref.WeakKeyDictionary()
-
-
 def _attribute_filter(config: ProjectConfig, experiment: ExperimentInfo) -> tuple[tuple[str, str], ...]:
-    by_experiment = _FILTERS.get(config)
-    if by_experiment is None:
-        by_experiment = _FILTERS[config] = {}
-    found = by_experiment.get(experiment.id)
-    if found is None:
-        keys_by_id = {attribute_id: key for key, attribute_id in config.attribute_ids.items()}
-        ids = (experiment.cmab or {}).get("attributeIds") or ()
-        found = tuple((i, keys_by_id[i]) for i in ids if isinstance(i, str) and i in keys_by_id)
-        by_experiment[experiment.id] = found
-    return found
-
-
-def filtered_attributes(
-    config: ProjectConfig, experiment: ExperimentInfo, attributes: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The user's attributes that the rule's ``cmab.attributeIds`` name, keyed by attribute id, in that order."""
-    return {i: attributes[key] for i, key in _attribute_filter(config, experiment) if key in attributes}
+    """((attribute id, attribute key), ...) for the ids the rule's ``cmab.attributeIds`` names that the datafile
+    has, in that order."""
+    keys_by_id = {attribute_id: key for key, attribute_id in config.attribute_ids.items()}
+    ids = (experiment.cmab or {}).get("attributeIds") or ()
+    return tuple((i, keys_by_id[i]) for i in ids if isinstance(i, str) and i in keys_by_id)
 
 
 def attributes_hash(filtered: Mapping[str, Any]) -> str:
     """The official cache fingerprint: MD5 of the JSON with sorted keys (so ``30`` and ``30.0`` differ)."""
     return hashlib.md5(json.dumps(filtered, sort_keys=True).encode()).hexdigest()
+
+
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
+
+
+def _fingerprint(filtered: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A cheap stand-in for :func:`attributes_hash` when every value is a plain str, int, bool, None or float:
+    two such attribute sets have the same JSON text exactly when these tuples are equal (the type is part of it,
+    so ``1``, ``True`` and ``1.0`` differ; a float counts by its ``repr``, as JSON writes it). None when a value
+    is of another kind: then only the MD5 decides."""
+    out: list[Any] = []
+    for key, value in filtered.items():
+        kind = type(value)
+        if kind in _SCALARS:
+            out += (key, kind, value)
+        elif kind is float:
+            out += (key, kind, repr(value))
+        else:
+            return None
+    return tuple(out)
 
 
 class CmabService:
@@ -127,8 +141,56 @@ class CmabService:
         self.client = client
         self.cache: TtlLruCache[str, _Entry] = TtlLruCache(cache_size, cache_ttl)
         self._slots: dict[str, _Slot] = {}
+        # The attribute filters of the current config's CMAB rules (a weak reference: a replaced config must be
+        # free to go).
+        self._filters_of: weakref.ref[ProjectConfig] | None = None
+        self._filters: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    def _filtered(
+        self, config: ProjectConfig, experiment: ExperimentInfo, attributes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        if self._filters_of is None or self._filters_of() is not config:
+            self._filters_of = weakref.ref(config)
+            self._filters = {}
+        pairs = self._filters.get(experiment.id)
+        if pairs is None:
+            pairs = self._filters[experiment.id] = _attribute_filter(config, experiment)
+        return {i: attributes[key] for i, key in pairs if key in attributes}
 
     # ------------------------------------------------------------------ predictions
+
+    def cached(
+        self,
+        config: ProjectConfig,
+        experiment: ExperimentInfo,
+        user_id: str,
+        attributes: Mapping[str, Any],
+        options: CmabOptions,
+    ) -> Prediction | None:
+        """The hot path: the cached prediction when there is a fresh one for the same attributes, no option
+        touches the cache and nobody is fetching for this user and rule; else None (then :meth:`predict`)."""
+        if options.ignore_cmab_cache or options.reset_cmab_cache or options.invalidate_user_cmab_cache:
+            return None
+        key = f"{len(user_id)}-{user_id}-{experiment.id}"
+        if key in self._slots:
+            return None
+        entry = self.cache.lookup(key)
+        if entry is None:
+            return None
+        try:
+            filtered = self._filtered(config, experiment, attributes)
+            fingerprint = _fingerprint(filtered)
+            if fingerprint is None or entry.fingerprint is None:
+                same = entry.attributes_hash == attributes_hash(filtered)
+            else:
+                same = entry.fingerprint == fingerprint
+        except Exception:
+            return None
+        if not same:
+            return None
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("CMAB cache hit for user '%s' and rule '%s'", user_id, experiment.id)
+        return Prediction(entry.variation_id, entry.cmab_uuid, cache_hit=True)
 
     async def predict(
         self,
@@ -137,30 +199,12 @@ class CmabService:
         user_id: str,
         attributes: Mapping[str, Any],
         options: CmabOptions,
-        want_reasons: bool,
     ) -> Prediction:
         """The prediction for this user and rule, from the cache or the endpoint; never raises."""
+        hit = self.cached(config, experiment, user_id, attributes, options)
+        if hit is not None:
+            return hit
         key = f"{len(user_id)}-{user_id}-{experiment.id}"
-        if (
-            key not in self._slots
-            and not options.ignore_cmab_cache
-            and not options.reset_cmab_cache
-            and not options.invalidate_user_cmab_cache
-        ):
-            # The hot path: a fresh cache entry for the same attributes, nobody fetching it; no await.
-            entry = self.cache.lookup(key)
-            if entry is not None:
-                try:
-                    same = entry.attributes_hash == attributes_hash(filtered_attributes(config, experiment, attributes))
-                except Exception:
-                    same = False
-                if same:
-                    reasons: tuple[str, ...] = ()
-                    if want_reasons or _log.isEnabledFor(logging.DEBUG):
-                        reason = f"CMAB cache hit for user '{user_id}' and rule '{experiment.id}'"
-                        _log.debug(reason)
-                        reasons = (reason,)
-                    return Prediction(entry.variation_id, entry.cmab_uuid, reasons)
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = _Slot()
@@ -190,7 +234,7 @@ class CmabService:
             reasons.append(reason)
 
         try:
-            filtered = filtered_attributes(config, experiment, attributes)
+            filtered = self._filtered(config, experiment, attributes)
             if options.ignore_cmab_cache:
                 # The official order: ignoring the cache returns at once, so the other two options do nothing.
                 note(f"Ignoring CMAB cache for user '{user_id}' and rule '{rule}'")
@@ -216,7 +260,7 @@ class CmabService:
             cmab_uuid = str(uuid.uuid4())
             variation_id = await self.client.fetch(rule, user_id, _body_attributes(filtered), cmab_uuid)
             note(f"CMAB decision is {{'variation_id': {variation_id!r}, 'cmab_uuid': {cmab_uuid!r}}}")
-            self.cache.save(key, _Entry(fingerprint, variation_id, cmab_uuid))
+            self.cache.save(key, _Entry(fingerprint, variation_id, cmab_uuid, _fingerprint(filtered)))
             return Prediction(variation_id, cmab_uuid, tuple(reasons))
         except Exception as exc:  # the cache reasons are dropped, as in the official SDK
             return Prediction(None, None, (), str(exc) or type(exc).__name__)
@@ -243,8 +287,9 @@ class CmabService:
         while decision.pending:
             experiment = decision.experiment
             assert isinstance(experiment, ExperimentInfo)
-            # Reasons are always kept here: an error on a later CMAB rule replays them (see _replay).
-            prediction = await self.predict(config, experiment, user_id, attributes, options, True)
+            prediction = self.cached(config, experiment, user_id, attributes, options)
+            if prediction is None:
+                prediction = await self.predict(config, experiment, user_id, attributes, options)
             if prediction.variation_id is None:
                 message = CMAB_FAILED.format(experiment.key)
                 _log.error("%s %s", message, prediction.error)
@@ -253,7 +298,7 @@ class CmabService:
                 return Decision(experiment, None, FEATURE_TEST, error_reasons=tuple(explained))
             known[experiment.id] = prediction
             if reasons is not None:
-                reasons.extend(prediction.reasons)
+                reasons.extend(prediction.reasons_for(user_id, experiment.id))
             variation = finish_cmab(experiment, prediction.variation_id, user_id, reasons)
             if variation is not None:
                 return Decision(experiment, variation, FEATURE_TEST, decision.holdout, prediction.cmab_uuid)
@@ -284,7 +329,7 @@ class CmabService:
             prediction = known.get(decision.experiment.id)
             if prediction is None or prediction.variation_id is None:
                 break
-            explained.extend(prediction.reasons)
+            explained.extend(prediction.reasons_for(user_id, decision.experiment.id))
             finish_cmab(decision.experiment, prediction.variation_id, user_id, explained)
             decision = decide_flag(
                 config, flag, user_id, attributes, forced, tracker, explained, forced_decisions, resume=decision
@@ -295,7 +340,7 @@ class CmabService:
         self, config: ProjectConfig, experiment: ExperimentInfo, user_id: str, attributes: Mapping[str, Any]
     ) -> VariationInfo | None:
         """The legacy ``get_variation`` / ``activate`` answer for a user inside a CMAB experiment's traffic."""
-        prediction = await self.predict(config, experiment, user_id, attributes, NO_CMAB_OPTIONS, False)
+        prediction = await self.predict(config, experiment, user_id, attributes, NO_CMAB_OPTIONS)
         if prediction.variation_id is None:
             _log.error("%s %s", CMAB_FAILED.format(experiment.key), prediction.error)
             return None
