@@ -373,8 +373,12 @@ class AsyncOptimizely(DecisionMethods):
             held, self._pending = self._pending, []
             _log.warning("Dropping %d track() calls made before any datafile was loaded.", len(held))
             await self._drop_held(held, "not_ready")
-        report = await self._queue.close(self._close_timeout if timeout is None else timeout)
-        await self._odp.close(self._close_timeout if timeout is None else timeout)
+        budget = self._close_timeout if timeout is None else timeout
+        started = anyio.current_time()
+        report = await self._queue.close(budget)
+        # ODP events share the same bound: whatever time the event queue left.
+        seconds = float(budget) if _seconds(budget) else defaults.CLOSE_TIMEOUT
+        await self._odp.close(max(0.0, seconds - (anyio.current_time() - started)))
         await self._http.aclose()
         if self._pending_dropped:
             report = _with_held(report, 0, self._pending_dropped)
@@ -811,6 +815,11 @@ def _conversion(
         event_uuid=event_uuid,
         timestamp=timestamp,
     )
+
+
+def _seconds(value: object) -> bool:
+    """Whether ``value`` is a usable number of seconds (``close(timeout=...)`` tolerates anything)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def _log_event(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
