@@ -225,3 +225,41 @@ async def test_disabled_or_not_integrated_sends_nothing(
         'Invalid config. Optimizely instance is not valid. Failing "send_odp_event".',
     ]
     assert not servers[1].received
+
+
+async def test_cmab_and_odp_use_the_application_http_client(servers: tuple[StandIn, StandIn]) -> None:
+    import httpx
+
+    seen: list[str] = []
+
+    async def note(request: httpx.Request) -> None:
+        assert request.url.host == "127.0.0.1"
+        seen.append(request.url.path)
+
+    servers[1].predict = lambda rule, body, attempt: Reply.json({"predictions": [{"variation_id": "4001"}]})
+    shared = httpx.AsyncClient(event_hooks={"request": [note]})
+    async with shared:
+        client = AsyncOptimizely(
+            datafile=small_datafile(host=servers[1].url),
+            http_client=shared,
+            cmab_prediction_endpoint=servers[1].url + "/predict/{}",
+            event_endpoint=servers[1].url + "/v1/events",  # impressions stay on 127.0.0.1 too (answered 404)
+        )
+        async with client:
+            user = client.create_user_context("user_1", {"age": 3})
+            assert user is not None
+            assert (await user.decide("cmab_flag")).variation_key == "treatment_a"
+            assert await user.fetch_qualified_segments()
+            await client.send_odp_event("a", {"fs_user_id": "user_1"})
+        assert not shared.is_closed  # the application's client is the application's to close
+    assert {"/predict/3001", "/v3/graphql", "/v3/events"} <= set(seen)
+
+
+async def test_odp_disabled_starts_no_task() -> None:
+    client = AsyncOptimizely(datafile=small_datafile(), odp_disabled=True)
+    async with client:
+        assert not client._odp.events._running
+    enabled = AsyncOptimizely(datafile=small_datafile())
+    async with enabled:
+        assert enabled._odp.events._running
+    assert not enabled._odp.events._running  # drained and stopped on close

@@ -267,7 +267,7 @@ class OdpEventQueue:
             if status < 400:
                 return None
             if status < 500:
-                _log.error(SEND_FAILED.format(response.text))
+                _log.error(SEND_FAILED.format(response.text[:500]))  # the server's explanation, kept short
                 return f"http_{status}"
             _log.error(SEND_FAILED.format(f"{status} Server Error: {response.reason_phrase} for url: {url}"))
         # The official line lists the events (user identifiers) at ERROR; here their count, the events at DEBUG.
