@@ -176,9 +176,12 @@ class Official:
     ) -> None:
         self.dispatcher = RecordingDispatcher()
         cmab_client = DefaultCmabClient(
-            http_client=ClampedSession(TIMEOUT), retry_config=CmabRetryConfig(), prediction_endpoint=predict_url
+            http_client=ClampedSession(TIMEOUT),
+            retry_config=CmabRetryConfig(),
+            prediction_endpoint=predict_url,
+            logger=logger,
         )
-        service = DefaultCmabService(cmab_cache=LRUCache(10000, 1800), cmab_client=cmab_client)
+        service = DefaultCmabService(cmab_cache=LRUCache(10000, 1800), cmab_client=cmab_client, logger=logger)
         self.client = official_sdk.Optimizely(
             datafile=json.dumps(datafile),
             event_dispatcher=self.dispatcher,

@@ -443,3 +443,44 @@ async def test_cmab_options_are_validated() -> None:
             from optimizely_async import AsyncOptimizely
 
             AsyncOptimizely(datafile=datafile, **bad)
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = _UUID.sub("<uuid>", record.getMessage())
+        if "CMAB" in message:
+            self.lines.append((record.levelname, message))
+
+
+@pytest.mark.parametrize("failure", ["status 500", "not json", "empty predictions", None])
+async def test_cmab_log_lines_are_the_official_ones(servers: tuple[StandIn, StandIn], failure: str | None) -> None:
+    official_lines, our_lines = Lines(), Lines()
+    official_logger = logging.getLogger("official-cmab-logs")
+    official_logger.setLevel(logging.DEBUG)
+    official_logger.addHandler(official_lines)
+    ours_logger = logging.getLogger("optimizely_async")
+    level = ours_logger.level
+    ours_logger.setLevel(logging.DEBUG)
+    ours_logger.addHandler(our_lines)
+    try:
+        official = Official(small_datafile(), servers[0].url + "/predict/{}", logger=official_logger)
+        client, _, _ = ours(small_datafile(), servers[1].url + "/predict/{}")
+        for server in servers:
+            server.predict = FAILURES[failure] if failure else by_visitor
+        async with client:
+            for _ in range(2):
+                official.client.create_user_context("user_1", ATTRS).decide(FLAG)
+                user = client.create_user_context("user_1", ATTRS)
+                assert user is not None
+                await user.decide(FLAG)
+        official.close()
+    finally:
+        ours_logger.removeHandler(our_lines)
+        ours_logger.setLevel(level)
+        official_logger.removeHandler(official_lines)
+    assert official_lines.lines  # the official SDK did log through the logger it was given
+    assert our_lines.lines == official_lines.lines, (our_lines.lines, official_lines.lines)
