@@ -26,7 +26,7 @@ from differential import RecordingDispatcher
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType
 
 #: Seconds one request may take in these tests (both SDKs).
-TIMEOUT = 0.3
+TIMEOUT = 0.5
 
 FLAG = "cmab_flag"
 EXPERIMENT = "cmab_exp"

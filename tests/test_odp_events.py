@@ -148,18 +148,35 @@ async def test_endpoint_down_is_retried_then_counted() -> None:
     stats_balance(client)
 
 
-async def test_batches_by_size_and_interval(servers: tuple[StandIn, StandIn]) -> None:
-    client = AsyncOptimizely(datafile=small_datafile(host=servers[1].url), odp_event_flush_interval=0.3)
+async def _requests_seen(server: StandIn, count: int, within: float = 5.0) -> list[Any]:
+    with anyio.move_on_after(within):
+        while len(server.requests("/v3/events")) < count:
+            await anyio.sleep(0.01)
+    return server.requests("/v3/events")
+
+
+async def test_full_batches_go_at_once_and_the_rest_waits(servers: tuple[StandIn, StandIn]) -> None:
+    client = AsyncOptimizely(datafile=small_datafile(host=servers[1].url), odp_event_flush_interval=30)
     async with client:
         for i in range(23):
             await client.send_odp_event("a", {"fs_user_id": f"user_{i}"})
-        await anyio.sleep(0.1)
-        sizes = [len(r.json) for r in servers[1].requests("/v3/events")]
-        assert sizes == [10, 10]  # full batches at once; the last 3 wait for the interval
-        await anyio.sleep(0.5)
-        sizes = [len(r.json) for r in servers[1].requests("/v3/events")]
-        assert sizes == [10, 10, 3]
+        assert [len(r.json) for r in await _requests_seen(servers[1], 2)] == [10, 10]
+        await anyio.sleep(0.2)
+        assert len(servers[1].requests("/v3/events")) == 2  # the last 3 wait for the interval (or a flush)
+        await client.flush()
+        assert [len(r.json) for r in servers[1].requests("/v3/events")] == [10, 10, 3]
         stats_balance(client)
+
+
+async def test_a_partial_batch_goes_one_interval_after_its_first_event(servers: tuple[StandIn, StandIn]) -> None:
+    client = AsyncOptimizely(datafile=small_datafile(host=servers[1].url), odp_event_flush_interval=0.3)
+    async with client:
+        started = anyio.current_time()
+        await client.send_odp_event("a", {"fs_user_id": "user_1"})
+        await client.send_odp_event("a", {"fs_user_id": "user_2"})
+        (request,) = await _requests_seen(servers[1], 1)
+        assert anyio.current_time() - started >= 0.3
+        assert len(request.json) == 2
 
 
 async def test_a_new_integration_sends_the_queued_events_to_the_old_one_first() -> None:
@@ -263,3 +280,15 @@ async def test_odp_disabled_starts_no_task() -> None:
     async with enabled:
         assert enabled._odp.events._running
     assert not enabled._odp.events._running  # drained and stopped on close
+
+
+async def test_an_event_json_cannot_encode_is_refused_alone(servers: tuple[StandIn, StandIn]) -> None:
+    client = AsyncOptimizely(datafile=small_datafile(host=servers[1].url), odp_event_flush_interval=5)
+    async with client:
+        await client.send_odp_event("a", {"fs_user_id": "user_1"})
+        await client.send_odp_event("a", {"fs_user_id": {1, 2}})  # type: ignore[dict-item]
+        await client.send_odp_event("a", {"fs_user_id": "user_2"})
+        await client.flush()
+    (request,) = servers[1].requests("/v3/events")
+    assert [event["identifiers"]["fs_user_id"] for event in request.json] == ["user_1", "user_2"]
+    assert client.stats().odp.delivered == 2

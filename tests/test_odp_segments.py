@@ -54,7 +54,7 @@ ANSWERS: dict[str, Reply] = {
     "missing customer": Reply.json({"data": {}}),
     "status 500": Reply(500, b"oops"),
     "status 400": Reply(400, b"bad"),
-    "timeout": Reply(200, b"{}", delay=0.6),
+    "timeout": Reply(200, b"{}", delay=0.9),
     "connection dropped": Reply(close=True),
 }
 

@@ -8,6 +8,7 @@ queued still go to the destination they were sent for.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
@@ -146,6 +147,11 @@ class OdpManager:
         }
         common.update(data)
         payload = {"type": type, "action": action, "identifiers": odp_identifiers(identifiers), "data": common}
+        try:
+            json.dumps(payload)
+        except (TypeError, ValueError):  # refused alone here, rather than failing the whole batch it would join
+            _log.error("ODP event not sent: its action, type and identifiers must be JSON values.")
+            return
         assert settings.api_host is not None and settings.api_key is not None
         self.events.offer(OdpEvent(settings.api_host, settings.api_key, payload))
 
