@@ -124,7 +124,7 @@ async def alternate(
     second: Callable[[], Awaitable[int]],
     *,
     settle: Callable[[], Awaitable[None]],
-    repeat: int = 9,
+    repeat: int = 25,
 ) -> tuple[float, float]:
     """Best seconds per operation of two of our own rounds, alternating (as ``compare`` does for two SDKs)."""
     samples: tuple[list[float], list[float]] = ([], [])

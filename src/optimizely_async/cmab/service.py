@@ -26,6 +26,7 @@ from ..config.project_config import ExperimentInfo, FlagInfo, ProjectConfig, Var
 from ..decision.engine import (
     CMAB_FAILED,
     FEATURE_TEST,
+    CmabState,
     Decision,
     ForcedDecisions,
     ForcedVariations,
@@ -62,9 +63,12 @@ class _NoOptions:
 NO_CMAB_OPTIONS: Final = _NoOptions()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prediction:
-    """One prediction for (user, rule): the variation id and its uuid, or the error that stopped it."""
+    """One prediction for (user, rule): the variation id and its uuid, or the error that stopped it.
+
+    (Not frozen: it is made on every CMAB decide, and a frozen dataclass costs more to build.)
+    """
 
     variation_id: str | None
     cmab_uuid: str | None
@@ -74,6 +78,8 @@ class Prediction:
     error: str | None = None
     #: Taken from the cache without a lock (the hot path formats no reason).
     cache_hit: bool = False
+    #: The decision's CMAB state for this prediction, made once per cache entry.
+    state: CmabState | None = None
 
     def reasons_for(self, user_id: str, rule_id: str) -> tuple[str, ...]:
         """The official reasons of this prediction."""
@@ -89,6 +95,7 @@ class _Entry:
     cmab_uuid: str
     #: :func:`_fingerprint` of the attributes it was fetched for (None: compare ``attributes_hash``).
     fingerprint: tuple[Any, ...] | None
+    state: CmabState
 
 
 class _Slot:
@@ -190,7 +197,7 @@ class CmabService:
             return None
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("CMAB cache hit for user '%s' and rule '%s'", user_id, experiment.id)
-        return Prediction(entry.variation_id, entry.cmab_uuid, cache_hit=True)
+        return Prediction(entry.variation_id, entry.cmab_uuid, (), None, True, entry.state)
 
     async def predict(
         self,
@@ -252,7 +259,7 @@ class CmabService:
             if entry is not None:
                 if entry.attributes_hash == fingerprint:
                     note(f"CMAB cache hit for user '{user_id}' and rule '{rule}'")
-                    return Prediction(entry.variation_id, entry.cmab_uuid, tuple(reasons))
+                    return Prediction(entry.variation_id, entry.cmab_uuid, tuple(reasons), state=entry.state)
                 note(f"CMAB cache attributes mismatch for user '{user_id}' and rule '{rule}', fetching new decision.")
                 self.cache.remove(key)
             else:
@@ -260,8 +267,9 @@ class CmabService:
             cmab_uuid = str(uuid.uuid4())
             variation_id = await self.client.fetch(rule, user_id, _body_attributes(filtered), cmab_uuid)
             note(f"CMAB decision is {{'variation_id': {variation_id!r}, 'cmab_uuid': {cmab_uuid!r}}}")
-            self.cache.save(key, _Entry(fingerprint, variation_id, cmab_uuid, _fingerprint(filtered)))
-            return Prediction(variation_id, cmab_uuid, tuple(reasons))
+            state = CmabState(cmab_uuid=cmab_uuid)
+            self.cache.save(key, _Entry(fingerprint, variation_id, cmab_uuid, _fingerprint(filtered), state))
+            return Prediction(variation_id, cmab_uuid, tuple(reasons), state=state)
         except Exception as exc:  # the cache reasons are dropped, as in the official SDK
             return Prediction(None, None, (), str(exc) or type(exc).__name__)
 
@@ -282,7 +290,7 @@ class CmabService:
     ) -> Decision:
         """Finish a flag decision that stopped at a CMAB rule: predict, then take the variation or go on with
         the next rules. A failed prediction gives a decision with ``error_reasons`` (the flag's error decision)."""
-        known: dict[str, Prediction] = {}
+        known: dict[str, Prediction] = {}  # the predictions of this walk, for _replay
         decision = pending
         while decision.pending:
             experiment = decision.experiment
@@ -295,13 +303,14 @@ class CmabService:
                 _log.error("%s %s", message, prediction.error)
                 explained = self._replay(config, flag, user_id, attributes, forced, tracker, forced_decisions, known)
                 explained.append(message)
-                return Decision(experiment, None, FEATURE_TEST, error_reasons=tuple(explained))
+                return Decision(experiment, None, FEATURE_TEST, cmab=CmabState(error_reasons=tuple(explained)))
             known[experiment.id] = prediction
             if reasons is not None:
                 reasons.extend(prediction.reasons_for(user_id, experiment.id))
             variation = finish_cmab(experiment, prediction.variation_id, user_id, reasons)
             if variation is not None:
-                return Decision(experiment, variation, FEATURE_TEST, decision.holdout, prediction.cmab_uuid)
+                state = prediction.state or CmabState(cmab_uuid=prediction.cmab_uuid)
+                return Decision(experiment, variation, FEATURE_TEST, decision.holdout, state)
             decision = decide_flag(
                 config, flag, user_id, attributes, forced, tracker, reasons, forced_decisions, resume=decision
             )

@@ -24,6 +24,7 @@ __all__ = [
     "HOLDOUT",
     "ROLLOUT",
     "CmabPending",
+    "CmabState",
     "Decision",
     "ForcedDecisions",
     "ForcedVariations",
@@ -56,6 +57,22 @@ ForcedDecisions = Mapping[tuple[str, "str | None"], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
+class CmabState:
+    """The CMAB side of a :class:`Decision` (kept apart so that every other decision stays four fields)."""
+
+    #: ``experiment`` is a CMAB rule the user is in and its prediction is still to be fetched: the async shell
+    #: fetches it and resumes with ``decide_flag(..., resume=this decision)``.
+    pending: bool = False
+    #: The prediction's id, for a variation a CMAB prediction chose (it goes into the impression).
+    cmab_uuid: str | None = None
+    #: Set when the prediction could not be had: the flag's error decision carries these reasons.
+    error_reasons: tuple[str, ...] | None = None
+
+
+_PENDING: Final = CmabState(pending=True)
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What a flag decision found. ``experiment`` is the rule (or holdout) that decided."""
 
@@ -64,13 +81,25 @@ class Decision:
     source: str
     #: A global holdout hit that excludes targeted deliveries: decide sends its impression too.
     holdout: Decision | None = None
-    #: The prediction's id, for a variation that a CMAB prediction chose (goes into the impression).
-    cmab_uuid: str | None = None
-    #: True when ``experiment`` is a CMAB rule the user is in, and its prediction is still to be fetched: the
-    #: async shell fetches it and resumes with ``decide_flag(..., resume=this)``.
-    pending: bool = False
-    #: Set when the prediction could not be had: the flag's error decision carries these reasons.
-    error_reasons: tuple[str, ...] | None = None
+    #: Set for CMAB rules only (see :class:`CmabState`).
+    cmab: CmabState | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Stopped at a CMAB rule whose prediction is still to be fetched."""
+        cmab = self.cmab
+        return cmab is not None and cmab.pending
+
+    @property
+    def cmab_uuid(self) -> str | None:
+        cmab = self.cmab
+        return cmab.cmab_uuid if cmab is not None else None
+
+    @property
+    def error_reasons(self) -> tuple[str, ...] | None:
+        """The reasons of the flag's error decision, when a CMAB prediction could not be had; else None."""
+        cmab = self.cmab
+        return cmab.error_reasons if cmab is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,7 +521,7 @@ def decide_flag(
         outcome = experiment_decision(config, experiment, user_id, attributes, forced, tracker, reasons)
         if outcome is not None:
             if isinstance(outcome, CmabPending):
-                return Decision(experiment, None, FEATURE_TEST, holdout_hit, pending=True)
+                return Decision(experiment, None, FEATURE_TEST, holdout_hit, _PENDING)
             return Decision(experiment, outcome, FEATURE_TEST, holdout_hit)
 
     if holdout_hit is not None and _wants(reasons, _INFO) and holdout_hit.experiment is not None:
