@@ -229,6 +229,10 @@ class ProjectConfig(_WeakReferenceable):
     #: and each audience's compiled conditions (keyed by audience id).
     matchers: dict[Any, Any] = field(default_factory=dict, repr=False)
     compiled_audiences: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: (host, publicKey) of the first ``integrations`` entry with key "odp"; None when there is none.
+    odp_integration: tuple[str | None, str | None] | None = None
+    #: Whether any experiment is a CMAB one (its decisions may need an awaited prediction).
+    has_cmab: bool = False
 
     def is_feature_experiment(self, experiment_id: str) -> bool:
         return experiment_id in self.experiment_flags
@@ -615,4 +619,6 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
         listed_attributes=attributes,
         listed_events=events,
         listed_audiences=tuple(listed_audiences),
+        odp_integration=next(((i.host, i.publicKey) for i in d.integrations if i.key == "odp"), None),
+        has_cmab=any(e.cmab for e in experiments_by_id.values()),
     )

@@ -12,7 +12,9 @@ The rules follow the official SDK exactly:
 * numbers must be finite and within ``[-2^53, 2^53]``; ``bool`` is never a number; ``int`` and ``float``
   count as the same type;
 * apart from ``exists`` and ``qualified``, a missing or null attribute is UNKNOWN;
-* ``qualified`` (ODP segments) is always ``False`` here, because this SDK fetches no segments.
+* ``qualified`` (ODP segments) is true when the segment is among the user's qualified segments, which the
+  async shell hands over on the attributes mapping (``qualified_segments``; see ``odp/user.py``): a plain
+  mapping qualifies for nothing.
 
 One deliberate difference: where the official semantic-version comparison raises ``ValueError`` (for
 example target ``1.2.3-beta`` against user ``1.2.3-4``), this module answers ``None`` instead.
@@ -186,12 +188,13 @@ def _substring(leaf: Mapping[str, Any], user_value: Any) -> bool | None:
     return expected in user_value
 
 
-def _qualified(leaf: Mapping[str, Any], user_value: Any) -> bool | None:
-    # ODP segments are not supported: a user never qualifies for one.
-    if not isinstance(leaf.get("value"), str):
+def _qualified(leaf: Mapping[str, Any], segments: Any) -> bool | None:
+    # ``segments``: the user's qualified ODP segments (None before any fetch: qualified for nothing).
+    value = leaf.get("value")
+    if not isinstance(value, str):
         _warn(_UNKNOWN_VALUE, leaf)
         return None
-    return False
+    return segments is not None and value in segments
 
 
 # --------------------------------------------------------------------------------------------- semver
@@ -340,6 +343,8 @@ def evaluate_leaf(leaf: Mapping[str, Any], attributes: Mapping[str, Any]) -> boo
         _warn(_UNKNOWN_MATCH, leaf)
         return None
     matcher, needs_value = entry
+    if matcher is _qualified:
+        return _qualified(leaf, getattr(attributes, "qualified_segments", None))
     name: Any = leaf.get("name")
     try:
         user_value = attributes.get(name, _MISSING)
