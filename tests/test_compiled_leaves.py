@@ -32,12 +32,12 @@ ATTRIBUTES = st.dictionaries(st.sampled_from(["a", "b", "c"]), VALUES, max_size=
 
 
 @settings(max_examples=600, deadline=None)
-@given(leaf=LEAVES, attributes=ATTRIBUTES)
-def test_compiled_leaf_equals_evaluate_leaf(leaf: dict[str, Any], attributes: dict[str, Any]) -> None:
+@given(leaf=LEAVES, attributes=ATTRIBUTES, level=st.sampled_from([logging.DEBUG, logging.WARNING]))
+def test_compiled_leaf_equals_evaluate_leaf(leaf: dict[str, Any], attributes: dict[str, Any], level: int) -> None:
     compiled = compile_leaf(leaf)
-    with capture(LOG) as ours:
+    with capture(LOG, level) as ours:
         got = compiled(attributes)
-    with capture(LOG) as reference:
+    with capture(LOG, level) as reference:
         expected = evaluate_leaf(leaf, attributes)
     assert got is expected
     assert ours == reference

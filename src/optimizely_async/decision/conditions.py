@@ -391,6 +391,8 @@ def compile_leaf(leaf: Mapping[str, Any]) -> Leaf:
                 return general(attributes)
             if type(user_value) is kind:
                 return bool(expected == user_value)
+            if (user_value is None or user_value is _MISSING) and not logger.isEnabledFor(_DEBUG):
+                return None  # what evaluate_leaf answers, without the debug message nobody reads
             return general(attributes)
 
         return exact
@@ -415,6 +417,8 @@ def compile_leaf(leaf: Mapping[str, Any]) -> Leaf:
             user_kind = type(user_value)
             if (user_kind is int or user_kind is float) and _is_finite(user_value):
                 return bool(compare(user_value, expected))
+            if (user_value is None or user_value is _MISSING) and not logger.isEnabledFor(_DEBUG):
+                return None
             return general(attributes)
 
         return numeric
