@@ -11,6 +11,11 @@ from hypothesis import strategies as st
 from _logcapture import capture
 from optimizely_async.decision.conditions import compile_leaf, evaluate_leaf
 
+
+class Text(str):
+    """A str subclass: the compiled leaves leave it to the general path."""
+
+
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -18,6 +23,9 @@ VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["", "a", "b", "10", "1.0"]),
     st.lists(st.integers(), max_size=2),
+    st.tuples(st.integers()),
+    st.dictionaries(st.just("k"), st.integers(), max_size=1),
+    st.builds(Text, st.sampled_from(["a", "b"])),
 )
 LEAVES = st.fixed_dictionaries(
     {
@@ -28,11 +36,12 @@ LEAVES = st.fixed_dictionaries(
     }
 )
 LOG = logging.getLogger("optimizely_async")
+LEVELS = [logging.DEBUG, logging.INFO, logging.WARNING, logging.CRITICAL]
 ATTRIBUTES = st.dictionaries(st.sampled_from(["a", "b", "c"]), VALUES, max_size=3)
 
 
 @settings(max_examples=600, deadline=None)
-@given(leaf=LEAVES, attributes=ATTRIBUTES, level=st.sampled_from([logging.DEBUG, logging.WARNING]))
+@given(leaf=LEAVES, attributes=ATTRIBUTES, level=st.sampled_from(LEVELS))
 def test_compiled_leaf_equals_evaluate_leaf(leaf: dict[str, Any], attributes: dict[str, Any], level: int) -> None:
     compiled = compile_leaf(leaf)
     with capture(LOG, level) as ours:

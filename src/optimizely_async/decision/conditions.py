@@ -360,6 +360,16 @@ _NUMERIC: Final[dict[str, Callable[[Any, Any], Any]]] = {
 }
 
 Leaf = Callable[[Mapping[str, Any]], "bool | None"]
+#: Kinds of user value whose answer is UNKNOWN (None) for an exact match on a value of another of these kinds,
+#: and for a numeric comparison when not a number (``_MISSING``'s type stands for a missing attribute).
+_PLAIN: Final = frozenset({str, bool, int, float, list, dict, tuple, type(None), type(_MISSING)})
+_NOT_NUMBERS: Final = frozenset({str, bool, list, dict, tuple, type(None), type(_MISSING)})
+
+
+def _quiet_level(user_value: Any) -> int:
+    """The level of evaluate_leaf's message about an UNKNOWN answer: DEBUG for a missing or null attribute,
+    WARNING for a value of the wrong kind."""
+    return _DEBUG if user_value is None or user_value is _MISSING else _WARNING
 
 
 def compile_leaf(leaf: Mapping[str, Any]) -> Leaf:
@@ -389,10 +399,13 @@ def compile_leaf(leaf: Mapping[str, Any]) -> Leaf:
                 user_value = attributes.get(name, _MISSING)
             except TypeError:
                 return general(attributes)
-            if type(user_value) is kind:
+            user_kind = type(user_value)
+            if user_kind is kind:
                 return bool(expected == user_value)
-            if (user_value is None or user_value is _MISSING) and not logger.isEnabledFor(_DEBUG):
-                return None  # what evaluate_leaf answers, without the debug message nobody reads
+            if user_kind in _PLAIN and not logger.isEnabledFor(_quiet_level(user_value)):
+                # What evaluate_leaf answers for a missing, null or other-kind value, when the message it would
+                # write is not wanted.
+                return None
             return general(attributes)
 
         return exact
@@ -417,8 +430,8 @@ def compile_leaf(leaf: Mapping[str, Any]) -> Leaf:
             user_kind = type(user_value)
             if (user_kind is int or user_kind is float) and _is_finite(user_value):
                 return bool(compare(user_value, expected))
-            if (user_value is None or user_value is _MISSING) and not logger.isEnabledFor(_DEBUG):
-                return None
+            if user_kind in _NOT_NUMBERS and not logger.isEnabledFor(_quiet_level(user_value)):
+                return None  # as for exact: evaluate_leaf's answer for a missing, null or non-number value
             return general(attributes)
 
         return numeric
