@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, with_config
+from pydantic import AfterValidator
 from typing_extensions import NotRequired, TypedDict
 
 from .depth import MAX_CONDITION_DEPTH, too_deep
@@ -176,9 +176,6 @@ class Holdout(TypedDict):
     excludeTargetedDeliveries: NotRequired[bool]
 
 
-# The one-call parse does not route its strings through pydantic-core's process-wide string cache: the cached
-# strings would stay scattered among the freed dicts and keep their memory from being reused.
-@with_config(ConfigDict(cache_strings=False))
 class Datafile(TypedDict):
     version: Annotated[str, AfterValidator(_supported_version)]
     accountId: str
