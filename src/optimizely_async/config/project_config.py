@@ -348,7 +348,7 @@ EMPTY_EXPERIMENT = ExperimentInfo(
 def _tuples(tree: Any) -> Any:
     """An audience tree with its lists made tuples (leaves, the condition dicts, are kept as they are)."""
     if type(tree) is list:
-        return tuple([_tuples(node) for node in tree])
+        return tuple([_tuples(node) if type(node) is list else node for node in tree])
     return tree
 
 
