@@ -356,3 +356,90 @@ def evaluate_leaf(leaf: Mapping[str, Any], attributes: Mapping[str, Any]) -> boo
             logger.debug(template.format(_describe(leaf), name))
         return None
     return matcher(leaf, user_value)
+
+
+# --------------------------------------------------------------------------------------------- compiled leaves
+_NUMERIC: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+
+Leaf = Callable[[Mapping[str, Any]], "bool | None"]
+#: Kinds of user value whose answer is UNKNOWN (None) for an exact match on a value of another of these kinds,
+#: and for a numeric comparison when not a number (``_MISSING``'s type stands for a missing attribute).
+_PLAIN: Final = frozenset({str, bool, int, float, list, dict, tuple, type(None), type(_MISSING)})
+_NOT_NUMBERS: Final = frozenset({str, bool, list, dict, tuple, type(None), type(_MISSING)})
+
+
+def _quiet_level(user_value: Any) -> int:
+    """The level of evaluate_leaf's message about an UNKNOWN answer: DEBUG for a missing or null attribute,
+    WARNING for a value of the wrong kind."""
+    return _DEBUG if user_value is None or user_value is _MISSING else _WARNING
+
+
+def compile_leaf(leaf: Mapping[str, Any]) -> Leaf:
+    """A function ``attributes -> True | False | None`` equal to ``evaluate_leaf(leaf, attributes)``.
+
+    The common conditions (an exact match on a string or bool, ``exists``, a numeric comparison with a finite
+    number) get a function that reads the attribute and answers straight away when the user's value is of the
+    expected kind; any other value, and every other condition, goes through :func:`evaluate_leaf`, so results
+    and messages are the same on both paths.
+    """
+
+    def general(attributes: Mapping[str, Any]) -> bool | None:
+        return evaluate_leaf(leaf, attributes)
+
+    name = leaf.get("name")
+    match = leaf.get("match")
+    if match is None:
+        match = "exact"
+    if leaf.get("type") not in _CONDITION_TYPES or type(name) is not str or type(match) is not str:
+        return general
+    expected = leaf.get("value")
+    kind = type(expected)
+    if match == "exact" and (kind is str or kind is bool):
+
+        def exact(attributes: Mapping[str, Any]) -> bool | None:
+            try:
+                user_value = attributes.get(name, _MISSING)
+            except TypeError:
+                return general(attributes)
+            user_kind = type(user_value)
+            if user_kind is kind:
+                return bool(expected == user_value)
+            if user_kind in _PLAIN and not logger.isEnabledFor(_quiet_level(user_value)):
+                # What evaluate_leaf answers for a missing, null or other-kind value, when the message it would
+                # write is not wanted.
+                return None
+            return general(attributes)
+
+        return exact
+    if match == "exists":
+
+        def exists(attributes: Mapping[str, Any]) -> bool | None:
+            try:
+                user_value = attributes.get(name, _MISSING)
+            except TypeError:
+                return general(attributes)
+            return user_value is not None and user_value is not _MISSING
+
+        return exists
+    compare = _NUMERIC.get(match)
+    if compare is not None and (kind is int or kind is float) and _is_finite(expected):
+
+        def numeric(attributes: Mapping[str, Any]) -> bool | None:
+            try:
+                user_value = attributes.get(name, _MISSING)
+            except TypeError:
+                return general(attributes)
+            user_kind = type(user_value)
+            if (user_kind is int or user_kind is float) and _is_finite(user_value):
+                return bool(compare(user_value, expected))
+            if user_kind in _NOT_NUMBERS and not logger.isEnabledFor(_quiet_level(user_value)):
+                return None  # as for exact: evaluate_leaf's answer for a missing, null or non-number value
+            return general(attributes)
+
+        return numeric
+    return general
