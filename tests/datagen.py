@@ -1098,3 +1098,70 @@ def hazard_cases() -> list[HazardCase]:
             )
         )
     return cases
+
+
+# --------------------------------------------------------------------------------------------- CMAB and ODP
+
+#: Segment names the ``qualified`` conditions of :func:`add_qualified_audiences` use.
+SEGMENTS: tuple[str, ...] = ("seg_gold", "seg_churn_risk", "seg_ünïcödé", "seg_new")
+
+
+def add_cmab(datafile: dict[str, Json], rng: random.Random, share: float = 0.5) -> list[str]:
+    """Make about ``share`` of the flags' feature-test experiments CMAB experiments (version 4 only): a ``cmab``
+    entry with some of the datafile's attribute ids (now and then an id the datafile lacks, or none) and a
+    ``cmab.trafficAllocation`` of 0, part or all of the traffic. Grouped experiments may become CMAB too.
+    Returns the ids of the CMAB experiments."""
+    if datafile.get("version") != "4":
+        return []
+    by_id = {e["id"]: e for e in all_experiments(datafile)}
+    attribute_ids = [a["id"] for a in datafile.get("attributes", [])]
+    chosen: list[str] = []
+    for flag in datafile.get("featureFlags", []):
+        for experiment_id in flag["experimentIds"]:
+            experiment = by_id[experiment_id]
+            if "cmab" in experiment or rng.random() >= share:
+                continue
+            ids = rng.sample(attribute_ids, k=min(len(attribute_ids), rng.choice([0, 1, 2, 3, 4])))
+            if rng.random() < 0.1:
+                ids.append("999999")  # an attribute id the datafile does not have: skipped
+            experiment["cmab"] = {
+                "attributeIds": ids,
+                "trafficAllocation": rng.choice([0, 2500, 5000, 9000, 10000, 10000, 10000]),
+            }
+            if rng.random() < 0.3:
+                experiment["type"] = "cmab"
+            chosen.append(experiment_id)
+    return chosen
+
+
+def add_qualified_audiences(datafile: dict[str, Json], rng: random.Random) -> list[str]:
+    """Add typed audiences with ``qualified`` conditions (ODP segments from :data:`SEGMENTS`, mixed with an
+    ordinary condition now and then) and target some experiments and rollout rules at them; add an ODP
+    ``integrations`` entry (host and key placeholders the tests replace). Version 4 only. Returns the ids of
+    the new audiences."""
+    if datafile.get("version") != "4":
+        return []
+    ids = _fresh_ids(datafile)
+    added: list[str] = []
+    for i in range(rng.randint(1, 3)):
+        leaves: list[Json] = [
+            {"type": "third_party_dimension", "name": "odp.audiences", "match": "qualified", "value": segment}
+            for segment in rng.sample(SEGMENTS, k=rng.randint(1, 2))
+        ]
+        if rng.random() < 0.3:
+            leaves.append({"type": "custom_attribute", "name": "odp_plan", "match": "exact", "value": "gold"})
+        operator = rng.choice(["or", "and"])
+        audience_id = ids()
+        datafile.setdefault("typedAudiences", []).append(
+            {"id": audience_id, "name": f"odp_audience_{i + 1}", "conditions": ["and", [operator, *leaves]]}
+        )
+        datafile["audiences"].append(
+            {"id": audience_id, "name": f"odp_audience_{i + 1}", "conditions": DUMMY_LEGACY_CONDITIONS}
+        )
+        added.append(audience_id)
+    for rule in flag_rules(datafile):
+        if rng.random() < 0.35:
+            rule["audienceIds"] = [rng.choice(added)]
+            rule.pop("audienceConditions", None)
+    datafile["integrations"] = [{"key": "odp", "host": "https://odp.invalid", "publicKey": "odp-public-key"}]
+    return added

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._logging import sdk_logger
 from ._validation import NOT_READY, attributes_ok, invalid_input, is_non_empty_str, plain
+from .cmab import NO_CMAB_OPTIONS, CmabService
 from .config.project_config import (
     ExperimentInfo,
     FlagInfo,
@@ -23,7 +24,7 @@ from .config.project_config import (
 from .config.project_config import (
     typed_value as _typed,
 )
-from .decision.engine import FEATURE_TEST, HOLDOUT, ROLLOUT, Decision, decide_experiment, decide_flag
+from .decision.engine import FEATURE_TEST, HOLDOUT, ROLLOUT, CmabPending, Decision, decide_flag, experiment_decision
 from .decision.user_profile import UserProfileService, UserProfileTracker, load_profile, save_profile
 from .notifications import NotificationCenter, NotificationType
 
@@ -44,6 +45,7 @@ class DecisionMethods:
     _config: ProjectConfig | None
     _forced: dict[str, dict[str, str]]
     _ups: UserProfileService | None
+    _cmab: CmabService
     notification_center: NotificationCenter
 
     if TYPE_CHECKING:
@@ -59,6 +61,7 @@ class DecisionMethods:
             enabled: bool,
             user_id: str,
             attributes: dict[str, Any] | None,
+            cmab_uuid: str | None = None,
         ) -> None: ...
 
     def _usable_config(self, method: str) -> ProjectConfig | None:
@@ -156,11 +159,15 @@ class DecisionMethods:
             return None
         attrs = attributes or {}
         if self._ups is None:
-            variation = decide_experiment(config, experiment, user_id, attrs, self._forced, None)
+            outcome = experiment_decision(config, experiment, user_id, attrs, self._forced, None)
         else:
             tracker = await load_profile(self._ups, user_id)
-            variation = decide_experiment(config, experiment, user_id, attrs, self._forced, tracker)
+            outcome = experiment_decision(config, experiment, user_id, attrs, self._forced, tracker)
             await save_profile(self._ups, tracker)
+        if isinstance(outcome, CmabPending):
+            variation = await self._cmab.resolve_experiment(config, experiment, user_id, attrs)
+        else:
+            variation = outcome
         if self.notification_center.has_listeners(_DECISION):
             await self.notification_center.send_notifications(
                 _DECISION,
@@ -253,11 +260,16 @@ class DecisionMethods:
     async def _decide_flag(
         self, config: ProjectConfig, flag: FlagInfo, user_id: str, attrs: dict[str, Any]
     ) -> Decision:
-        if self._ups is None:
-            return decide_flag(config, flag, user_id, attrs, self._forced, None)
-        tracker: UserProfileTracker = await load_profile(self._ups, user_id)
+        tracker: UserProfileTracker | None = None
+        if self._ups is not None:
+            tracker = await load_profile(self._ups, user_id)
         decision = decide_flag(config, flag, user_id, attrs, self._forced, tracker)
-        await save_profile(self._ups, tracker)
+        if decision.pending:
+            decision = await self._cmab.resolve_flag(
+                config, flag, decision, user_id, attrs, self._forced, tracker, None, None, NO_CMAB_OPTIONS
+            )
+        if tracker is not None:
+            await save_profile(self._ups, tracker)
         return decision
 
     async def is_feature_enabled(
@@ -300,7 +312,16 @@ class DecisionMethods:
         if source == FEATURE_TEST and variation is not None and experiment is not None:
             source_info = {"experiment_key": experiment.key, "variation_key": variation.key}
             await self._send_impression(
-                config, experiment, variation, flag.key, experiment.key, source, enabled, user_id, attributes
+                config,
+                experiment,
+                variation,
+                flag.key,
+                experiment.key,
+                source,
+                enabled,
+                user_id,
+                attributes,
+                decision.cmab_uuid,
             )
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(

@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import defaults
 from ._decisions import DecisionMethods
+from ._lazy_http import LazyHttpClient
 from ._lifecycle import FORKED_MESSAGE, spawn_runner, watch_forks
 from ._logging import sdk_logger
 from ._logroute import logs_to_its_logger
@@ -37,6 +38,7 @@ from ._validation import (
     plain,
     seconds,
 )
+from .cmab import build_cmab_service
 from .config.project_config import (
     EMPTY_EXPERIMENT,
     ExperimentInfo,
@@ -55,6 +57,7 @@ from .events.payload import build_payload
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .events.tags import parse_revenue, parse_value, snapshot_tags
 from .notifications import NotificationCenter, NotificationType
+from .odp import build_odp_manager
 from .stats import ClientStats
 from .user_context import OptimizelyUserContext
 
@@ -154,6 +157,17 @@ class AsyncOptimizely(DecisionMethods):
             the queued record it was.
         logger: a ``logging.Logger`` or ``logging.LoggerAdapter`` that receives everything this client logs
             (its methods, decisions, events, polling); default: the library logger ``optimizely_async``.
+        cmab_prediction_endpoint: the CMAB prediction URL template, ``{}`` standing for the rule id (default:
+            the official endpoint).
+        cmab_cache_size: CMAB predictions cached, one per user and rule (default 10,000; 0 caches none).
+        cmab_cache_ttl: seconds a cached prediction is used after it was fetched (default 1,800).
+        cmab_request_timeout: seconds one prediction attempt may take (default 10, the official fixed value).
+        odp_disabled: no ODP at all (segments, events), even with an ODP integration in the datafile.
+        segments_cache_size: users whose ODP segments are cached (default 10,000; 0 caches none).
+        segments_cache_timeout: seconds cached segments are used (default 600; 0: no expiry).
+        odp_segment_request_timeout: seconds a segments request may take (default 10).
+        odp_event_flush_interval: seconds an ODP event may wait for a batch (default 1; 0 sends each alone).
+        odp_event_request_timeout: seconds an ODP events request may take (default 10).
     """
 
     @logs_to_its_logger
@@ -179,6 +193,16 @@ class AsyncOptimizely(DecisionMethods):
         on_drop: Callable[..., Any] | None = None,
         datafile_request_timeout: float = defaults.DATAFILE_REQUEST_TIMEOUT,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        cmab_prediction_endpoint: str | None = None,
+        cmab_cache_size: int = defaults.CMAB_CACHE_SIZE,
+        cmab_cache_ttl: float = defaults.CMAB_CACHE_TTL,
+        cmab_request_timeout: float = defaults.CMAB_REQUEST_TIMEOUT,
+        odp_disabled: bool = False,
+        segments_cache_size: int = defaults.SEGMENTS_CACHE_SIZE,
+        segments_cache_timeout: float = defaults.SEGMENTS_CACHE_TIMEOUT,
+        odp_segment_request_timeout: float | None = None,
+        odp_event_flush_interval: float = defaults.ODP_EVENT_FLUSH_INTERVAL,
+        odp_event_request_timeout: float | None = None,
     ) -> None:
         if datafile is None and sdk_key is None:
             raise ConfigurationError("Provide datafile= (a static datafile) or sdk_key= (to poll one).")
@@ -206,6 +230,24 @@ class AsyncOptimizely(DecisionMethods):
         if logger is not None and not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
             raise ConfigurationError(f"logger must be a logging.Logger or LoggerAdapter, not {type(logger).__name__}.")
         self._close_timeout = float(number("close_timeout", close_timeout))
+        # CMAB and ODP: their options are checked here; no request until a decision or call needs one.
+        self._http = LazyHttpClient(http_client)
+        self._cmab = build_cmab_service(
+            endpoint=cmab_prediction_endpoint,
+            cache_size=cmab_cache_size,
+            cache_ttl=cmab_cache_ttl,
+            request_timeout=cmab_request_timeout,
+            http=self._http,
+        )
+        self._odp = build_odp_manager(
+            self._http,
+            disabled=odp_disabled,
+            segments_cache_size=segments_cache_size,
+            segments_cache_timeout=segments_cache_timeout,
+            segment_request_timeout=odp_segment_request_timeout,
+            event_flush_interval=odp_event_flush_interval,
+            event_request_timeout=odp_event_request_timeout,
+        )
         datafile_request_timeout = float(number("datafile_request_timeout", datafile_request_timeout))
 
         from .decide import coerce_options
@@ -381,6 +423,8 @@ class AsyncOptimizely(DecisionMethods):
                 self._run_scope = scope
                 async with anyio.create_task_group() as task_group:
                     await task_group.start(_guarded, self._queue.run, "The event queue")
+                    if not self._odp.disabled:
+                        await task_group.start(_guarded, self._odp.run, "The ODP event queue")
                     if self._source is not None:
                         await task_group.start(_guarded, self._source.run, "The datafile poller")
                     listeners = self.notification_center.background
@@ -438,6 +482,9 @@ class AsyncOptimizely(DecisionMethods):
                 _log.warning("Dropping %d track() calls made before any datafile was loaded.", len(held))
                 await self._drop_held(held, "not_ready")
             report = await self._queue.close(budget)
+            # ODP events share the same bound: whatever time the event queue left.
+            await self._odp.close(max(0.0, deadline - anyio.current_time()))
+            await self._http.aclose()
             listeners = self.notification_center.background
             with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
                 await listeners.join()  # the rest is abandoned (counted, logged) when the runner stops
@@ -508,12 +555,14 @@ class AsyncOptimizely(DecisionMethods):
             self._log_forked()
             return
         await self._queue.flush()
+        await self._odp.flush()
         await self.notification_center.background.join()
 
     def stats(self) -> ClientStats:
         """The client's health as one frozen value: the event counters (queued, in flight, delivered,
         retries, drops by reason), the lifecycle state, the revision in use, the datafile poller's state
-        (last error, consecutive failures, last success) and the async listeners' counters."""
+        (last error, consecutive failures, last success), the async listeners' counters and the ODP event
+        queue's counters."""
         stats = self._queue.stats()
         if self._pending or self._pending_dropped:
             stats = _with_held(stats, len(self._pending), self._pending_dropped)
@@ -524,6 +573,7 @@ class AsyncOptimizely(DecisionMethods):
             revision=config.revision if config is not None else None,
             polling=self._source.stats if self._source is not None else None,
             listeners=self.notification_center.background.stats(),
+            odp=self._odp.stats(),
         )
 
     # ------------------------------------------------------------------ fork
@@ -686,10 +736,11 @@ class AsyncOptimizely(DecisionMethods):
         enabled: bool,
         user_id: str,
         attributes: dict[str, Any] | None,
+        cmab_uuid: str | None = None,
     ) -> None:
         if not self.notification_center.has_listeners(_ACTIVATE):
             pending = self._offer_impression(
-                config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes
+                config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes, cmab_uuid
             )
             if pending is not None:
                 await self._put(pending)
@@ -708,6 +759,7 @@ class AsyncOptimizely(DecisionMethods):
             enabled,
             user_id,
             dict(attributes) if attributes else None,
+            cmab_uuid,
             timestamp=now_ms(),
         )
         pending = PendingEvent(context, build)
@@ -737,6 +789,7 @@ class AsyncOptimizely(DecisionMethods):
         enabled: bool,
         user_id: str,
         attributes: dict[str, Any] | None,
+        cmab_uuid: str | None = None,
     ) -> PendingEvent | None:
         """Queue an impression without a coroutine (for callers that checked there is no ACTIVATE listener).
 
@@ -759,6 +812,7 @@ class AsyncOptimizely(DecisionMethods):
                 enabled,
                 user_id,
                 dict(attributes) if attributes else None,
+                cmab_uuid,
                 timestamp=now_ms(),
             ),
         )
@@ -939,7 +993,30 @@ class AsyncOptimizely(DecisionMethods):
         if attributes is not None and type(attributes) is not dict:
             invalid_input("attributes")
             return None
+        if _log.isEnabledFor(logging.DEBUG):
+            self._odp.identify_user(self._config, user_id)
         return OptimizelyUserContext(self, user_id, attributes)
+
+    # ------------------------------------------------------------------ ODP
+
+    async def send_odp_event(
+        self,
+        action: str,
+        identifiers: dict[str, str] | None = None,
+        type: str = "fullstack",
+        data: dict[str, str | int | float | bool | None] | None = None,
+    ) -> None:
+        """Queue an event for the Optimizely Data Platform (the datafile's ODP integration); never raises.
+
+        The official checks apply, in order: a non-empty ``action``, at least one identifier, ODP enabled and
+        integrated, ``data`` values of type str/int/float/bool/None. An ``fs-user-id`` identifier key (any
+        case) is sent as ``fs_user_id``; the caller's dict is not changed. Delivery is batched in the
+        background (``odp_event_flush_interval``); ``flush()`` and ``close()`` wait for it.
+        """
+        try:
+            self._odp.send_event(self._config, action, identifiers, type, data)
+        except Exception:
+            _log.exception("Unexpected error in send_odp_event.")
 
 
 _S = TypeVar("_S", QueueStats, DeliveryReport)
@@ -1000,6 +1077,11 @@ def event_context(config: ProjectConfig, endpoint: str | None = None) -> EventCo
         anonymize_ip=config.anonymize_ip,
         endpoint=endpoint if endpoint is not None else config.event_endpoint,
     )
+
+
+def _seconds(value: object) -> bool:
+    """Whether ``value`` is a usable number of seconds (``close(timeout=...)`` tolerates anything)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def _log_event(url: str, payload: Mapping[str, Any]) -> dict[str, Any]:

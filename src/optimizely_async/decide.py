@@ -26,6 +26,12 @@ class DecideOption(str, enum.Enum):
     IGNORE_USER_PROFILE_SERVICE = "IGNORE_USER_PROFILE_SERVICE"
     INCLUDE_REASONS = "INCLUDE_REASONS"
     EXCLUDE_VARIABLES = "EXCLUDE_VARIABLES"
+    #: CMAB: fetch a fresh prediction without reading or writing the cache (the other two are then ignored).
+    IGNORE_CMAB_CACHE = "IGNORE_CMAB_CACHE"
+    #: CMAB: empty the whole prediction cache (every user) before the lookup.
+    RESET_CMAB_CACHE = "RESET_CMAB_CACHE"
+    #: CMAB: remove this user's cached prediction for the rule before the lookup.
+    INVALIDATE_USER_CMAB_CACHE = "INVALIDATE_USER_CMAB_CACHE"
 
     def __str__(self) -> str:
         return self.value

@@ -44,6 +44,26 @@ RETRY_BACKOFF_MAX: Final = 30.0
 #: A server's ``Retry-After`` is honoured up to this many seconds.
 RETRY_AFTER_MAX: Final = 60.0
 
+#: CMAB predictions: the official endpoint template (``{}`` = the rule id), per-attempt timeout, the pause
+#: before the one retry, and the prediction cache (one entry per user and rule).
+CMAB_PREDICTION_ENDPOINT: Final = "https://prediction.cmab.optimizely.com/predict/{}"
+CMAB_REQUEST_TIMEOUT: Final = 10.0
+CMAB_RETRY_DELAY: Final = 0.1
+CMAB_CACHE_SIZE: Final = 10_000
+CMAB_CACHE_TTL: Final = 1800.0
+
+#: ODP: the segments cache, the GraphQL request, and the ODP event queue (official values).
+SEGMENTS_CACHE_SIZE: Final = 10_000
+SEGMENTS_CACHE_TIMEOUT: Final = 600.0
+ODP_SEGMENT_REQUEST_TIMEOUT: Final = 10.0
+ODP_EVENT_REQUEST_TIMEOUT: Final = 10.0
+ODP_EVENT_FLUSH_INTERVAL: Final = 1.0
+ODP_EVENT_BATCH_SIZE: Final = 10
+ODP_EVENT_QUEUE_SIZE: Final = 1000
+ODP_EVENT_MAX_RETRIES: Final = 3
+ODP_EVENT_RETRY_BASE: Final = 0.2
+ODP_EVENT_RETRY_MAX: Final = 1.0
+
 #: Bucketing constants (MurmurHash3 x86_32, seed 1, 10,000 buckets).
 HASH_SEED: Final = 1
 MAX_TRAFFIC_VALUE: Final = 10_000

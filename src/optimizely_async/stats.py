@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from ._listener_queue import ListenerStats
 from .config.sources import PollingStats
 from .events.queue import DeliveryReport, QueueStats
+from .odp.events import OdpEventStats
 
 __all__ = ["ClientStats", "ListenerStats", "PollingStats", "report_of"]
 
@@ -35,6 +36,8 @@ class ClientStats(QueueStats):
     polling: PollingStats | None = None
     #: Async notification listeners run in the background.
     listeners: ListenerStats = field(default_factory=ListenerStats)
+    #: The ODP event queue's counters (all 0 without an ODP integration).
+    odp: OdpEventStats = field(default_factory=lambda: OdpEventStats(0, 0, 0, 0, {}, 0, 0))
 
     @property
     def events(self) -> QueueStats:

@@ -16,6 +16,7 @@ from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_op
 from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
 from .decision.user_profile import load_profile, save_profile
 from .notifications import NotificationType
+from .odp.user import QualifiedSegments, engine_attributes
 
 if TYPE_CHECKING:
     from .client import AsyncOptimizely
@@ -62,7 +63,7 @@ _Context = OptimizelyDecisionContext
 _Forced = OptimizelyForcedDecision
 
 
-class OptimizelyUserContext:
+class OptimizelyUserContext(QualifiedSegments):
     """A user (id and attributes) to decide for. Create it with ``client.create_user_context``.
 
     The decide methods never raise: a problem is logged and gives an error decision (``enabled`` False,
@@ -126,6 +127,7 @@ class OptimizelyUserContext:
         clone._attributes = dict(self._attributes)
         # Keys and values are immutable: a shallow copy is a snapshot.
         clone._forced = dict(self._forced) if self._forced else {}
+        clone._qualified_segments = self._qualified_segments  # replaced, never changed in place: shared
         return clone
 
     def __repr__(self) -> str:
@@ -281,6 +283,9 @@ class _Options:
     ignore_ups: bool
     include_reasons: bool
     exclude_variables: bool
+    ignore_cmab_cache: bool = False
+    reset_cmab_cache: bool = False
+    invalidate_user_cmab_cache: bool = False
 
     @classmethod
     def of(cls, options: tuple[DecideOption, ...]) -> _Options:
@@ -290,6 +295,9 @@ class _Options:
             DecideOption.IGNORE_USER_PROFILE_SERVICE in options,
             DecideOption.INCLUDE_REASONS in options,
             DecideOption.EXCLUDE_VARIABLES in options,
+            DecideOption.IGNORE_CMAB_CACHE in options,
+            DecideOption.RESET_CMAB_CACHE in options,
+            DecideOption.INVALIDATE_USER_CMAB_CACHE in options,
         )
 
 
@@ -324,10 +332,13 @@ def _options(client: AsyncOptimizely, options: Sequence[DecideOption | str] | No
 
 def can_decide_now(client: AsyncOptimizely, user: OptimizelyUserContext, options: _Options) -> bool:
     """Whether :func:`decide_now` may decide for ``user``: nothing to await and nothing to explain (no user
-    profile service in use, no forced decision, no reasons asked for, no DECISION or ACTIVATE listener)."""
+    profile service in use, no forced decision, no reasons asked for, no DECISION or ACTIVATE listener, no CMAB
+    experiment in the datafile, whose prediction may have to be fetched)."""
     center = client.notification_center
+    config = client._config
     return (
         not user._forced
+        and (config is None or not config.has_cmab)
         and not options.include_reasons
         and (client._ups is None or options.ignore_ups)
         and not center.has_listeners(_DECISION)
@@ -350,7 +361,8 @@ def decide_now(
     appended to ``late``; the caller must hand each to ``await client._put(...)`` (which waits for room
     or counts the drop), as the coroutine path does.
     """
-    decision = decide_flag(config, flag, user.user_id, user._attributes, client._forced, None)
+    attributes = engine_attributes(user, user._attributes)  # with the user's ODP segments, if any
+    decision = decide_flag(config, flag, user.user_id, attributes, client._forced, None)
     if not options.disable_event:
         for args in _impressions(config, user, flag, decision):
             pending = client._offer_impression(*args)
@@ -410,6 +422,7 @@ def _impressions(
                 variation is not None and bool(variation.feature_enabled),
                 user.user_id,
                 user._attributes,
+                decision.cmab_uuid,
             )
         )
     return out
@@ -459,9 +472,23 @@ async def _decide_one(
     ups = None if options.ignore_ups else client._ups
     tracker = await load_profile(ups, user.user_id) if ups is not None else None
     if decision is None:
+        attributes = engine_attributes(user, user._attributes)
         decision = decide_flag(
-            config, flag, user.user_id, user._attributes, client._forced, tracker, reasons, user._forced or None
+            config, flag, user.user_id, attributes, client._forced, tracker, reasons, user._forced or None
         )
+        if decision.pending:
+            decision = await client._cmab.resolve_flag(
+                config,
+                flag,
+                decision,
+                user.user_id,
+                attributes,
+                client._forced,
+                tracker,
+                reasons,
+                user._forced or None,
+                options,
+            )
     if tracker is not None:
         await save_profile(ups, tracker)
     return await _finish(client, config, user, flag, decision, reasons, options)
@@ -487,22 +514,35 @@ async def _decide_for_keys(
     # One user-profile lookup and one save for the whole call.
     ups = None if options.ignore_ups else client._ups
     tracker = await load_profile(ups, user.user_id) if ups is not None else None
-    decided = [
-        (
-            key,
-            flag,
-            forced
-            or decide_flag(
-                config, flag, user.user_id, user._attributes, client._forced, tracker, reasons, user._forced or None
-            ),
-            reasons,
+    attributes = engine_attributes(user, user._attributes)
+    decided: list[tuple[str, FlagInfo, Decision, list[str] | None]] = []
+    for key, flag, forced, reasons in todo:
+        decision = forced or decide_flag(
+            config, flag, user.user_id, attributes, client._forced, tracker, reasons, user._forced or None
         )
-        for key, flag, forced, reasons in todo
-    ]
+        if decision.pending:
+            decision = await client._cmab.resolve_flag(
+                config,
+                flag,
+                decision,
+                user.user_id,
+                attributes,
+                client._forced,
+                tracker,
+                reasons,
+                user._forced or None,
+                options,
+            )
+        decided.append((key, flag, decision, reasons))
     if tracker is not None:
         await save_profile(ups, tracker)
 
+    for key, flag, decision, reasons in decided:  # error decisions first, as in the official SDK
+        if decision.error_reasons is not None:
+            results[key] = await _finish(client, config, user, flag, decision, reasons, options)
     for key, flag, decision, reasons in decided:
+        if decision.error_reasons is not None:
+            continue
         result = await _finish(client, config, user, flag, decision, reasons, options)
         if not options.enabled_only or result.enabled:
             results[key] = result
@@ -518,6 +558,8 @@ async def _finish(
     reasons: list[str] | None,
     options: _Options,
 ) -> OptimizelyDecision:
+    if decision.error_reasons is not None:  # no prediction for a CMAB rule: the flag's error decision
+        return OptimizelyDecision.new_error_decision(flag.key, user, list(decision.error_reasons))
     variation = decision.variation
     experiment = decision.experiment
     enabled = variation is not None and bool(variation.feature_enabled)

@@ -1,10 +1,10 @@
-"""Pydantic models of the Optimizely datafile JSON (versions 2, 3 and 4).
+"""Typed shapes of the Optimizely datafile JSON (versions 2, 3 and 4), validated by pydantic.
 
-The models mirror the JSON keys (camelCase) so that a datafile validates straight from bytes with
-pydantic-core; unknown keys are ignored. They hold data only: every index and every derived value lives in
-:class:`~optimizely_async.config.project_config.ProjectConfig`.
+The shapes mirror the JSON keys (camelCase) so that a datafile validates straight from its text with
+pydantic-core into plain dicts and lists; unknown keys are ignored. They hold data only: every index and every
+derived value lives in :class:`~optimizely_async.config.project_config.ProjectConfig`.
 
-The models also refuse what the SDK could not use later (an error names the field): an unsupported
+The shapes also refuse what the SDK could not use later (an error names the field): an unsupported
 ``version``, and free-form values (condition trees, ``cmab``, the flags kept as the JSON gave them) nested
 deeper than :data:`~optimizely_async.config.depth.MAX_CONDITION_DEPTH`, so that no decision and no event
 payload ever recurses past what the SDK supports.
@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator
+from typing_extensions import NotRequired, TypedDict
 
 from .depth import MAX_CONDITION_DEPTH, too_deep
 
@@ -74,47 +75,48 @@ JsonValue = Annotated[Any, AfterValidator(_bounded)]
 ConditionTree = Annotated[Any, AfterValidator(_bounded_conditions)]
 
 
-class _Model(BaseModel):
-    # Schemas are built on first validation, not at import (import time is the application's start-up).
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+# The datafile is validated into plain dicts and lists (TypedDicts): pydantic-core builds them straight from the
+# JSON text in one call, with none of the per-instance cost of model objects. A key the JSON leaves out is left
+# out here too (``NotRequired``): readers apply the defaults with ``.get``.
 
 
-class Attribute(_Model):
+class Attribute(TypedDict):
     id: str
     key: str
 
 
-class Audience(_Model):
+class Audience(TypedDict):
     id: str
-    name: str = ""
+    name: NotRequired[str]
     #: A JSON string in ``audiences``; a JSON value in ``typedAudiences``.
     conditions: ConditionTree
 
 
-class Event(_Model):
+class Event(TypedDict):
     id: str
     key: str
-    experimentIds: list[str] = Field(default_factory=list)
+    experimentIds: NotRequired[list[str]]
 
 
-class VariableUsage(_Model):
+class VariableUsage(TypedDict):
     id: str
     value: str
 
 
-class Variation(_Model):
+class Variation(TypedDict):
     id: str
     key: str
-    featureEnabled: bool | None = False
-    variables: list[VariableUsage] = Field(default_factory=list)
+    #: Absent: false for decisions, not listed by the projection.
+    featureEnabled: NotRequired[bool | None]
+    variables: NotRequired[list[VariableUsage]]
 
 
-class TrafficAllocation(_Model):
+class TrafficAllocation(TypedDict):
     entityId: str
     endOfRange: int | None
 
 
-class Experiment(_Model):
+class Experiment(TypedDict):
     id: str
     key: str
     status: str
@@ -123,79 +125,79 @@ class Experiment(_Model):
     trafficAllocation: list[TrafficAllocation]
     audienceIds: list[str]
     forcedVariations: dict[str, str]
-    audienceConditions: JsonValue = None
-    type: str | None = None
-    cmab: dict[str, JsonValue] | None = None
+    audienceConditions: NotRequired[JsonValue]
+    type: NotRequired[str | None]
+    cmab: NotRequired[dict[str, JsonValue] | None]
 
 
-class Group(_Model):
+class Group(TypedDict):
     id: str
     policy: str
     experiments: list[Experiment]
     trafficAllocation: list[TrafficAllocation]
 
 
-class Variable(_Model):
+class Variable(TypedDict):
     id: str
     key: str
     type: str
     defaultValue: str
-    subType: str | None = None
+    subType: NotRequired[str | None]
 
 
-class FeatureFlag(_Model):
+class FeatureFlag(TypedDict):
     id: str
     key: str
-    experimentIds: list[str] = Field(default_factory=list)
-    rolloutId: str = ""
-    variables: list[Variable] = Field(default_factory=list)
+    experimentIds: NotRequired[list[str]]
+    rolloutId: NotRequired[str]
+    variables: NotRequired[list[Variable]]
 
 
-class Rollout(_Model):
+class Rollout(TypedDict):
     id: str
-    experiments: list[Experiment] = Field(default_factory=list)
+    experiments: NotRequired[list[Experiment]]
 
 
-class Integration(_Model):
+class Integration(TypedDict):
     key: str
-    host: str | None = None
-    publicKey: str | None = None
+    host: NotRequired[str | None]
+    publicKey: NotRequired[str | None]
 
 
-class Holdout(_Model):
+class Holdout(TypedDict):
     id: str
     key: str
     status: str
-    variations: list[Variation] = Field(default_factory=list)
-    trafficAllocation: list[TrafficAllocation] = Field(default_factory=list)
-    audienceIds: list[str] = Field(default_factory=list)
-    audienceConditions: JsonValue = None
-    includedRules: list[str] | None = None
-    excludeTargetedDeliveries: bool = False
+    variations: NotRequired[list[Variation]]
+    trafficAllocation: NotRequired[list[TrafficAllocation]]
+    audienceIds: NotRequired[list[str]]
+    audienceConditions: NotRequired[JsonValue]
+    includedRules: NotRequired[list[str] | None]
+    excludeTargetedDeliveries: NotRequired[bool]
 
 
-class Datafile(_Model):
+class Datafile(TypedDict):
     version: Annotated[str, AfterValidator(_supported_version)]
     accountId: str
     projectId: str
     revision: str
-    sdkKey: str | None = None
-    environmentKey: str | None = None
-    region: str | None = None
+    sdkKey: NotRequired[str | None]
+    environmentKey: NotRequired[str | None]
+    region: NotRequired[str | None]
     # Kept as the JSON gave them, as the official SDK does (its schema does not type them): anonymizeIP is sent
     # verbatim, sendFlagDecisions is read for its truthiness, and only a real boolean botFiltering adds the
     # bot-filtering attribute to events. Lax bools would turn "false" into False and 1 into True.
-    anonymizeIP: JsonValue = False
-    botFiltering: JsonValue = None
-    sendFlagDecisions: JsonValue = False
+    anonymizeIP: NotRequired[JsonValue]
+    botFiltering: NotRequired[JsonValue]
+    sendFlagDecisions: NotRequired[JsonValue]
     attributes: list[Attribute]
     audiences: list[Audience]
-    typedAudiences: list[Audience] = Field(default_factory=list)
+    typedAudiences: NotRequired[list[Audience]]
     events: list[Event]
     experiments: list[Experiment]
     groups: list[Group]
-    featureFlags: list[FeatureFlag] = Field(default_factory=list)
-    rollouts: list[Rollout] = Field(default_factory=list)
-    integrations: list[Integration] = Field(default_factory=list)
-    holdouts: list[Holdout] = Field(default_factory=list)
-    localHoldouts: list[Holdout] = Field(default_factory=list)
+    featureFlags: NotRequired[list[FeatureFlag]]
+    rollouts: NotRequired[list[Rollout]]
+    integrations: NotRequired[list[Integration]]
+    holdouts: NotRequired[list[Holdout]]
+    localHoldouts: NotRequired[list[Holdout]]

@@ -20,7 +20,7 @@ import json
 import re
 import time
 from collections.abc import Generator, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import pydantic
 import pydantic_core
@@ -38,7 +38,7 @@ Steps = Generator[None, None, T]
 STEP_BUDGET: Final = 0.0005
 
 #: Top-level arrays whose elements are decoded and validated one at a time.
-_SECTIONS: Final[Mapping[str, type[pydantic.BaseModel]]] = {
+_SECTIONS: Final[Mapping[str, Any]] = {
     "attributes": df.Attribute,
     "audiences": df.Audience,
     "typedAudiences": df.Audience,
@@ -61,9 +61,33 @@ def prepare() -> None:
     The first validation builds them anyway; a client that will only build configs in steps on the loop calls
     this at construction, so that no step of its first build spends tens of milliseconds on it.
     """
-    models: set[type[pydantic.BaseModel]] = {*_SECTIONS.values(), df.Datafile}
-    for model in models:
-        model.model_rebuild()
+    for shape in {*_SECTIONS.values(), df.Datafile}:
+        _adapter(shape)
+    _datafile_from_json()
+
+
+_ADAPTERS: dict[Any, pydantic.TypeAdapter[Any]] = {}
+
+
+def _adapter(shape: Any) -> pydantic.TypeAdapter[Any]:
+    """The validator of one datafile shape, built on first use (building them all at import costs start-up)."""
+    adapter = _ADAPTERS.get(shape)
+    if adapter is None:
+        adapter = _ADAPTERS[shape] = pydantic.TypeAdapter(shape)
+    return adapter
+
+
+_FROM_JSON: list[pydantic_core.SchemaValidator] = []
+
+
+def _datafile_from_json() -> pydantic_core.SchemaValidator:
+    """The validator of a whole datafile's text. It does not route the strings it reads through pydantic-core's
+    process-wide string cache: the cached strings would stay scattered among the freed dicts and keep their
+    memory from being reused, which costs several megabytes of resident memory per megabyte of datafile."""
+    if not _FROM_JSON:
+        schema = _adapter(df.Datafile).core_schema
+        _FROM_JSON.append(pydantic_core.SchemaValidator(schema, pydantic_core.CoreConfig(cache_strings=False)))
+    return _FROM_JSON[0]
 
 
 def sections() -> tuple[str, ...]:
@@ -136,13 +160,21 @@ def check_version(version: object) -> None:
 
 
 def validate_at_once(data: str | bytes) -> df.Datafile:
-    """The whole datafile in two C calls: a JSON parse, then one validation (the fast path where nothing else
-    waits).
+    """The whole datafile in one C call: pydantic-core parses the text and validates it into plain dicts and
+    lists as it goes (the fast path where nothing else waits).
 
-    The parse does not share its strings through pydantic-core's process-wide string cache: the cached strings
-    would stay scattered among the freed models and keep their memory from being reused, which costs several
-    megabytes of resident memory per megabyte of datafile.
+    A datafile that fails is read again, more slowly, to say exactly what is wrong (see :func:`_explain`).
     """
+    try:
+        result = cast(df.Datafile, _datafile_from_json().validate_json(data))
+    except pydantic.ValidationError:
+        return _explain(data)
+    check_version(result["version"])
+    return result
+
+
+def _explain(data: str | bytes) -> df.Datafile:
+    """Why ``data`` fails: a JSON parse, the object and version checks, then a validation that names the field."""
     try:
         top = pydantic_core.from_json(data, cache_strings=False)
     except ValueError:
@@ -155,11 +187,11 @@ def validate_at_once(data: str | bytes) -> df.Datafile:
     if "version" in top:
         check_version(top["version"])
     try:
-        result = df.Datafile.model_validate(top)
+        result = cast(df.Datafile, _adapter(df.Datafile).validate_python(top))
     except pydantic.ValidationError as exc:
         _raise(_problems(exc))
         raise  # not reached
-    check_version(result.version)
+    check_version(result["version"])
     return result
 
 
@@ -202,8 +234,8 @@ def _scan(text: str, problems: list[str]) -> Steps[dict[str, Any]]:
         if not isinstance(key, str):
             raise InvalidDatafileError(f"datafile is not valid JSON: object key expected at char {index}")
         index = _skip(text, _expect(text, _skip(text, index), ":"))
-        model = _SECTIONS.get(key)
-        if model is not None and text[index : index + 1] == "[":
+        shape = _SECTIONS.get(key)
+        if shape is not None and text[index : index + 1] == "[":
             items: list[Any] = []
             index = _skip(text, index + 1)
             if text[index : index + 1] == "]":
@@ -212,7 +244,7 @@ def _scan(text: str, problems: list[str]) -> Steps[dict[str, Any]]:
                 while True:
                     item, index = _decode(text, index, f"{key}[{len(items)}]")
                     try:
-                        items.append(model.model_validate(item))
+                        items.append(_adapter(shape).validate_python(item))
                     except pydantic.ValidationError as exc:
                         problems.extend(_problems(exc, f"{key}[{len(items)}]"))
                         items.append(None)
@@ -236,23 +268,22 @@ def _scan(text: str, problems: list[str]) -> Steps[dict[str, Any]]:
         return result
 
 
-def _valid_only(value: Any) -> Any:
-    return [x for x in value if x is not None] if isinstance(value, list) else value
-
-
 def validate_in_steps(data: str | bytes) -> Steps[df.Datafile]:
-    """The same :class:`Datafile` as :func:`validate_at_once`, one array element per step."""
+    """The same datafile as :func:`validate_at_once`, one array element per step."""
     problems: list[str] = []
     top = yield from _scan(_text(data), problems)
     if "version" in top:
         check_version(top["version"])
-    if problems:  # the elements that failed are left out, so that only top-level problems are added below
-        top = {k: _valid_only(v) if k in _SECTIONS else v for k, v in top.items()}
+    # The top level is validated with the arrays already validated element by element set aside (validating
+    # them again would be one long step); an array missing, or not an array, is still reported here.
+    done = {k: v for k, v in top.items() if k in _SECTIONS and isinstance(v, list)}
     try:
-        result = df.Datafile.model_validate(top)
+        result = cast(df.Datafile, _adapter(df.Datafile).validate_python({**top, **dict.fromkeys(done, ())}))
     except pydantic.ValidationError as exc:
         problems.extend(_problems(exc))
     if problems:
         _raise(problems)
-    check_version(result.version)
+    for key, items in done.items():
+        result[key] = items  # type: ignore[literal-required]
+    check_version(result["version"])
     return result

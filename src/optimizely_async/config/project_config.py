@@ -229,6 +229,10 @@ class ProjectConfig(_WeakReferenceable):
     #: and each audience's compiled conditions (keyed by audience id).
     matchers: dict[Any, Any] = field(default_factory=dict, repr=False)
     compiled_audiences: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: (host, publicKey) of the first ``integrations`` entry with key "odp"; None when there is none.
+    odp_integration: tuple[str | None, str | None] | None = None
+    #: Whether any experiment is a CMAB one (its decisions may need an awaited prediction).
+    has_cmab: bool = False
 
     def is_feature_experiment(self, experiment_id: str) -> bool:
         return experiment_id in self.experiment_flags
@@ -350,68 +354,71 @@ EMPTY_EXPERIMENT = ExperimentInfo(
 def _tuples(tree: Any) -> Any:
     """An audience tree with its lists made tuples (leaves, the condition dicts, are kept as they are)."""
     if type(tree) is list:
-        return tuple([_tuples(node) for node in tree])
+        return tuple([_tuples(node) if type(node) is list else node for node in tree])
     return tree
 
 
 def _allocation(items: list[df.TrafficAllocation]) -> tuple[tuple[str, int | None], ...]:
-    return tuple([(t.entityId, t.endOfRange) for t in items])
+    return tuple([(t["entityId"], t["endOfRange"]) for t in items])
 
 
 def _variation(v: df.Variation) -> VariationInfo:
-    listed = v.featureEnabled if "featureEnabled" in v.model_fields_set else None
-    return VariationInfo(v.id, v.key, v.featureEnabled, listed)
+    listed = v.get("featureEnabled")  # None when absent: the projection does not list it
+    return VariationInfo(v["id"], v["key"], v.get("featureEnabled", False), listed)
 
 
 def _experiment(e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None) -> ExperimentInfo:
-    variations = [_variation(v) for v in e.variations]
-    allocation = _allocation(e.trafficAllocation)
+    variations = [_variation(v) for v in e["variations"]]
+    allocation = _allocation(e["trafficAllocation"])
     if extra is not None:
         variations.append(extra)
         allocation = (*allocation, (extra.id, defaults.MAX_TRAFFIC_VALUE))
-    has_conditions = e.audienceConditions is not None
+    conditions = e.get("audienceConditions")
+    has_conditions = conditions is not None
     return ExperimentInfo(
-        id=e.id,
-        key=e.key,
-        status=e.status,
-        layer_id=e.layerId,
-        type=e.type,
+        id=e["id"],
+        key=e["key"],
+        status=e["status"],
+        layer_id=e["layerId"],
+        type=e.get("type"),
         variations_by_id={v.id: v for v in variations},
         allocation=allocation,
-        audience_tree=_tuples(e.audienceConditions if has_conditions else e.audienceIds),
-        forced_variations=dict(e.forcedVariations),
+        audience_tree=_tuples(conditions if has_conditions else e["audienceIds"]),
+        forced_variations=e["forcedVariations"],
         group=group,
-        cmab=e.cmab,
+        cmab=e.get("cmab"),
         has_conditions=has_conditions,
         fr_extra=extra is not None,
     )
 
 
 def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
-    variations = [_variation(v) for v in h.variations]
+    variations = [_variation(v) for v in h.get("variations", ())]
+    conditions = h.get("audienceConditions")
     return HoldoutInfo(
-        id=h.id,
-        key=h.key,
-        status=h.status,
+        id=h["id"],
+        key=h["key"],
+        status=h["status"],
         variations_by_id={v.id: v for v in variations},
-        allocation=_allocation(h.trafficAllocation),
-        audience_tree=_tuples(h.audienceConditions if h.audienceConditions is not None else h.audienceIds),
-        included_rules=tuple(h.includedRules or ()) if local else (),
-        exclude_targeted_deliveries=h.excludeTargetedDeliveries,
+        allocation=_allocation(h.get("trafficAllocation", [])),
+        audience_tree=_tuples(conditions if conditions is not None else h.get("audienceIds", [])),
+        included_rules=tuple(h.get("includedRules") or ()) if local else (),
+        exclude_targeted_deliveries=h.get("excludeTargetedDeliveries", False),
     )
 
 
 def _load_conditions(audience: df.Audience, *, typed: bool) -> Any:
+    conditions = audience["conditions"]
     if typed:
-        return _tuples(audience.conditions)
-    if not isinstance(audience.conditions, str):
+        return _tuples(conditions)
+    if not isinstance(conditions, str):
         raise InvalidDatafileError(
-            f"audiences[id={audience.id}].conditions: expected a JSON string, got {type(audience.conditions).__name__}"
+            f"audiences[id={audience['id']}].conditions: expected a JSON string, got {type(conditions).__name__}"
         )
     try:
-        return _tuples(json.loads(audience.conditions))
+        return _tuples(json.loads(conditions))
     except ValueError as exc:
-        raise InvalidDatafileError(f"audiences[id={audience.id}].conditions: invalid JSON ({exc})") from exc
+        raise InvalidDatafileError(f"audiences[id={audience['id']}].conditions: invalid JSON ({exc})") from exc
 
 
 def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> str | bytes:
@@ -464,9 +471,9 @@ def _index(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     try:
         return (yield from _build(d, raw))
     finally:
-        # Free the datafile's models a few at a time: dropping the whole tree at once is one long hold.
+        # Free the datafile's dicts a few at a time: dropping the whole tree at once is one long hold.
         for name in sections():
-            items: list[Any] = getattr(d, name)
+            items: list[Any] = d.get(name) or []  # type: ignore[assignment]
             while items:
                 del items[-8:]
                 yield
@@ -475,57 +482,61 @@ def _index(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
 def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     audiences: dict[str, Any] = {}
     listed_audiences: list[AudienceEntry] = []
-    typed_ids = {a.id for a in d.typedAudiences}
-    for a in d.typedAudiences:
-        audiences[a.id] = _load_conditions(a, typed=True)
-        listed_audiences.append((a.id, a.name, json.dumps(a.conditions)))
+    typed_audiences = d.get("typedAudiences", [])
+    typed_ids = {a["id"] for a in typed_audiences}
+    for a in typed_audiences:
+        audiences[a["id"]] = _load_conditions(a, typed=True)
+        listed_audiences.append((a["id"], a.get("name", ""), json.dumps(a["conditions"])))
         yield
-    for a in d.audiences:
-        if a.id not in typed_ids:
-            audiences[a.id] = _load_conditions(a, typed=False)
-            if a.id != "$opt_dummy_audience":
-                listed_audiences.append((a.id, a.name, a.conditions))
+    for a in d["audiences"]:
+        if a["id"] not in typed_ids:
+            audiences[a["id"]] = _load_conditions(a, typed=False)
+            if a["id"] != "$opt_dummy_audience":
+                listed_audiences.append((a["id"], a.get("name", ""), a["conditions"]))
         else:
             _load_conditions(a, typed=False)  # still checked, as every legacy audience is
         yield
 
-    groups = {g.id: GroupInfo(g.id, g.policy, _allocation(g.trafficAllocation)) for g in d.groups}
+    groups = {g["id"]: GroupInfo(g["id"], g["policy"], _allocation(g["trafficAllocation"])) for g in d["groups"]}
 
     # Rollout rules that belong to flags with a feature-rollout ("fr") experiment need the flag's
     # "everyone else" variation appended; find those first.
-    rollouts = {r.id: r for r in d.rollouts}
+    feature_flags = d.get("featureFlags", [])
+    rollouts = {r["id"]: r for r in d.get("rollouts", [])}
     fr_extra: dict[str, VariationInfo] = {}
-    for flag in d.featureFlags:
-        rollout = rollouts.get(flag.rolloutId) if flag.rolloutId else None
-        if rollout is None or not rollout.experiments or not rollout.experiments[-1].variations:
+    for flag in feature_flags:
+        rollout = rollouts.get(flag.get("rolloutId", "")) if flag.get("rolloutId") else None
+        last = rollout.get("experiments") if rollout is not None else None
+        if not last or not last[-1]["variations"]:
             continue
-        ev = rollout.experiments[-1].variations[0]
-        fr_extra_var = VariationInfo(ev.id, ev.key, bool(ev.featureEnabled), bool(ev.featureEnabled))
-        for exp_id in flag.experimentIds:
+        ev = last[-1]["variations"][0]
+        enabled = bool(ev.get("featureEnabled", False))
+        fr_extra_var = VariationInfo(ev["id"], ev["key"], enabled, enabled)
+        for exp_id in flag.get("experimentIds", ()):
             fr_extra[exp_id] = fr_extra_var
     yield
 
     # The same overwrite order as the official config: top-level experiments, rollout rules, group members.
     raw_experiments: dict[str, tuple[df.Experiment, GroupInfo | None]] = {}
-    for e in d.experiments:
-        raw_experiments[e.id] = (e, None)
-    for r in d.rollouts:
-        for e in r.experiments:
-            raw_experiments[e.id] = (e, None)
-    listed_experiment_ids = [e.id for e in d.experiments]
-    for g in d.groups:
-        for e in g.experiments:
-            raw_experiments[e.id] = (e, groups[g.id])
-            listed_experiment_ids.append(e.id)
+    for e in d["experiments"]:
+        raw_experiments[e["id"]] = (e, None)
+    for r in d.get("rollouts", []):
+        for e in r.get("experiments", ()):
+            raw_experiments[e["id"]] = (e, None)
+    listed_experiment_ids = [e["id"] for e in d["experiments"]]
+    for g in d["groups"]:
+        for e in g["experiments"]:
+            raw_experiments[e["id"]] = (e, groups[g["id"]])
+            listed_experiment_ids.append(e["id"])
     yield
 
     experiments_by_id: dict[str, ExperimentInfo] = {}
     variable_usages: dict[str, dict[str, str]] = {}
     for exp_id, (e, group) in raw_experiments.items():
-        extra = fr_extra.get(exp_id) if e.type == "fr" else None
+        extra = fr_extra.get(exp_id) if e.get("type") == "fr" else None
         experiments_by_id[exp_id] = _experiment(e, group, extra)
-        for v in e.variations:
-            variable_usages[v.id] = {u.id: u.value for u in v.variables}
+        for v in e["variations"]:
+            variable_usages[v["id"]] = {u["id"]: u["value"] for u in v.get("variables", ())}
         yield
     experiments_by_key = {e.key: e for e in experiments_by_id.values()}
     for exp_id, extra in fr_extra.items():
@@ -536,47 +547,52 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
 
     flags: dict[str, FlagInfo] = {}
     experiment_flags: dict[str, str] = {}
-    for flag in d.featureFlags:
+    for flag in feature_flags:
+        flag_key = flag["key"]
         variables: dict[str, VariableInfo] = {}
-        for var in flag.variables:
-            vtype = "json" if var.type == "string" and var.subType == "json" else var.type
-            variables[var.key] = VariableInfo(var.id, var.key, vtype, var.defaultValue)
+        for var in flag.get("variables", ()):
+            vtype = var["type"]
+            if vtype == "string" and var.get("subType") == "json":
+                vtype = "json"
+            variables[var["key"]] = VariableInfo(var["id"], var["key"], vtype, var["defaultValue"])
         rules: list[ExperimentInfo] = []
-        for exp_id in flag.experimentIds:
-            experiment_flags[exp_id] = flag.key
+        experiment_ids = flag.get("experimentIds", [])
+        for exp_id in experiment_ids:
+            experiment_flags[exp_id] = flag_key
             if exp_id not in experiments_by_id:
                 raise InvalidDatafileError(
-                    f'featureFlags[key={flag.key}].experimentIds: experiment "{exp_id}" is not in the datafile'
+                    f'featureFlags[key={flag_key}].experimentIds: experiment "{exp_id}" is not in the datafile'
                 )
             rules.append(experiments_by_id[exp_id])
         rollout_rules: tuple[ExperimentInfo, ...] = ()
-        if flag.rolloutId:
-            rollout = rollouts.get(flag.rolloutId)
+        rollout_id = flag.get("rolloutId", "")
+        if rollout_id:
+            rollout = rollouts.get(rollout_id)
             if rollout is None:
                 raise InvalidDatafileError(
-                    f'featureFlags[key={flag.key}].rolloutId: rollout "{flag.rolloutId}" is not in the datafile'
+                    f'featureFlags[key={flag_key}].rolloutId: rollout "{rollout_id}" is not in the datafile'
                 )
-            rollout_rules = tuple([experiments_by_id[e.id] for e in rollout.experiments])
+            rollout_rules = tuple([experiments_by_id[e["id"]] for e in rollout.get("experiments", ())])
             rules.extend(rollout_rules)
         by_id: dict[str, VariationInfo] = {}
         for rule in rules:
             for info in rule.variations_by_id.values():
                 by_id.setdefault(info.id, info)
-        flags[flag.key] = FlagInfo(
-            id=flag.id,
-            key=flag.key,
-            experiment_ids=tuple(flag.experimentIds),
-            rollout_id=flag.rolloutId,
+        flags[flag_key] = FlagInfo(
+            id=flag["id"],
+            key=flag_key,
+            experiment_ids=tuple(experiment_ids),
+            rollout_id=rollout_id,
             variables=variables,
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
         )
         yield
 
-    global_holdouts = tuple(h for h in (_holdout(x, local=False) for x in d.holdouts) if h.running)
+    global_holdouts = tuple(h for h in (_holdout(x, local=False) for x in d.get("holdouts", ())) if h.running)
     rule_holdouts: dict[str, list[HoldoutInfo]] = {}
-    for x in d.localHoldouts:
-        if x.includedRules is None:
+    for x in d.get("localHoldouts", ()):
+        if x.get("includedRules") is None:
             continue
         h = _holdout(x, local=True)
         if not h.running:
@@ -585,20 +601,20 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
             rule_holdouts.setdefault(rule_id, []).append(h)
     yield
 
-    region = (d.region or defaults.DEFAULT_REGION).upper()
-    events = tuple([EventInfo(e.id, e.key, tuple(e.experimentIds)) for e in d.events])
-    attributes = tuple([(a.id, a.key) for a in d.attributes])
+    region = (d.get("region") or defaults.DEFAULT_REGION).upper()
+    events = tuple([EventInfo(e["id"], e["key"], tuple(e.get("experimentIds", ()))) for e in d["events"]])
+    attributes = tuple([(a["id"], a["key"]) for a in d["attributes"]])
     return ProjectConfig(
         raw=raw,
-        revision=d.revision,
-        account_id=d.accountId,
-        project_id=d.projectId,
-        sdk_key=d.sdkKey,
-        environment_key=d.environmentKey,
+        revision=d["revision"],
+        account_id=d["accountId"],
+        project_id=d["projectId"],
+        sdk_key=d.get("sdkKey"),
+        environment_key=d.get("environmentKey"),
         region=region,
-        anonymize_ip=d.anonymizeIP,
-        bot_filtering=d.botFiltering,
-        send_flag_decisions=bool(d.sendFlagDecisions),
+        anonymize_ip=d.get("anonymizeIP", False),
+        bot_filtering=d.get("botFiltering"),
+        send_flag_decisions=bool(d.get("sendFlagDecisions", False)),
         event_endpoint=defaults.EVENT_ENDPOINTS.get(region, defaults.EVENT_ENDPOINTS[defaults.DEFAULT_REGION]),
         experiments_by_id=experiments_by_id,
         experiments_by_key=experiments_by_key,
@@ -615,4 +631,6 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
         listed_attributes=attributes,
         listed_events=events,
         listed_audiences=tuple(listed_audiences),
+        odp_integration=next(((i.host, i.publicKey) for i in d.integrations if i.key == "odp"), None),
+        has_cmab=any(e.cmab for e in experiments_by_id.values()),
     )

@@ -19,14 +19,13 @@ Trees nested deeper than :data:`MAX_CONDITION_DEPTH` are refused when the datafi
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from .._logging import sdk_logger
 from ..config.depth import MAX_CONDITION_DEPTH, too_deep
-from .conditions import evaluate_leaf
+from .conditions import compile_leaf
 
 __all__ = ["MAX_CONDITION_DEPTH", "Matcher", "compile_audience_check", "compile_tree", "too_deep"]
 
@@ -119,7 +118,7 @@ def compile_tree(tree: Any, leaf: LeafFactory) -> Node:
 
 def _condition_leaf(node: Any) -> Node:
     if isinstance(node, Mapping):
-        return functools.partial(evaluate_leaf, node)
+        return compile_leaf(node)
     return _unknown
 
 

@@ -12,7 +12,9 @@ The rules follow the official SDK exactly:
 * numbers must be finite and within ``[-2^53, 2^53]``; ``bool`` is never a number; ``int`` and ``float``
   count as the same type;
 * apart from ``exists`` and ``qualified``, a missing or null attribute is UNKNOWN;
-* ``qualified`` (ODP segments) is always ``False`` here, because this SDK fetches no segments.
+* ``qualified`` (ODP segments) is true when the segment is among the user's qualified segments, which the
+  async shell hands over on the attributes mapping (``qualified_segments``; see ``odp/user.py``): a plain
+  mapping qualifies for nothing.
 
 One deliberate difference: where the official semantic-version comparison raises ``ValueError`` (for
 example target ``1.2.3-beta`` against user ``1.2.3-4``), this module answers ``None`` instead.
@@ -186,12 +188,13 @@ def _substring(leaf: Mapping[str, Any], user_value: Any) -> bool | None:
     return expected in user_value
 
 
-def _qualified(leaf: Mapping[str, Any], user_value: Any) -> bool | None:
-    # ODP segments are not supported: a user never qualifies for one.
-    if not isinstance(leaf.get("value"), str):
+def _qualified(leaf: Mapping[str, Any], segments: Any) -> bool | None:
+    # ``segments``: the user's qualified ODP segments (None before any fetch: qualified for nothing).
+    value = leaf.get("value")
+    if not isinstance(value, str):
         _warn(_UNKNOWN_VALUE, leaf)
         return None
-    return False
+    return segments is not None and value in segments
 
 
 # --------------------------------------------------------------------------------------------- semver
@@ -340,6 +343,8 @@ def evaluate_leaf(leaf: Mapping[str, Any], attributes: Mapping[str, Any]) -> boo
         _warn(_UNKNOWN_MATCH, leaf)
         return None
     matcher, needs_value = entry
+    if matcher is _qualified:
+        return _qualified(leaf, getattr(attributes, "qualified_segments", None))
     name: Any = leaf.get("name")
     try:
         user_value = attributes.get(name, _MISSING)
@@ -351,3 +356,90 @@ def evaluate_leaf(leaf: Mapping[str, Any], attributes: Mapping[str, Any]) -> boo
             logger.debug(template.format(_describe(leaf), name))
         return None
     return matcher(leaf, user_value)
+
+
+# --------------------------------------------------------------------------------------------- compiled leaves
+_NUMERIC: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+
+Leaf = Callable[[Mapping[str, Any]], "bool | None"]
+#: Kinds of user value whose answer is UNKNOWN (None) for an exact match on a value of another of these kinds,
+#: and for a numeric comparison when not a number (``_MISSING``'s type stands for a missing attribute).
+_PLAIN: Final = frozenset({str, bool, int, float, list, dict, tuple, type(None), type(_MISSING)})
+_NOT_NUMBERS: Final = frozenset({str, bool, list, dict, tuple, type(None), type(_MISSING)})
+
+
+def _quiet_level(user_value: Any) -> int:
+    """The level of evaluate_leaf's message about an UNKNOWN answer: DEBUG for a missing or null attribute,
+    WARNING for a value of the wrong kind."""
+    return _DEBUG if user_value is None or user_value is _MISSING else _WARNING
+
+
+def compile_leaf(leaf: Mapping[str, Any]) -> Leaf:
+    """A function ``attributes -> True | False | None`` equal to ``evaluate_leaf(leaf, attributes)``.
+
+    The common conditions (an exact match on a string or bool, ``exists``, a numeric comparison with a finite
+    number) get a function that reads the attribute and answers straight away when the user's value is of the
+    expected kind; any other value, and every other condition, goes through :func:`evaluate_leaf`, so results
+    and messages are the same on both paths.
+    """
+
+    def general(attributes: Mapping[str, Any]) -> bool | None:
+        return evaluate_leaf(leaf, attributes)
+
+    name = leaf.get("name")
+    match = leaf.get("match")
+    if match is None:
+        match = "exact"
+    if leaf.get("type") not in _CONDITION_TYPES or type(name) is not str or type(match) is not str:
+        return general
+    expected = leaf.get("value")
+    kind = type(expected)
+    if match == "exact" and (kind is str or kind is bool):
+
+        def exact(attributes: Mapping[str, Any]) -> bool | None:
+            try:
+                user_value = attributes.get(name, _MISSING)
+            except TypeError:
+                return general(attributes)
+            user_kind = type(user_value)
+            if user_kind is kind:
+                return bool(expected == user_value)
+            if user_kind in _PLAIN and not logger.isEnabledFor(_quiet_level(user_value)):
+                # What evaluate_leaf answers for a missing, null or other-kind value, when the message it would
+                # write is not wanted.
+                return None
+            return general(attributes)
+
+        return exact
+    if match == "exists":
+
+        def exists(attributes: Mapping[str, Any]) -> bool | None:
+            try:
+                user_value = attributes.get(name, _MISSING)
+            except TypeError:
+                return general(attributes)
+            return user_value is not None and user_value is not _MISSING
+
+        return exists
+    compare = _NUMERIC.get(match)
+    if compare is not None and (kind is int or kind is float) and _is_finite(expected):
+
+        def numeric(attributes: Mapping[str, Any]) -> bool | None:
+            try:
+                user_value = attributes.get(name, _MISSING)
+            except TypeError:
+                return general(attributes)
+            user_kind = type(user_value)
+            if (user_kind is int or user_kind is float) and _is_finite(user_value):
+                return bool(compare(user_value, expected))
+            if user_kind in _NOT_NUMBERS and not logger.isEnabledFor(_quiet_level(user_value)):
+                return None  # as for exact: evaluate_leaf's answer for a missing, null or non-number value
+            return general(attributes)
+
+        return numeric
+    return general

@@ -20,16 +20,21 @@ from .compiled import Matcher, compile_audience_check
 from .user_profile import UserProfileTracker
 
 __all__ = [
+    "CMAB_FAILED",
     "EXPERIMENT",
     "FEATURE_TEST",
     "HOLDOUT",
     "ROLLOUT",
+    "CmabPending",
+    "CmabState",
     "Decision",
     "ForcedDecisions",
     "ForcedVariations",
     "bucket",
     "decide_experiment",
     "decide_flag",
+    "experiment_decision",
+    "finish_cmab",
     "forced_decision_variation",
     "matcher_for",
 ]
@@ -56,6 +61,22 @@ ForcedDecisions = Mapping[tuple[str, "str | None"], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
+class CmabState:
+    """The CMAB side of a :class:`Decision` (kept apart so that every other decision stays four fields)."""
+
+    #: ``experiment`` is a CMAB rule the user is in and its prediction is still to be fetched: the async shell
+    #: fetches it and resumes with ``decide_flag(..., resume=this decision)``.
+    pending: bool = False
+    #: The prediction's id, for a variation a CMAB prediction chose (it goes into the impression).
+    cmab_uuid: str | None = None
+    #: Set when the prediction could not be had: the flag's error decision carries these reasons.
+    error_reasons: tuple[str, ...] | None = None
+
+
+_PENDING: Final = CmabState(pending=True)
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What a flag decision found. ``experiment`` is the rule (or holdout) that decided."""
 
@@ -64,6 +85,36 @@ class Decision:
     source: str
     #: A global holdout hit that excludes targeted deliveries: decide sends its impression too.
     holdout: Decision | None = None
+    #: Set for CMAB rules only (see :class:`CmabState`).
+    cmab: CmabState | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Stopped at a CMAB rule whose prediction is still to be fetched."""
+        cmab = self.cmab
+        return cmab is not None and cmab.pending
+
+    @property
+    def cmab_uuid(self) -> str | None:
+        cmab = self.cmab
+        return cmab.cmab_uuid if cmab is not None else None
+
+    @property
+    def error_reasons(self) -> tuple[str, ...] | None:
+        """The reasons of the flag's error decision, when a CMAB prediction could not be had; else None."""
+        cmab = self.cmab
+        return cmab.error_reasons if cmab is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class CmabPending:
+    """``decide_experiment``'s answer for a user inside a CMAB rule's traffic: a prediction is needed."""
+
+    experiment: ExperimentInfo
+
+
+#: The reason the official SDK gives when a CMAB prediction cannot be had.
+CMAB_FAILED: Final = "Failed to fetch CMAB data for experiment {}."
 
 
 NO_ROLLOUT_DECISION: Final = Decision(None, None, ROLLOUT)
@@ -206,8 +257,27 @@ def decide_experiment(
     tracker: UserProfileTracker | None,
     reasons: list[str] | None = None,
 ) -> VariationInfo | None:
+    """:func:`experiment_decision` for callers that cannot fetch a CMAB prediction: a user inside a CMAB
+    experiment's traffic gets None here."""
+    variation = experiment_decision(config, experiment, user_id, attributes, forced, tracker, reasons)
+    return None if isinstance(variation, CmabPending) else variation
+
+
+def experiment_decision(
+    config: ProjectConfig,
+    experiment: ExperimentInfo,
+    user_id: str,
+    attributes: Mapping[str, Any],
+    forced: ForcedVariations,
+    tracker: UserProfileTracker | None,
+    reasons: list[str] | None = None,
+) -> VariationInfo | CmabPending | None:
     """The official experiment order: running, forced variation, whitelist, stored profile, audiences,
-    bucketing. A fresh bucketing is recorded in ``tracker``."""
+    bucketing. A fresh bucketing is recorded in ``tracker``.
+
+    For a CMAB experiment the bucketing only says whether the user is in its traffic; when they are, the answer
+    is :class:`CmabPending` and the caller finishes with :func:`finish_cmab` once it has the prediction.
+    """
     if experiment.status != "Running":
         if _wants(reasons, _INFO):
             _emit(reasons, _INFO, f'Experiment "{experiment.key}" is not running.')
@@ -250,8 +320,11 @@ def decide_experiment(
             )
         return None
     bucketing_id = bucketing_id_for(user_id, attributes, reasons)
-    if experiment.cmab is not None:
-        _cmab_unsupported(experiment, user_id, bucketing_id, reasons)
+    if experiment.cmab:
+        if _in_cmab_traffic(experiment, user_id, bucketing_id, reasons):
+            return CmabPending(experiment)
+        if _wants(reasons, _INFO):
+            _emit(reasons, _INFO, f'User "{user_id}" is in no variation.')
         return None
     variation = bucket(experiment, user_id, bucketing_id, reasons)
     if variation is not None:
@@ -269,21 +342,63 @@ def decide_experiment(
     return None
 
 
-def _cmab_unsupported(experiment: ExperimentInfo, user_id: str, bucketing_id: str, reasons: list[str] | None) -> None:
-    # Contextual bandits need a prediction service this SDK does not call: users in the CMAB traffic get no
-    # variation, as the official SDK gives when its prediction request fails.
-    cmab = experiment.cmab or {}
-    end = cmab.get("trafficAllocation")
-    _, entity = find_bucket(bucketing_id, experiment.id, [("$", end if isinstance(end, int) else None)])
-    if not entity:
+def _in_cmab_traffic(experiment: ExperimentInfo, user_id: str, bucketing_id: str, reasons: list[str] | None) -> bool:
+    """The official CMAB allocation: the group first, then one range up to ``cmab.trafficAllocation`` (the
+    experiment's own ``trafficAllocation`` plays no part). Unlike :func:`bucket`, a group miss adds no
+    "empty traffic range" line, as in the official SDK; every miss ends with the CMAB traffic line."""
+    if _cmab_bucket(experiment, user_id, bucketing_id, reasons):
+        return True
+    if _wants(reasons, _INFO):
+        _emit(
+            reasons,
+            _INFO,
+            f'User "{user_id}" not in CMAB experiment "{experiment.key}" due to traffic allocation.',
+        )
+    return False
+
+
+def _cmab_bucket(experiment: ExperimentInfo, user_id: str, bucketing_id: str, reasons: list[str] | None) -> bool:
+    group = experiment.group
+    if group is not None and group.policy == "random":
+        _, chosen = find_bucket(bucketing_id, group.id, group.allocation)
+        if not chosen:
+            if _wants(reasons, _INFO):
+                _emit(reasons, _INFO, f'User "{user_id}" is in no experiment.')
+            return False
+        if chosen != experiment.id:
+            if _wants(reasons, _INFO):
+                _emit(reasons, _INFO, f'User "{user_id}" is not in experiment "{experiment.key}" of group {group.id}.')
+            return False
         if _wants(reasons, _INFO):
-            _emit(
-                reasons,
-                _INFO,
-                f'User "{user_id}" not in CMAB experiment "{experiment.key}" due to traffic allocation.',
-            )
-        return
-    _emit(reasons, _ERROR, f"Failed to fetch CMAB data for experiment {experiment.key}.")
+            _emit(reasons, _INFO, f'User "{user_id}" is in experiment {experiment.key} of group {group.id}.')
+    end = experiment.cmab.get("trafficAllocation") if experiment.cmab else None
+    value, entity = find_bucket(bucketing_id, experiment.id, (("$", end if isinstance(end, int) else None),))
+    if _log.isEnabledFor(_DEBUG):
+        _log.debug('Assigned bucket %s to user with bucketing ID "%s".', value, bucketing_id)
+    return bool(entity)
+
+
+def finish_cmab(
+    experiment: ExperimentInfo, variation_id: str, user_id: str, reasons: list[str] | None
+) -> VariationInfo | None:
+    """The variation a CMAB prediction named, with the official messages. A prediction naming a variation the
+    experiment does not have gives no variation (the flag goes on to its next rule), as in the official SDK.
+    CMAB results are never recorded in the user profile."""
+    if _log.isEnabledFor(_DEBUG):
+        _log.debug(
+            'Skipping user profile service for CMAB experiment "%s". CMAB decisions are dynamic and not stored '
+            "for sticky bucketing.",
+            experiment.key,
+        )
+    variation = experiment.variations_by_id.get(variation_id)
+    if variation is None:
+        _log.error('Variation ID "%s" is not in datafile.', variation_id)
+        if _wants(reasons, _INFO):
+            _emit(reasons, _INFO, f'User "{user_id}" is in no variation.')
+        return None
+    if _wants(reasons, _INFO):
+        _emit(reasons, _INFO, f'User "{user_id}" is in variation "{variation.key}" of experiment {experiment.key}.')
+    return variation
 
 
 def _holdout_variation(
@@ -362,11 +477,21 @@ def decide_flag(
     tracker: UserProfileTracker | None,
     reasons: list[str] | None = None,
     forced_decisions: ForcedDecisions | None = None,
+    resume: Decision | None = None,
 ) -> Decision:
     """Global holdouts, then the flag's feature tests, then its rollout (the flag-level forced decision is
-    the caller's, as it is checked before holdouts only by ``decide``)."""
+    the caller's, as it is checked before holdouts only by ``decide``).
+
+    A CMAB rule the user is in stops the walk with a ``pending`` decision naming it. When its prediction gave
+    no variation, ``resume=`` that decision goes on with the rules after it.
+    """
     holdout_hit: Decision | None = None
-    for holdout in config.global_holdouts:
+    experiment_ids = flag.experiment_ids
+    if resume is not None:
+        holdout_hit = resume.holdout
+        if resume.experiment is not None:
+            experiment_ids = experiment_ids[experiment_ids.index(resume.experiment.id) + 1 :]
+    for holdout in config.global_holdouts if resume is None else ():
         variation = _holdout_variation(config, holdout, user_id, attributes, reasons)
         if variation is None:
             continue
@@ -388,7 +513,7 @@ def decide_flag(
         break
 
     experiments = config.experiments_by_id
-    for experiment_id in flag.experiment_ids:
+    for experiment_id in experiment_ids:
         experiment = experiments[experiment_id]
         if holdout_hit is not None and experiment.type != "td":
             continue
@@ -409,9 +534,11 @@ def decide_flag(
                             f"for experiment rule '{experiment.key}'.",
                         )
                     return Decision(holdout, variation, HOLDOUT)
-        variation = decide_experiment(config, experiment, user_id, attributes, forced, tracker, reasons)
-        if variation is not None:
-            return Decision(experiment, variation, FEATURE_TEST, holdout_hit)
+        outcome = experiment_decision(config, experiment, user_id, attributes, forced, tracker, reasons)
+        if outcome is not None:
+            if isinstance(outcome, CmabPending):
+                return Decision(experiment, None, FEATURE_TEST, holdout_hit, _PENDING)
+            return Decision(experiment, outcome, FEATURE_TEST, holdout_hit)
 
     if holdout_hit is not None and _wants(reasons, _INFO) and holdout_hit.experiment is not None:
         _emit(

@@ -14,14 +14,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import defaults
 from .._logging import logger
 from .._version import __version__
 from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from .._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # imported at the first request: import optimizely_async does not pay for it
 
 __all__ = [
     "DispatchResult",
