@@ -249,3 +249,15 @@ def test_ctrl_c_drains_the_queue_before_the_process_ends(backend: str) -> None:
             process.wait()
     assert out.split() == ["sent", "1"], err
     assert "KeyboardInterrupt" in err and "ExceptionGroup" not in err
+
+
+async def test_close_with_an_integer_beyond_a_float_drains_and_the_block_ends() -> None:
+    # 10**4000 has no float value: close() once raised OverflowError from inside itself, leaving the background
+    # work running, so leaving the block hung for ever. Now the timeout is logged and replaced.
+    async with serve_sink() as sink:
+        client = AsyncOptimizely(datafile=datafile(), event_endpoint=sink.url)
+        with anyio.fail_after(20):
+            async with client:
+                await client.track("buy", "u1")
+                report = await client.close(timeout=10**4000)
+    assert report.delivered == 1 and report.queued == 0

@@ -457,7 +457,13 @@ class AsyncOptimizely(DecisionMethods):
                 with anyio.CancelScope(shield=True):
                     if self._starting is not None:  # let a start() in progress finish first
                         await self._starting.wait()
-                    self._report = await self._close(timeout)
+                    try:
+                        self._report = await self._close(timeout)
+                    except Exception:  # not expected; the background work must still end with the client
+                        _log.exception("Unexpected error while closing the client.")
+                        self._state = _State.CLOSED
+                        await self._stop_runner()
+                        self._report = self._report_now()
             finally:
                 closing.set()
         else:  # another task is closing the client: share its report
@@ -466,13 +472,9 @@ class AsyncOptimizely(DecisionMethods):
         return self._report if self._report is not None else self._report_now()
 
     async def _close(self, timeout: object) -> DeliveryReport:
-        budget = self._close_timeout
-        if timeout is not None:
-            # Exact types: a subclass could lie in its comparisons (NaN and negatives fail the test too).
-            if isinstance(timeout, (int, float)) and type(timeout) in (int, float) and timeout >= 0:
-                budget = float(timeout)
-            else:
-                _log.error("close(timeout=...) needs a number of seconds >= 0; using %g s.", budget)
+        # Any value: None means close_timeout; a subclass is read without its methods; NaN, negatives and
+        # integers beyond a float's range are logged and replaced by close_timeout.
+        budget = seconds("timeout", timeout, self._close_timeout)
         deadline = anyio.current_time() + budget
         self._state = _State.CLOSED
         watch_forks(self, False)

@@ -631,6 +631,8 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
         listed_attributes=attributes,
         listed_events=events,
         listed_audiences=tuple(listed_audiences),
-        odp_integration=next(((i.host, i.publicKey) for i in d.integrations if i.key == "odp"), None),
+        odp_integration=next(
+            ((i.get("host"), i.get("publicKey")) for i in d.get("integrations") or () if i.get("key") == "odp"), None
+        ),
         has_cmab=any(e.cmab for e in experiments_by_id.values()),
     )
