@@ -116,7 +116,9 @@ async def test_invalid_close_timeouts_are_logged_and_replaced(caplog: pytest.Log
         async with client:
             report = await client.close(timeout=timeout)  # type: ignore[arg-type]
         assert report.submitted == 0
-    assert sum("close(timeout=...)" in r.getMessage() for r in caplog.records) == 4
+    # A float subclass is read as the plain float it holds (its lying methods never run); the other three are
+    # logged and replaced by close_timeout.
+    assert sum('Provided "timeout" is in an invalid format' in r.getMessage() for r in caplog.records) == 3
 
 
 async def test_start_with_a_plain_trio_nursery(anyio_backend: str) -> None:
