@@ -192,7 +192,8 @@ class OdpEventQueue:
             with anyio.move_on_after(max(0.0, timeout)):
                 await self._done.wait()
             if not self._done.is_set():
-                _log.warning("The ODP event queue did not drain within %s s; dropping the rest.", timeout)
+                if self._buffer or self._current:  # nothing to say when nothing was left to send
+                    _log.warning("The ODP event queue did not drain within %s s; dropping the rest.", timeout)
                 self._abandon("close_timeout")
                 if self._scope is not None:
                     self._scope.cancel()
