@@ -10,10 +10,14 @@ from typing import Any
 import anyio
 import pytest
 
+from _cmab_odp_server import Reply as StandInReply
+from _cmab_odp_server import serve_stand_in
+from _cmab_support import FLAG as CMAB_FLAG
+from _cmab_support import small_datafile
 from _datafile_server import DatafileServer, Status
 from _sink_server import Reply, serve_sink
 from differential import make_official
-from optimizely_async import AsyncOptimizely
+from optimizely_async import AsyncOptimizely, NotificationType
 from optimizely_async.errors import ConfigurationError
 from optimizely_async.testing import DatafileBuilder
 
@@ -223,3 +227,66 @@ async def test_two_clients_two_loggers_background_work_included(root_at_info: Re
     for target in (first_logger, adapter_base):
         for handler in list(target.handlers):
             target.removeHandler(handler)
+
+
+async def test_all_background_work_logs_to_the_clients_logger(root_at_info: Records) -> None:
+    """Every part of the work ``async with client`` starts logs to ``logger=``, on asyncio and trio: the event
+    queue (a sink answering 500), the ODP event queue (its endpoint answering 500), the datafile poller (polls
+    answering 500) and the async listener queue (a listener that raises); so do the CMAB and ODP requests made
+    for decide() and fetch_qualified_segments(). Nothing reaches the library logger. (The background tasks get
+    the logger from the one place that starts them; this fails if any of them lost it.)"""
+    target, records = own_logger("app.background")
+
+    async def failing_listener(*args: Any) -> None:
+        raise RuntimeError("this listener fails")
+
+    with serve_stand_in() as stand_in, DatafileServer() as datafiles:
+        stand_in.events = lambda body, attempt: StandInReply(500)
+        stand_in.predict = lambda rule_id, body, attempt: StandInReply(500)
+        stand_in.graphql = lambda body: StandInReply(500)
+        datafiles.set_datafile(small_datafile(host=stand_in.url))
+        async with serve_sink() as sink:
+            sink.script(*[Reply(500)] * 20)
+            client = AsyncOptimizely(
+                sdk_key="background-logs",
+                datafile_url_template=f"http://127.0.0.1:{datafiles.port}/datafiles/{{sdk_key}}.json",
+                update_interval=0.05,
+                event_endpoint=sink.url,
+                batch_size=1,
+                close_timeout=0.3,
+                cmab_prediction_endpoint=stand_in.url + "/predict/{}",
+                cmab_request_timeout=0.5,
+                odp_segment_request_timeout=0.5,
+                odp_event_flush_interval=0,
+                logger=target,
+            )
+            client.notification_center.add_notification_listener(NotificationType.TRACK, failing_listener)
+            async with client:
+                assert await client.wait_until_ready(5)
+                datafiles.enqueue(*[Status(500)] * 3)
+                await client.track("purchase", "u1")
+                await client.send_odp_event("login", {"fs_user_id": "u1"})
+                user = client.create_user_context("u1", {"age": 30, "plan": "pro"})
+                assert user is not None
+                await user.decide(CMAB_FLAG)
+                assert await user.fetch_qualified_segments() is False
+                expected = (
+                    "Event request failed",  # the event queue
+                    "ODP event send failed",  # the ODP event queue
+                    "Unknown problem when sending",  # the async listener queue
+                    "CMAB decision fetch failed",  # decide()
+                    "Audience segments fetch failed",  # fetch_qualified_segments()
+                )
+                with anyio.fail_after(10):
+                    while not all(
+                        any(line.startswith(start) for line in records.lines("app", 0)) for start in expected
+                    ):
+                        await anyio.sleep(0.02)
+                    while datafiles.pending:  # the polls fail too
+                        await anyio.sleep(0.02)
+                    await anyio.sleep(0.1)
+    polls = [line for line in records.lines("app", logging.WARNING) if "/datafiles/" in line]
+    assert any("HTTP 500" in line for line in polls), polls  # the datafile poller
+    assert not [r.getMessage() for r in root_at_info.records if r.name.startswith("optimizely_async")]
+    for handler in list(target.handlers):
+        target.removeHandler(handler)

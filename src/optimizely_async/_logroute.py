@@ -3,7 +3,8 @@
 The SDK's modules log through :class:`~optimizely_async._logging.SdkLogger` objects, which look up the context
 variable :data:`~optimizely_async._logging.client_logger`. A client given ``logger=`` sets that variable for
 the duration of each of its public methods (and of its user contexts' and notification center's), and for its
-background tasks (event queue, dispatcher, datafile poller), which keep it for their whole life. The client's
+background tasks (event queue, dispatcher, datafile poller, ODP queue, async listeners), which keep it for their
+whole life: they are all started by one method, marked :func:`starts_background_work`. The client's
 and its notification center's methods are wrapped on the instance (once, at construction); its user contexts
 get a subclass whose methods do the same (made once per class; a user context only switches class). A client
 without ``logger=`` runs the plain methods, unchanged.
@@ -20,14 +21,15 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._logging import AnyLogger, client_logger, enable_routing, protect_logger
 
-__all__ = ["logs_to_its_logger", "route_client_logs"]
+__all__ = ["logs_to_its_logger", "route_client_logs", "starts_background_work"]
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: Per class: the names of its public methods (computed once per class).
 _PUBLIC: dict[type, tuple[str, ...]] = {}
@@ -120,10 +122,8 @@ def route_client_logs(client: Any, logger: AnyLogger) -> None:
     protect_logger(logger)
     _route(client, logger, tuple(name for name in _public_methods(type(client)) if name != "create_user_context"))
     _route(client.notification_center, logger, _public_methods(type(client.notification_center)))
-    # Background work: _run hosts the event queue, the poller and the async listeners (their tasks inherit the
-    # logger); the queue's run() holds the flush loop and every request it sends.
-    _route(client._queue, logger, ("run",))
-    _route(client, logger, tuple(name for name in ("_run", "_run_source", "_replay_pending") if hasattr(client, name)))
+    # Background work: read by @starts_background_work, around the one method that launches it.
+    client._log_to = logger
 
     create = client.create_user_context
 
@@ -141,6 +141,27 @@ def route_client_logs(client: Any, logger: AnyLogger) -> None:
 
     create_user_context.__wrapped__ = create  # type: ignore[attr-defined]
     client.create_user_context = create_user_context
+
+
+def starts_background_work(start: Callable[..., Awaitable[_R]]) -> Callable[..., Awaitable[_R]]:
+    """For the one method of the client that launches its background work (``AsyncOptimizely._start``, which
+    both ``async with client`` and ``start()`` go through): with ``logger=``, ``client_logger`` is set while it
+    runs, so every task it starts (event queue, ODP queue, poller, async listeners, and whatever they start in
+    turn) copies the logger with its context and keeps it for its whole life. No list of method names: a
+    background task added or renamed later is routed because of where it is started, not what it is called."""
+
+    @functools.wraps(start)
+    async def start_with_logger(self: Any, *args: Any, **kwargs: Any) -> _R:
+        logger: AnyLogger | None = getattr(self, "_log_to", None)
+        if logger is None:
+            return await start(self, *args, **kwargs)
+        token = client_logger.set(logger)
+        try:
+            return await start(self, *args, **kwargs)
+        finally:
+            client_logger.reset(token)
+
+    return start_with_logger
 
 
 def logs_to_its_logger(init: Callable[..., None]) -> Callable[..., None]:

@@ -27,7 +27,7 @@ from ._decisions import DecisionMethods
 from ._lazy_http import LazyHttpClient
 from ._lifecycle import FORKED_MESSAGE, spawn_runner, watch_forks
 from ._logging import sdk_logger
-from ._logroute import logs_to_its_logger
+from ._logroute import logs_to_its_logger, starts_background_work
 from ._validation import (
     NOT_READY,
     attributes_ok,
@@ -397,6 +397,7 @@ class AsyncOptimizely(DecisionMethods):
         if self._state is _State.FORKED:
             raise ClientStateError(self._forked_message())
 
+    @starts_background_work
     async def _start(self, launch: Callable[[], Awaitable[Any]]) -> None:
         """Launch :meth:`_run` (``launch`` returns once it has started or ended), then replay track() calls held
         until a datafile was there."""

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, fields
 
 from ._listener_queue import ListenerStats
 from .config.sources import PollingStats
-from .events.queue import DeliveryReport, QueueStats
+from .events.queue import QueueStats
 from .odp.events import OdpEventStats
 
-__all__ = ["ClientStats", "ListenerStats", "PollingStats", "report_of"]
+__all__ = ["ClientStats", "ListenerStats", "PollingStats"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,3 @@ class ClientStats(QueueStats):
     def events(self) -> QueueStats:
         """The event counters alone, as a ``QueueStats``."""
         return QueueStats(**{f.name: getattr(self, f.name) for f in fields(QueueStats)})
-
-
-def report_of(stats: QueueStats) -> DeliveryReport:
-    """A ``DeliveryReport`` with the event counters of ``stats`` (a ``QueueStats`` or a
-    ``ClientStats``: the fields a report does not have are left out)."""
-    names = {f.name for f in fields(DeliveryReport)}
-    return DeliveryReport(**{name: value for name, value in vars(stats).items() if name in names})

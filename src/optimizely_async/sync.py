@@ -21,8 +21,8 @@ from . import defaults
 from ._logging import sdk_logger
 from ._validation import NOT_READY
 from .errors import ConfigurationError
-from .events.queue import DeliveryReport, QueueStats
-from .stats import report_of
+from .events.queue import DeliveryReport
+from .stats import ClientStats
 from .sync_context import SyncNotificationCenter, SyncUserContext
 from .sync_fork import abandon, ensure_exit_hooks, watch
 from .sync_inline import drive
@@ -161,9 +161,10 @@ class SyncOptimizely:
             pass
         return client.config is not None
 
-    def stats(self) -> QueueStats:
-        """Event counters: queued (including events not yet moved to the queue), in flight, delivered,
-        retries and drops by reason."""
+    def stats(self) -> ClientStats:
+        """The client's health, as ``AsyncOptimizely.stats()``: the event counters (queued, including events
+        not yet moved to the queue, in flight, delivered, retries and drops by reason), the lifecycle state,
+        the revision in use, the datafile poller's state and the ODP event queue's counters."""
         self._live()
         return self._runner.stats()
 
@@ -309,7 +310,7 @@ class SyncOptimizely:
             report = runner.stop(_seconds("close", timeout, self._close_timeout))
         except OwnThreadError:
             _log.error("close() cannot be called from a listener on the client's own loop thread.")
-            return report_of(runner.stats())
+            return DeliveryReport(**vars(runner.stats().events))
         with self._lock:
             if self._report is None:
                 self._report = report

@@ -34,14 +34,14 @@ from ._logging import sdk_logger
 from .client import AsyncOptimizely
 from .events.models import QueuedEvent
 from .events.queue import DeliveryReport, EventQueue, QueueStats
-from .stats import report_of
+from .stats import ClientStats
 
 __all__ = ["LoopClient", "LoopThread", "OwnThreadError", "zero_report"]
 
 _log = sdk_logger()
 
 _T = TypeVar("_T")
-_S = TypeVar("_S", QueueStats, DeliveryReport)
+_S = TypeVar("_S", bound=QueueStats)
 
 #: Events moved from the hand-off deque into the queue between two checkpoints of the loop.
 _DRAIN_STEP: Final = 512
@@ -166,7 +166,7 @@ class LoopThread:
         except concurrent.futures.CancelledError:  # the loop shut down before it ran
             raise RuntimeError("the client's loop thread stopped") from None
 
-    def stats(self) -> QueueStats:
+    def stats(self) -> ClientStats:
         """The client's counters with the events still in the hand-off deque and the refused ones folded in."""
         if self.started and not self._finished.is_set():
             try:
@@ -217,7 +217,7 @@ class LoopThread:
             # The thread is stuck (a listener that never returns) or failed: report what is known.
             _log.warning("The client's loop thread did not stop within %.1f s.", timeout + _JOIN_MARGIN)
             self._report = dataclasses.replace(
-                self._fold(report_of(self.client.stats()), len(self._pending)), timed_out=True
+                self._fold(DeliveryReport(**vars(self.client.stats().events)), len(self._pending)), timed_out=True
             )
         return self._report
 
@@ -285,10 +285,10 @@ class LoopThread:
             dropped=dropped,
         )
 
-    async def _stats_on_loop(self) -> QueueStats:
+    async def _stats_on_loop(self) -> ClientStats:
         return self._stats_on_loop_sync()
 
-    def _stats_on_loop_sync(self) -> QueueStats:
+    def _stats_on_loop_sync(self) -> ClientStats:
         return self._fold(self.client.stats(), len(self._pending))
 
     def _main(self) -> None:

@@ -25,10 +25,11 @@ from anyio.abc import TaskStatus
 
 from .. import defaults
 from .._lazy_http import LazyHttpClient
+from .._logging import sdk_logger
 
 __all__ = ["OdpEvent", "OdpEventQueue", "OdpEventStats"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()
 
 SEND_FAILED: Final = "ODP event send failed ({})."
 
