@@ -22,7 +22,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from ._logging import AnyLogger, client_logger, enable_routing, protect_logger
 
@@ -30,6 +30,7 @@ __all__ = ["logs_to_its_logger", "route_client_logs", "starts_background_work"]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+_P = ParamSpec("_P")
 
 #: Per class: the names of its public methods (computed once per class).
 _PUBLIC: dict[type, tuple[str, ...]] = {}
@@ -164,22 +165,23 @@ def starts_background_work(start: Callable[..., Awaitable[_R]]) -> Callable[...,
     return start_with_logger
 
 
-def logs_to_its_logger(init: Callable[..., None]) -> Callable[..., None]:
+def logs_to_its_logger(init: Callable[_P, None]) -> Callable[_P, None]:
     """For the client's ``__init__``: with ``logger=``, what the constructor logs goes there too, and the new
-    client is routed (:func:`route_client_logs`). Without it, ``__init__`` runs as it is."""
+    client is routed (:func:`route_client_logs`). Without it, ``__init__`` runs as it is. The signature is
+    kept (for type checkers too: they check every call of the constructor against it)."""
 
     @functools.wraps(init)
-    def init_with_logger(self: Any, *args: Any, **kwargs: Any) -> None:
+    def init_with_logger(*args: _P.args, **kwargs: _P.kwargs) -> None:
         logger = kwargs.get("logger")
         if not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
-            init(self, *args, **kwargs)  # no logger, or a wrong one for __init__ to reject
+            init(*args, **kwargs)  # no logger, or a wrong one for __init__ to reject
             return
         enable_routing()
         token = client_logger.set(logger)
         try:
-            init(self, *args, **kwargs)
+            init(*args, **kwargs)
         finally:
             client_logger.reset(token)
-        route_client_logs(self, logger)
+        route_client_logs(args[0], logger)
 
     return init_with_logger

@@ -10,12 +10,11 @@ datafile polling and the LOG_EVENT / CONFIG_UPDATE listeners run on a loop threa
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import defaults
 from ._logging import sdk_logger
@@ -27,18 +26,23 @@ from .sync_context import SyncNotificationCenter, SyncUserContext
 from .sync_fork import abandon, ensure_exit_hooks, watch
 from .sync_inline import drive
 from .sync_loop import LoopClient, LoopThread, OwnThreadError
+from .sync_options import SyncOptions, check_options, sync_signature
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .config.optimizely_config import OptimizelyConfig
     from .config.project_config import ProjectConfig
-    from .decide import DecideOption
-    from .decision.user_profile import UserProfileService
-    from .events.dispatcher import Dispatcher
     from .events.models import QueuedEvent
 
 __all__ = ["SyncOptimizely"]
 
 _log = sdk_logger()
+
+_T = TypeVar("_T")
+
+#: Seconds a calling thread waits for the loop thread beyond a request's own timeout (the loop may be busy).
+_LOOP_MARGIN: Final = 5.0
 
 
 class SyncOptimizely:
@@ -59,65 +63,48 @@ class SyncOptimizely:
     an empty event queue on its first call. ``close()`` (or leaving the ``with`` block) delivers what is
     queued within ``close_timeout``; clients still open at interpreter exit are closed then.
 
-    The options are ``AsyncOptimizely``'s, less two that do not apply: ``http_client``
+    The options are ``AsyncOptimizely``'s (``SyncOptions`` lists them; each one's meaning and default are in
+    ``AsyncOptimizely``'s reference), CMAB and ODP included, less two that do not apply: ``http_client``
     (an ``httpx.AsyncClient`` belongs to one event loop) and ``enqueue_timeout`` (a calling thread never waits
-    for room: when the queue is full the event is dropped at once and counted, as in the official SDK).
-    ``user_profile_service``, listeners and ``on_drop`` must be plain functions and methods, except that
-    ``on_drop`` and a custom ``event_dispatcher`` run on the loop thread and may be ``async``.
+    for room: when the queue is full the event is dropped at once and counted, as in the official SDK). An
+    option it does not take raises ``ConfigurationError``. ``user_profile_service`` and listeners must be
+    plain functions and methods; ``on_drop`` and a custom ``event_dispatcher`` run on the loop thread and may
+    be ``async``.
+
+    With a datafile that has CMAB experiments, decisions run on the loop thread (the calling thread waits for
+    them): a prediction may have to be fetched. ``fetch_qualified_segments`` and ``send_odp_event`` run there
+    too.
     """
 
     def __init__(
         self,
         datafile: str | bytes | Mapping[str, Any] | None = None,
         sdk_key: str | None = None,
-        *,
-        datafile_access_token: str | None = None,
-        datafile_url_template: str | None = None,
-        update_interval: float = defaults.UPDATE_INTERVAL,
-        event_endpoint: str | None = None,
-        batch_size: int = defaults.BATCH_SIZE,
-        flush_interval: float = defaults.FLUSH_INTERVAL,
-        max_queue_size: int = defaults.MAX_QUEUE_SIZE,
-        max_concurrent_requests: int = defaults.MAX_CONCURRENT_REQUESTS,
-        close_timeout: float = defaults.CLOSE_TIMEOUT,
-        event_dispatcher: Dispatcher | None = None,
-        user_profile_service: UserProfileService | None = None,
-        default_decide_options: Iterable[DecideOption | str] = (),
-        on_drop: Callable[..., Any] | None = None,
-        datafile_request_timeout: float = defaults.DATAFILE_REQUEST_TIMEOUT,
-        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        **options: Unpack[SyncOptions],
     ) -> None:
+        check_options(options)
+        ups = options.get("user_profile_service")
         for name in ("lookup", "save"):
-            if inspect.iscoroutinefunction(getattr(user_profile_service, name, None)):
+            if inspect.iscoroutinefunction(getattr(ups, name, None)):
                 raise ConfigurationError(
                     f"SyncOptimizely needs a user_profile_service whose {name}() is a plain method: decisions "
                     "run in the calling thread, which has no event loop to await it."
                 )
         self._sdk_key = sdk_key
-        self._options: dict[str, Any] = {
-            "datafile_access_token": datafile_access_token,
-            "datafile_url_template": datafile_url_template,
-            "update_interval": update_interval,
-            "event_endpoint": event_endpoint,
-            "batch_size": batch_size,
-            "flush_interval": flush_interval,
-            "max_queue_size": max_queue_size,
-            "max_concurrent_requests": max_concurrent_requests,
-            "close_timeout": close_timeout,
-            "event_dispatcher": event_dispatcher,
-            "user_profile_service": user_profile_service,
-            "default_decide_options": default_decide_options,
-            "on_drop": on_drop,
-            "datafile_request_timeout": datafile_request_timeout,
-            "logger": logger,
-        }
+        self._options = options
         self._client: LoopClient = self._new_client(datafile)  # validates every option
-        self._close_timeout = float(close_timeout)
-        self._max_pending = max_queue_size
+        self._close_timeout = float(options.get("close_timeout", defaults.CLOSE_TIMEOUT))
+        self._max_pending = options.get("max_queue_size", defaults.MAX_QUEUE_SIZE)
+        # How long a calling thread waits for the loop thread to fetch a CMAB prediction (two attempts, 0.1 s
+        # apart) or ODP segments; past it, the call gives its failure value (logged).
+        cmab_timeout = options.get("cmab_request_timeout", defaults.CMAB_REQUEST_TIMEOUT)
+        self._cmab_wait = 2 * float(cmab_timeout) + defaults.CMAB_RETRY_DELAY + _LOOP_MARGIN
+        segments_timeout = options.get("odp_segment_request_timeout") or defaults.ODP_SEGMENT_REQUEST_TIMEOUT
+        self._segments_wait = float(segments_timeout) + _LOOP_MARGIN
         self._lock = threading.RLock()  # lifecycle: starting, closing, recovering after a fork
         self._forked = False
         self._report: DeliveryReport | None = None
-        self._runner = LoopThread(self._client, max_pending=max_queue_size)
+        self._runner = LoopThread(self._client, max_pending=self._max_pending)
         #: Listeners for DECISION, TRACK, ACTIVATE, LOG_EVENT and OPTIMIZELY_CONFIG_UPDATE (plain functions).
         self.notification_center = SyncNotificationCenter(self._client.notification_center)
         if sdk_key is not None or self._client.config is None:
@@ -172,11 +159,13 @@ class SyncOptimizely:
 
     def activate(self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None) -> str | None:
         """Decide the user's variation and send an impression; the variation key or None."""
-        return drive(self._live().activate(experiment_key, user_id, attributes), None, "activate")
+        return self._decide(lambda client: client.activate(experiment_key, user_id, attributes), None, "activate")
 
     def get_variation(self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None) -> str | None:
         """The variation key the user is bucketed into, or None. Sends no event."""
-        return drive(self._live().get_variation(experiment_key, user_id, attributes), None, "get_variation")
+        return self._decide(
+            lambda client: client.get_variation(experiment_key, user_id, attributes), None, "get_variation"
+        )
 
     def set_forced_variation(self, experiment_key: str, user_id: str, variation_key: str | None) -> bool:
         """Force (or with None, unforce) a user into a variation of an experiment."""
@@ -211,64 +200,104 @@ class SyncOptimizely:
 
     def is_feature_enabled(self, feature_key: str, user_id: str, attributes: dict[str, Any] | None = None) -> bool:
         """Whether the flag is on for the user; sends the impression the official SDK sends."""
-        return drive(self._live().is_feature_enabled(feature_key, user_id, attributes), False, "is_feature_enabled")
+        return self._decide(
+            lambda client: client.is_feature_enabled(feature_key, user_id, attributes), False, "is_feature_enabled"
+        )
 
     def get_enabled_features(self, user_id: str, attributes: dict[str, Any] | None = None) -> list[str]:
         """Keys of every flag enabled for the user (each decided as ``is_feature_enabled`` does)."""
-        return drive(self._live().get_enabled_features(user_id, attributes), [], "get_enabled_features")
+        return self._decide(lambda client: client.get_enabled_features(user_id, attributes), [], "get_enabled_features")
 
     def get_feature_variable(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> Any:
         """A variable's value for the user, typed by its declared type; None when it cannot be decided."""
-        coroutine = self._live().get_feature_variable(feature_key, variable_key, user_id, attributes)
-        return drive(coroutine, None, "get_feature_variable")
+        return self._decide(
+            lambda client: client.get_feature_variable(feature_key, variable_key, user_id, attributes),
+            None,
+            "get_feature_variable",
+        )
 
     def get_feature_variable_boolean(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> bool | None:
         """A ``boolean`` variable's value; None for a variable of another type."""
-        coroutine = self._live().get_feature_variable_boolean(feature_key, variable_key, user_id, attributes)
-        return drive(coroutine, None, "get_feature_variable_boolean")
+        return self._decide(
+            lambda client: client.get_feature_variable_boolean(feature_key, variable_key, user_id, attributes),
+            None,
+            "get_feature_variable_boolean",
+        )
 
     def get_feature_variable_double(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> float | None:
         """A ``double`` variable's value; None for a variable of another type."""
-        coroutine = self._live().get_feature_variable_double(feature_key, variable_key, user_id, attributes)
-        return drive(coroutine, None, "get_feature_variable_double")
+        return self._decide(
+            lambda client: client.get_feature_variable_double(feature_key, variable_key, user_id, attributes),
+            None,
+            "get_feature_variable_double",
+        )
 
     def get_feature_variable_integer(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> int | None:
         """An ``integer`` variable's value; None for a variable of another type."""
-        coroutine = self._live().get_feature_variable_integer(feature_key, variable_key, user_id, attributes)
-        return drive(coroutine, None, "get_feature_variable_integer")
+        return self._decide(
+            lambda client: client.get_feature_variable_integer(feature_key, variable_key, user_id, attributes),
+            None,
+            "get_feature_variable_integer",
+        )
 
     def get_feature_variable_string(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> str | None:
         """A ``string`` variable's value; None for a variable of another type."""
-        coroutine = self._live().get_feature_variable_string(feature_key, variable_key, user_id, attributes)
-        return drive(coroutine, None, "get_feature_variable_string")
+        return self._decide(
+            lambda client: client.get_feature_variable_string(feature_key, variable_key, user_id, attributes),
+            None,
+            "get_feature_variable_string",
+        )
 
     def get_feature_variable_json(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> Any:
         """A ``json`` variable's value, parsed; None for a variable of another type."""
-        coroutine = self._live().get_feature_variable_json(feature_key, variable_key, user_id, attributes)
-        return drive(coroutine, None, "get_feature_variable_json")
+        return self._decide(
+            lambda client: client.get_feature_variable_json(feature_key, variable_key, user_id, attributes),
+            None,
+            "get_feature_variable_json",
+        )
 
     def get_all_feature_variables(
         self, feature_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
         """Every variable of the flag for the user, typed; None for an unknown flag."""
-        coroutine = self._live().get_all_feature_variables(feature_key, user_id, attributes)
-        return drive(coroutine, None, "get_all_feature_variables")
+        return self._decide(
+            lambda client: client.get_all_feature_variables(feature_key, user_id, attributes),
+            None,
+            "get_all_feature_variables",
+        )
 
     def get_optimizely_config(self) -> OptimizelyConfig | None:
         """The OptimizelyConfig projection of the current datafile (built once per revision)."""
         return self._live().get_optimizely_config()
+
+    # ------------------------------------------------------------------ ODP
+
+    def send_odp_event(
+        self,
+        action: str,
+        identifiers: dict[str, str] | None = None,
+        type: str = "fullstack",
+        data: dict[str, str | int | float | bool | None] | None = None,
+    ) -> None:
+        """Queue an event for the Optimizely Data Platform, as ``AsyncOptimizely.send_odp_event`` (the same
+        checks and logs); never raises. The event is handed to the loop thread, which batches and sends it;
+        ``flush()`` and ``close()`` wait for it."""
+        client = self._live()
+        self._on_loop(
+            lambda: client.send_odp_event(action, identifiers, type, data), None, "send_odp_event", _LOOP_MARGIN
+        )
 
     # ------------------------------------------------------------------ decide API
 
@@ -325,6 +354,29 @@ class SyncOptimizely:
         self.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _decide(self, call: Callable[[LoopClient], Coroutine[Any, Any, _T]], failure: _T, method: str) -> _T:
+        """Run a decision method of the async client in the calling thread; with a datafile that has CMAB
+        experiments, on the loop thread instead: a prediction may have to be fetched, which only the loop can
+        wait for, and the prediction cache is then touched by that one thread only."""
+        client = self._live()
+        config = client.config
+        if config is None or not config.has_cmab:
+            return drive(call(client), failure, method)
+        return self._on_loop(lambda: call(client), failure, method, self._cmab_wait)
+
+    def _on_loop(self, make: Callable[[], Coroutine[Any, Any, _T]], failure: _T, method: str, wait: float) -> _T:
+        """The result of ``make()`` (a coroutine of the async client) run on the loop thread, waiting at most
+        ``wait`` seconds (then ``failure``, logged). Where the loop thread cannot take it (a listener on that
+        very thread calls, or the client is closed), it runs here, as a decision does: what needs no network
+        still works, and what does gives ``failure`` (logged)."""
+        try:
+            return self._runner.call(make, wait)
+        except TimeoutError:
+            _log.error("%s() returned %r after waiting %.1f s for the client's loop thread.", method, failure, wait)
+            return failure
+        except (OwnThreadError, RuntimeError):
+            return drive(make(), failure, method)
 
     def _live(self) -> LoopClient:
         """The async client for this process (rebuilt on the first call after a fork)."""
@@ -390,3 +442,7 @@ def _seconds(method: str, value: float | None, default: float) -> float:
         _log.error("%s(timeout=%r): the timeout must be a number of seconds >= 0; using %g s.", method, value, default)
         return default
     return float(value)
+
+
+# inspect.signature(SyncOptimizely) and help() show every option with its default: AsyncOptimizely's, derived.
+SyncOptimizely.__init__.__signature__ = sync_signature()  # type: ignore[attr-defined]

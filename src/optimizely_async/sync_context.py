@@ -10,13 +10,12 @@ their ``user_context``, so ``decision.user_context.decide(...)`` stays synchrono
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._logging import sdk_logger
 from .decide import DecideOption, OptimizelyDecision
 from .notifications import Listener, NotificationCenter, NotificationType
-from .sync_inline import drive
 from .user_context import OptimizelyUserContext
 
 if TYPE_CHECKING:
@@ -57,6 +56,7 @@ class SyncUserContext(OptimizelyUserContext):
         clone = SyncUserContext(self._owner, self.client, self.user_id, self._attributes)  # type: ignore[arg-type]
         if self._forced:
             clone._forced = dict(self._forced)
+        clone._qualified_segments = self._qualified_segments  # replaced, never changed in place: shared
         return clone
 
     def decide(  # type: ignore[override]
@@ -64,7 +64,7 @@ class SyncUserContext(OptimizelyUserContext):
     ) -> OptimizelyDecision:
         """Decide one flag; sends its impression unless DISABLE_DECISION_EVENT. Never raises."""
         self._bind()
-        decision = drive(OptimizelyUserContext.decide(self, key, options), None, "decide")
+        decision = self._owner._decide(lambda _: OptimizelyUserContext.decide(self, key, options), None, "decide")
         if decision is None:
             return OptimizelyDecision(flag_key=key if isinstance(key, str) else None, user_context=self._clone())
         return decision
@@ -74,18 +74,43 @@ class SyncUserContext(OptimizelyUserContext):
     ) -> dict[str, OptimizelyDecision]:
         """Decide several flags with one user-profile lookup and one save."""
         self._bind()
-        return drive(OptimizelyUserContext.decide_for_keys(self, keys, options), {}, "decide_for_keys")
+        return self._owner._decide(
+            lambda _: OptimizelyUserContext.decide_for_keys(self, keys, options), {}, "decide_for_keys"
+        )
 
     def decide_all(  # type: ignore[override]
         self, options: Sequence[DecideOption | str] | None = None
     ) -> dict[str, OptimizelyDecision]:
         """Decide every flag of the datafile, in datafile order."""
         self._bind()
-        return drive(OptimizelyUserContext.decide_all(self, options), {}, "decide_all")
+        return self._owner._decide(lambda _: OptimizelyUserContext.decide_all(self, options), {}, "decide_all")
 
     def track_event(self, event_key: str, event_tags: dict[str, Any] | None = None) -> None:  # type: ignore[override]
         """``client.track`` for this user with the current attributes."""
         self._owner.track(event_key, self.user_id, self.get_user_attributes(), event_tags)
+
+    def fetch_qualified_segments(  # type: ignore[override]
+        self, callback: Callable[[bool], object] | None = None, options: Iterable[Any] | None = None
+    ) -> bool:
+        """Fetch the user's qualified segments from ODP; True when they came back (the context's segments are
+        then replaced: by the result, or by None when the fetch failed). Never raises.
+
+        The request runs on the client's loop thread; the calling thread waits for it (at most
+        ``odp_segment_request_timeout`` and a margin). ``options``: ``OptimizelySegmentOption.IGNORE_CACHE`` /
+        ``RESET_CACHE``. ``callback``, the official SDK's way to fetch on a thread of its own, is called with
+        the result before this returns (here the call blocks either way).
+        """
+        self._bind()
+        owner = self._owner
+        fetched = owner._on_loop(
+            lambda: OptimizelyUserContext.fetch_qualified_segments(self, options),
+            False,
+            "fetch_qualified_segments",
+            owner._segments_wait,
+        )
+        if callback is not None:
+            callback(fetched)
+        return fetched
 
     def __repr__(self) -> str:
         return f"SyncUserContext(user_id={self.user_id!r}, attributes={self._attributes!r})"

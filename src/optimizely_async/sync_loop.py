@@ -24,8 +24,8 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -35,6 +35,11 @@ from .client import AsyncOptimizely
 from .events.models import QueuedEvent
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .stats import ClientStats
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .sync_options import SyncOptions
 
 __all__ = ["LoopClient", "LoopThread", "OwnThreadError", "zero_report"]
 
@@ -63,8 +68,14 @@ class LoopClient(AsyncOptimizely):
     """An ``AsyncOptimizely`` whose events, when they are produced on another thread than its loop's, are
     handed to ``hand_off`` instead of being put into the queue (which only its loop may touch)."""
 
-    def __init__(self, hand_off: Callable[[QueuedEvent], None], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        hand_off: Callable[[QueuedEvent], None],
+        datafile: str | bytes | Mapping[str, Any] | None,
+        sdk_key: str | None,
+        **options: Unpack[SyncOptions],
+    ) -> None:
+        super().__init__(datafile, sdk_key, **options)
         self._hand_off = hand_off
         #: ``threading.get_ident()`` of the loop thread while it runs this client.
         self.loop_thread: int | None = None
