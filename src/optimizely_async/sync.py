@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -159,13 +159,11 @@ class SyncOptimizely:
 
     def activate(self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None) -> str | None:
         """Decide the user's variation and send an impression; the variation key or None."""
-        return self._decide(lambda client: client.activate(experiment_key, user_id, attributes), None, "activate")
+        return self._decide(self._live().activate(experiment_key, user_id, attributes), None, "activate")
 
     def get_variation(self, experiment_key: str, user_id: str, attributes: dict[str, Any] | None = None) -> str | None:
         """The variation key the user is bucketed into, or None. Sends no event."""
-        return self._decide(
-            lambda client: client.get_variation(experiment_key, user_id, attributes), None, "get_variation"
-        )
+        return self._decide(self._live().get_variation(experiment_key, user_id, attributes), None, "get_variation")
 
     def set_forced_variation(self, experiment_key: str, user_id: str, variation_key: str | None) -> bool:
         """Force (or with None, unforce) a user into a variation of an experiment."""
@@ -201,19 +199,19 @@ class SyncOptimizely:
     def is_feature_enabled(self, feature_key: str, user_id: str, attributes: dict[str, Any] | None = None) -> bool:
         """Whether the flag is on for the user; sends the impression the official SDK sends."""
         return self._decide(
-            lambda client: client.is_feature_enabled(feature_key, user_id, attributes), False, "is_feature_enabled"
+            self._live().is_feature_enabled(feature_key, user_id, attributes), False, "is_feature_enabled"
         )
 
     def get_enabled_features(self, user_id: str, attributes: dict[str, Any] | None = None) -> list[str]:
         """Keys of every flag enabled for the user (each decided as ``is_feature_enabled`` does)."""
-        return self._decide(lambda client: client.get_enabled_features(user_id, attributes), [], "get_enabled_features")
+        return self._decide(self._live().get_enabled_features(user_id, attributes), [], "get_enabled_features")
 
     def get_feature_variable(
         self, feature_key: str, variable_key: str, user_id: str, attributes: dict[str, Any] | None = None
     ) -> Any:
         """A variable's value for the user, typed by its declared type; None when it cannot be decided."""
         return self._decide(
-            lambda client: client.get_feature_variable(feature_key, variable_key, user_id, attributes),
+            self._live().get_feature_variable(feature_key, variable_key, user_id, attributes),
             None,
             "get_feature_variable",
         )
@@ -223,7 +221,7 @@ class SyncOptimizely:
     ) -> bool | None:
         """A ``boolean`` variable's value; None for a variable of another type."""
         return self._decide(
-            lambda client: client.get_feature_variable_boolean(feature_key, variable_key, user_id, attributes),
+            self._live().get_feature_variable_boolean(feature_key, variable_key, user_id, attributes),
             None,
             "get_feature_variable_boolean",
         )
@@ -233,7 +231,7 @@ class SyncOptimizely:
     ) -> float | None:
         """A ``double`` variable's value; None for a variable of another type."""
         return self._decide(
-            lambda client: client.get_feature_variable_double(feature_key, variable_key, user_id, attributes),
+            self._live().get_feature_variable_double(feature_key, variable_key, user_id, attributes),
             None,
             "get_feature_variable_double",
         )
@@ -243,7 +241,7 @@ class SyncOptimizely:
     ) -> int | None:
         """An ``integer`` variable's value; None for a variable of another type."""
         return self._decide(
-            lambda client: client.get_feature_variable_integer(feature_key, variable_key, user_id, attributes),
+            self._live().get_feature_variable_integer(feature_key, variable_key, user_id, attributes),
             None,
             "get_feature_variable_integer",
         )
@@ -253,7 +251,7 @@ class SyncOptimizely:
     ) -> str | None:
         """A ``string`` variable's value; None for a variable of another type."""
         return self._decide(
-            lambda client: client.get_feature_variable_string(feature_key, variable_key, user_id, attributes),
+            self._live().get_feature_variable_string(feature_key, variable_key, user_id, attributes),
             None,
             "get_feature_variable_string",
         )
@@ -263,7 +261,7 @@ class SyncOptimizely:
     ) -> Any:
         """A ``json`` variable's value, parsed; None for a variable of another type."""
         return self._decide(
-            lambda client: client.get_feature_variable_json(feature_key, variable_key, user_id, attributes),
+            self._live().get_feature_variable_json(feature_key, variable_key, user_id, attributes),
             None,
             "get_feature_variable_json",
         )
@@ -273,7 +271,7 @@ class SyncOptimizely:
     ) -> dict[str, Any] | None:
         """Every variable of the flag for the user, typed; None for an unknown flag."""
         return self._decide(
-            lambda client: client.get_all_feature_variables(feature_key, user_id, attributes),
+            self._live().get_all_feature_variables(feature_key, user_id, attributes),
             None,
             "get_all_feature_variables",
         )
@@ -294,10 +292,8 @@ class SyncOptimizely:
         """Queue an event for the Optimizely Data Platform, as ``AsyncOptimizely.send_odp_event`` (the same
         checks and logs); never raises. The event is handed to the loop thread, which batches and sends it;
         ``flush()`` and ``close()`` wait for it."""
-        client = self._live()
-        self._on_loop(
-            lambda: client.send_odp_event(action, identifiers, type, data), None, "send_odp_event", _LOOP_MARGIN
-        )
+        coroutine = self._live().send_odp_event(action, identifiers, type, data)
+        self._on_loop(coroutine, None, "send_odp_event", _LOOP_MARGIN)
 
     # ------------------------------------------------------------------ decide API
 
@@ -355,28 +351,27 @@ class SyncOptimizely:
 
     # ------------------------------------------------------------------ internals
 
-    def _decide(self, call: Callable[[LoopClient], Coroutine[Any, Any, _T]], failure: _T, method: str) -> _T:
-        """Run a decision method of the async client in the calling thread; with a datafile that has CMAB
-        experiments, on the loop thread instead: a prediction may have to be fetched, which only the loop can
-        wait for, and the prediction cache is then touched by that one thread only."""
-        client = self._live()
-        config = client.config
+    def _decide(self, coroutine: Coroutine[Any, Any, _T], failure: _T, method: str) -> _T:
+        """Run a decision coroutine of the async client (made by ``self._live()``) in the calling thread; with a
+        datafile that has CMAB experiments, on the loop thread instead: a prediction may have to be fetched,
+        which only the loop can wait for, and the prediction cache is then touched by that one thread only."""
+        config = self._client._config
         if config is None or not config.has_cmab:
-            return drive(call(client), failure, method)
-        return self._on_loop(lambda: call(client), failure, method, self._cmab_wait)
+            return drive(coroutine, failure, method)
+        return self._on_loop(coroutine, failure, method, self._cmab_wait)
 
-    def _on_loop(self, make: Callable[[], Coroutine[Any, Any, _T]], failure: _T, method: str, wait: float) -> _T:
-        """The result of ``make()`` (a coroutine of the async client) run on the loop thread, waiting at most
-        ``wait`` seconds (then ``failure``, logged). Where the loop thread cannot take it (a listener on that
-        very thread calls, or the client is closed), it runs here, as a decision does: what needs no network
-        still works, and what does gives ``failure`` (logged)."""
+    def _on_loop(self, coroutine: Coroutine[Any, Any, _T], failure: _T, method: str, wait: float) -> _T:
+        """The result of ``coroutine`` (not started yet) run on the loop thread, waiting at most ``wait`` seconds
+        (then ``failure``, logged). Where the loop thread cannot take it (a listener on that very thread calls,
+        or the client is closed), it runs here, as a decision does: what needs no network still works, and what
+        does gives ``failure`` (logged)."""
         try:
-            return self._runner.call(make, wait)
+            return self._runner.call(lambda: coroutine, wait)
         except TimeoutError:
             _log.error("%s() returned %r after waiting %.1f s for the client's loop thread.", method, failure, wait)
             return failure
-        except (OwnThreadError, RuntimeError):
-            return drive(make(), failure, method)
+        except (OwnThreadError, RuntimeError):  # it has not started: the loop never ran it
+            return drive(coroutine, failure, method)
 
     def _live(self) -> LoopClient:
         """The async client for this process (rebuilt on the first call after a fork)."""

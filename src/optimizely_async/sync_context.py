@@ -64,7 +64,7 @@ class SyncUserContext(OptimizelyUserContext):
     ) -> OptimizelyDecision:
         """Decide one flag; sends its impression unless DISABLE_DECISION_EVENT. Never raises."""
         self._bind()
-        decision = self._owner._decide(lambda _: OptimizelyUserContext.decide(self, key, options), None, "decide")
+        decision = self._owner._decide(OptimizelyUserContext.decide(self, key, options), None, "decide")
         if decision is None:
             return OptimizelyDecision(flag_key=key if isinstance(key, str) else None, user_context=self._clone())
         return decision
@@ -74,16 +74,14 @@ class SyncUserContext(OptimizelyUserContext):
     ) -> dict[str, OptimizelyDecision]:
         """Decide several flags with one user-profile lookup and one save."""
         self._bind()
-        return self._owner._decide(
-            lambda _: OptimizelyUserContext.decide_for_keys(self, keys, options), {}, "decide_for_keys"
-        )
+        return self._owner._decide(OptimizelyUserContext.decide_for_keys(self, keys, options), {}, "decide_for_keys")
 
     def decide_all(  # type: ignore[override]
         self, options: Sequence[DecideOption | str] | None = None
     ) -> dict[str, OptimizelyDecision]:
         """Decide every flag of the datafile, in datafile order."""
         self._bind()
-        return self._owner._decide(lambda _: OptimizelyUserContext.decide_all(self, options), {}, "decide_all")
+        return self._owner._decide(OptimizelyUserContext.decide_all(self, options), {}, "decide_all")
 
     def track_event(self, event_key: str, event_tags: dict[str, Any] | None = None) -> None:  # type: ignore[override]
         """``client.track`` for this user with the current attributes."""
@@ -103,7 +101,7 @@ class SyncUserContext(OptimizelyUserContext):
         self._bind()
         owner = self._owner
         fetched = owner._on_loop(
-            lambda: OptimizelyUserContext.fetch_qualified_segments(self, options),
+            OptimizelyUserContext.fetch_qualified_segments(self, options),
             False,
             "fetch_qualified_segments",
             owner._segments_wait,
