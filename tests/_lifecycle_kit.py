@@ -4,35 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from optimizely_async import DispatchResult, EventRequest
+from _support.datafiles import empty_datafile
+from optimizely_async.testing import RecordingDispatcher
 
 
 def datafile(revision: str = "3") -> dict[str, Any]:
     """One event (``buy``) and one flag (``flag``, no rules: off for everyone)."""
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": revision,
-        "experiments": [],
-        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "", "variables": []}],
-        "rollouts": [],
-    }
+    return empty_datafile(
+        revision,
+        events=[{"id": "9", "key": "buy", "experimentIds": []}],
+        featureFlags=[{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "", "variables": []}],
+    )
 
 
-class Recorder:
-    """A dispatcher that keeps the visitor ids it is given and delivers everything: nothing leaves the process."""
+class Recorder(RecordingDispatcher):
+    """The test kit's dispatcher (keeps every request, delivers it: nothing leaves the process), with the
+    visitor ids it was given."""
 
-    def __init__(self) -> None:
-        self.visitors: list[str] = []
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        self.visitors.extend(v["visitor_id"] for v in request.payload["visitors"])
-        return DispatchResult(delivered=True, status=200)
+    @property
+    def visitors(self) -> list[str]:
+        return [v["visitor_id"] for r in self.requests for v in r.payload["visitors"]]
 
 
 def visitors(sink: Any) -> list[str]:

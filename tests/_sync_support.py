@@ -1,86 +1,20 @@
-"""Helpers for the SyncOptimizely tests: a small datafile, and the events sink (tests/_sink_server.py) run on
-its own event-loop thread so that plain threads and other processes can send to it."""
+"""Helpers for the SyncOptimizely tests: a small datafile (``_support.datafiles.feature_test_datafile``), and the
+events sink (tests/_sink_server.py) run on its own event-loop thread so that plain threads and other processes
+can send to it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from _sink_server import Received, SinkServer, serve_sink
+from _support.datafiles import EVENT_KEY
+from _support.datafiles import feature_test_datafile as datafile
 
-EVENT_KEY = "purchase"
-
-
-def datafile(revision: str = "7") -> dict[str, Any]:
-    """An experiment "exp" (everyone in "on") that is the feature test of flag "flag" (variables "size" and
-    "label"), a rollout flag "rolled" (everyone on), one attribute and one event."""
-    on = {
-        "id": "2001",
-        "key": "on",
-        "featureEnabled": True,
-        "variables": [{"id": "7001", "value": "42"}, {"id": "7002", "value": "big"}],
-    }
-    rolled_on = {"id": "2101", "key": "rolled_on", "featureEnabled": True, "variables": []}
-    return {
-        "version": "4",
-        "accountId": "1001",
-        "projectId": "1002",
-        "revision": revision,
-        "anonymizeIP": False,
-        "botFiltering": False,
-        "sendFlagDecisions": True,
-        "attributes": [{"id": "3001", "key": "browser"}],
-        "audiences": [],
-        "typedAudiences": [],
-        "experiments": [
-            {
-                "id": "4001",
-                "key": "exp",
-                "layerId": "4002",
-                "status": "Running",
-                "variations": [on],
-                "trafficAllocation": [{"entityId": "2001", "endOfRange": 10000}],
-                "audienceIds": [],
-                "forcedVariations": {},
-            }
-        ],
-        "groups": [],
-        "events": [{"id": "5001", "key": EVENT_KEY, "experimentIds": ["4001"]}],
-        "featureFlags": [
-            {
-                "id": "6001",
-                "key": "flag",
-                "experimentIds": ["4001"],
-                "rolloutId": "",
-                "variables": [
-                    {"id": "7001", "key": "size", "type": "integer", "defaultValue": "1"},
-                    {"id": "7002", "key": "label", "type": "string", "defaultValue": "small"},
-                ],
-            },
-            {"id": "6002", "key": "rolled", "experimentIds": [], "rolloutId": "8001", "variables": []},
-        ],
-        "rollouts": [
-            {
-                "id": "8001",
-                "experiments": [
-                    {
-                        "id": "8101",
-                        "key": "everyone",
-                        "layerId": "8001",
-                        "status": "Running",
-                        "variations": [rolled_on],
-                        "trafficAllocation": [{"entityId": "2101", "endOfRange": 10000}],
-                        "audienceIds": [],
-                        "forcedVariations": {},
-                    }
-                ],
-            }
-        ],
-    }
+__all__ = ["EVENT_KEY", "ThreadSink", "assert_each_once", "datafile", "events_of", "sink_in_thread"]
 
 
 def events_of(received: list[Received]) -> list[tuple[str, str, str]]:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from _sink_server import serve_sink
+from _support.datafiles import empty_datafile
 from optimizely_async import AsyncOptimizely
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -17,19 +18,9 @@ TOTAL = 100_000
 
 
 def datafile() -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": "3",
-        "experiments": [],
-        "events": [{"id": "9", "key": "purchase", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [{"id": "100", "key": "plan"}],
-        "groups": [],
-        "featureFlags": [],
-        "rollouts": [],
-    }
+    return empty_datafile(
+        "3", events=[{"id": "9", "key": "purchase", "experimentIds": []}], attributes=[{"id": "100", "key": "plan"}]
+    )
 
 
 async def test_100k_track_calls_in_a_tight_loop_are_all_delivered(caplog: pytest.LogCaptureFixture) -> None:

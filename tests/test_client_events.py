@@ -18,47 +18,14 @@ import httpx
 import pytest
 
 from _sink_server import Reply, SinkServer, serve_sink
+from _support.datafiles import EVENT_KEY
+from _support.datafiles import feature_test_datafile as datafile
 from optimizely_async import AsyncOptimizely, NotificationType, QueueStats
 from optimizely_async.events import queue as queue_module
 from optimizely_async.events.dispatcher import retry_delay
 from optimizely_async.events.models import ConversionEvent, ImpressionEvent, UserEvent
 
 pytestmark = pytest.mark.anyio
-
-EVENT_KEY = "purchase"
-
-
-def datafile() -> dict[str, Any]:
-    """One attribute, one event, one experiment (everyone in variation "on") that is also a flag's feature test."""
-    variation = {"id": "2001", "key": "on", "featureEnabled": True, "variables": []}
-    return {
-        "version": "4",
-        "accountId": "1001",
-        "projectId": "1002",
-        "revision": "7",
-        "anonymizeIP": False,
-        "botFiltering": False,
-        "sendFlagDecisions": True,
-        "attributes": [{"id": "3001", "key": "browser"}],
-        "audiences": [],
-        "typedAudiences": [],
-        "experiments": [
-            {
-                "id": "4001",
-                "key": "exp",
-                "layerId": "4002",
-                "status": "Running",
-                "variations": [variation],
-                "trafficAllocation": [{"entityId": "2001", "endOfRange": 10000}],
-                "audienceIds": [],
-                "forcedVariations": {},
-            }
-        ],
-        "groups": [],
-        "events": [{"id": "5001", "key": EVENT_KEY, "experimentIds": ["4001"]}],
-        "featureFlags": [{"id": "6001", "key": "flag", "experimentIds": ["4001"], "rolloutId": "", "variables": []}],
-        "rollouts": [],
-    }
 
 
 def client_for(sink: SinkServer, **options: Any) -> AsyncOptimizely:

@@ -5,42 +5,21 @@ from typing import Any
 import anyio
 import pytest
 
+from _support.datafiles import empty_datafile
 from optimizely_async import (
     AsyncOptimizely,
     ClientStateError,
     ConfigurationError,
-    DispatchResult,
-    EventRequest,
     InvalidDatafileError,
     OptimizelyError,
 )
+from optimizely_async.testing import RecordingDispatcher
 
 pytestmark = pytest.mark.anyio
 
 
 def datafile() -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": "3",
-        "experiments": [],
-        "events": [{"id": "9", "key": "buy", "experimentIds": []}],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [],
-        "rollouts": [],
-    }
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.requests: list[EventRequest] = []
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        self.requests.append(request)
-        return DispatchResult(delivered=True, status=200)
+    return empty_datafile("3", events=[{"id": "9", "key": "buy", "experimentIds": []}])
 
 
 @pytest.mark.parametrize(
@@ -76,7 +55,7 @@ async def test_invalid_static_datafile_raises() -> None:
 
 
 async def test_close_inside_the_block_does_not_cancel_the_body() -> None:
-    sink = Sink()
+    sink = RecordingDispatcher()
     reached = False
     async with AsyncOptimizely(datafile=datafile(), event_dispatcher=sink) as client:
         await client.track("buy", "u1")
@@ -89,7 +68,7 @@ async def test_close_inside_the_block_does_not_cancel_the_body() -> None:
 
 
 async def test_client_cannot_be_entered_twice_or_reopened() -> None:
-    client = AsyncOptimizely(datafile=datafile(), event_dispatcher=Sink())
+    client = AsyncOptimizely(datafile=datafile(), event_dispatcher=RecordingDispatcher())
     async with client:
         with pytest.raises(ClientStateError):
             await client.__aenter__()
@@ -99,7 +78,7 @@ async def test_client_cannot_be_entered_twice_or_reopened() -> None:
 
 
 async def test_close_is_idempotent_and_reports() -> None:
-    client = AsyncOptimizely(datafile=datafile(), event_dispatcher=Sink())
+    client = AsyncOptimizely(datafile=datafile(), event_dispatcher=RecordingDispatcher())
     async with client:
         for i in range(25):
             await client.track("buy", f"u{i}")
@@ -110,7 +89,7 @@ async def test_close_is_idempotent_and_reports() -> None:
 
 
 async def test_static_datafile_is_ready_at_once() -> None:
-    async with AsyncOptimizely(datafile=datafile(), event_dispatcher=Sink()) as client:
+    async with AsyncOptimizely(datafile=datafile(), event_dispatcher=RecordingDispatcher()) as client:
         assert client.is_ready
         assert await client.wait_until_ready(0)
 
@@ -118,7 +97,7 @@ async def test_static_datafile_is_ready_at_once() -> None:
 async def test_large_static_datafile_is_parsed_at_construction() -> None:
     big = datafile()
     big["attributes"] = [{"id": str(i), "key": f"attribute_{i}_" + "x" * 40} for i in range(6000)]
-    client = AsyncOptimizely(datafile=__import__("json").dumps(big), event_dispatcher=Sink())
+    client = AsyncOptimizely(datafile=__import__("json").dumps(big), event_dispatcher=RecordingDispatcher())
     assert client.is_ready  # at once: nothing else waits on a client being constructed
     async with client:
         assert client.is_ready
@@ -126,7 +105,7 @@ async def test_large_static_datafile_is_parsed_at_construction() -> None:
 
 
 async def test_track_snapshots_its_input_before_the_event_is_built() -> None:
-    sink = Sink()
+    sink = RecordingDispatcher()
     df = datafile()
     df["attributes"] = [{"id": "100", "key": "plan"}]
     attributes: dict[str, Any] = {"plan": "gold"}
@@ -147,7 +126,7 @@ async def test_track_snapshots_its_input_before_the_event_is_built() -> None:
 async def test_deferred_events_carry_the_time_of_the_call() -> None:
     import time
 
-    sink = Sink()
+    sink = RecordingDispatcher()
     df = datafile()
     df["sendFlagDecisions"] = True
     df["featureFlags"] = [{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "", "variables": []}]

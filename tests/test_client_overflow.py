@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import pytest
 
+from _support.drops import DropLog
 from optimizely_async import AsyncOptimizely
 from optimizely_async.events import queue as queue_module
-from optimizely_async.events.models import UserEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -46,20 +45,6 @@ def down_endpoint() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1/events"
-
-
-class DropLog:
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[UserEvent], str]] = []
-
-    def __call__(self, events: Sequence[UserEvent], reason: str) -> None:
-        self.calls.append((list(events), reason))
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for events, reason in self.calls:
-            out[reason] = out.get(reason, 0) + len(events)
-        return out
 
 
 async def wait_until(condition: Any, timeout: float = 20.0) -> None:

@@ -18,12 +18,13 @@ import anyio
 import pytest
 
 from _datafile_server import Body, DatafileServer, Redirect, Slow, Status
-from optimizely_async import AsyncOptimizely, ConfigurationError, DispatchResult, EventRequest, NotificationType
+from optimizely_async import AsyncOptimizely, ConfigurationError, NotificationType
 from optimizely_async import client as client_module
 from optimizely_async.client import HeldTrack
 from optimizely_async.config.project_config import ProjectConfig
 from optimizely_async.decide import DecisionMessage
 from optimizely_async.events.factory import now_ms
+from optimizely_async.testing import RecordingDispatcher as KitDispatcher
 
 SDK_KEY = "SdkKeyPollingSecret9876"
 TOKEN = "TokenPollingSuperSecret4321"
@@ -118,15 +119,8 @@ REV3 = datafile("3", variation="v1", enabled=False, color="green")
 # ---------------------------------------------------------------------------- helpers
 
 
-class RecordingDispatcher:
-    """An in-memory sink: records every request and reports it delivered."""
-
-    def __init__(self) -> None:
-        self.requests: list[EventRequest] = []
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        self.requests.append(request)
-        return DispatchResult(delivered=True, status=204)
+class RecordingDispatcher(KitDispatcher):
+    """The test kit's in-memory dispatcher, read back by revision."""
 
     def visitors(self) -> list[tuple[str, dict[str, Any]]]:
         """(payload revision, visitor) for every visitor of every request, in order."""

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from _datafile_server import Body, DatafileServer, Drop, Redirect, Slow, Status
+from _support.datafiles import empty_datafile as datafile
 from optimizely_async import defaults
 from optimizely_async.config.project_config import ProjectConfig, parse_config
 from optimizely_async.config.sources import FetchResult, PollingConfigSource
@@ -23,23 +24,6 @@ from optimizely_async.errors import ClientStateError, ConfigurationError, Invali
 SDK_KEY = "SdkKeyVerySecret123456"
 TOKEN = "TokenSuperSecretABCDEF987"
 INTERVAL = 0.05
-
-
-def datafile(revision: str = "1", **extra: Any) -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": revision,
-        "experiments": [],
-        "events": [],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [],
-        "rollouts": [],
-        **extra,
-    }
 
 
 class Recorder:

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
 
 from _sink_server import serve_sink
+from _support.datafiles import EVENT_KEY
+from _support.datafiles import feature_test_datafile as datafile
+from _support.drops import DropLog
 from optimizely_async import AsyncOptimizely, NotificationType, QueueStats
 from optimizely_async.events.dispatcher import DispatchResult, EventRequest
 from optimizely_async.events.models import ConversionEvent, EventContext, UserEvent, VisitorAttribute
 from optimizely_async.events.queue import EventQueue
-from test_client_events import EVENT_KEY, datafile
 
 pytestmark = pytest.mark.anyio
 
@@ -51,20 +53,6 @@ def nested_dict(depth: int) -> dict[str, Any]:
     for _ in range(depth):
         node = {"a": node}
     return node
-
-
-class DropLog:
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[Any], str]] = []
-
-    def __call__(self, events: Sequence[Any], reason: str) -> None:
-        self.calls.append((list(events), reason))
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for events, reason in self.calls:
-            out[reason] = out.get(reason, 0) + len(events)
-        return out
 
 
 def balanced(stats: QueueStats, sent: int) -> None:

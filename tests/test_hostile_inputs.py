@@ -13,7 +13,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _sink_server import SinkServer, serve_sink
+from _support.hostile import FloatLies, MappingLies, RaisingDunders, StrEq, StrEqRaises, StrHashRaises
 from differential import make_official
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, NotificationType
+from optimizely_async import AsyncOptimizely, NotificationType
 from optimizely_async.decision.compiled import MAX_CONDITION_DEPTH
 from optimizely_async.errors import InvalidDatafileError, OptimizelyError
+from optimizely_async.testing import RecordingDispatcher
 from optimizely_async.user_context import OptimizelyDecisionContext, OptimizelyForcedDecision
 
 TESTS = Path(__file__).parent
@@ -116,14 +117,9 @@ def with_deep_conditions(depth: int, where: str) -> str:
 
 def raises_invalid_datafile(datafile: Any) -> str:
     with pytest.raises(OptimizelyError) as caught:
-        AsyncOptimizely(datafile=datafile, event_dispatcher=NullSink())
+        AsyncOptimizely(datafile=datafile, event_dispatcher=RecordingDispatcher())
     assert type(caught.value) is InvalidDatafileError, caught.value
     return str(caught.value)
-
-
-class NullSink:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 @pytest.mark.parametrize("as_text", [False, True])
@@ -165,7 +161,7 @@ def test_a_datafile_with_a_lone_surrogate_in_its_text_is_an_invalid_datafile() -
     text = json.dumps(DATAFILE).replace('"revision": "', '"revision": "\ud800')
     raises_invalid_datafile(text)
     # As a dict it is JSON-encodable (escaped), so it loads; the revision is sent escaped.
-    AsyncOptimizely(datafile={**DATAFILE, "revision": "\ud800"}, event_dispatcher=NullSink())
+    AsyncOptimizely(datafile={**DATAFILE, "revision": "\ud800"}, event_dispatcher=RecordingDispatcher())
 
 
 HOSTILE_VALUES: list[Any] = [
@@ -220,7 +216,9 @@ def test_any_unusable_datafile_raises_invalid_datafile_error_only(
     that loads still decides without raising."""
     datafile = replaced_at(path, value)
     try:
-        client = AsyncOptimizely(datafile=json.dumps(datafile) if as_text else datafile, event_dispatcher=NullSink())
+        client = AsyncOptimizely(
+            datafile=json.dumps(datafile) if as_text else datafile, event_dispatcher=RecordingDispatcher()
+        )
     except InvalidDatafileError as exc:
         # It names the field: one on the path of the bad value, or (a broken reference) the one referring to it.
         assert any(str(key) in str(exc) for key in [*path, *DATAFILE] if isinstance(key, str)), str(exc)
@@ -257,7 +255,7 @@ async def decisions_at(level: int, datafile: dict[str, Any]) -> list[Any]:
     old_level = logger.level
     logger.setLevel(level)
     try:
-        client = AsyncOptimizely(datafile=datafile, event_dispatcher=NullSink())
+        client = AsyncOptimizely(datafile=datafile, event_dispatcher=RecordingDispatcher())
         out: list[Any] = []
         for user_id, attributes in USERS:
             out.append(await client.get_variation("onboarding_flow", user_id, attributes))
@@ -295,100 +293,6 @@ async def test_the_deepest_supported_conditions_decide_alike_at_every_log_level(
 
 
 # ------------------------------------------------------------------ item 14: the never-raise promise
-
-
-class RaisingDunders:
-    """Every dunder that a look-up, a comparison or a log line could reach raises."""
-
-    def __hash__(self) -> int:
-        raise RuntimeError("__hash__")
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("__eq__")
-
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError(f"__getattr__({name})")
-
-    def __repr__(self) -> str:
-        raise RuntimeError("__repr__")
-
-    def __str__(self) -> str:
-        raise RuntimeError("__str__")
-
-    def __bool__(self) -> bool:
-        raise RuntimeError("__bool__")
-
-
-class StrHashRaises(str):
-    def __hash__(self) -> int:
-        raise RuntimeError("__hash__")
-
-
-class StrEq(str):
-    """Equal to every string, with the hash of the text it holds: it lies."""
-
-    def __eq__(self, other: object) -> bool:
-        return True
-
-    def __ne__(self, other: object) -> bool:
-        return False
-
-    __hash__ = str.__hash__
-
-
-class StrEqRaises(str):
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("__eq__")
-
-    __hash__ = str.__hash__
-
-
-class MappingLenRaises(Mapping[str, Any]):
-    def __len__(self) -> int:
-        raise RuntimeError("__len__")
-
-    def __getitem__(self, key: str) -> Any:
-        raise RuntimeError("__getitem__")
-
-    def __iter__(self) -> Iterator[str]:
-        raise RuntimeError("__iter__")
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("__eq__")
-
-    __hash__ = object.__hash__
-
-
-class FloatRaises(float):
-    def __float__(self) -> float:
-        raise RuntimeError("__float__")
-
-    def __lt__(self, other: object) -> bool:
-        raise RuntimeError("__lt__")
-
-    def __gt__(self, other: object) -> bool:
-        raise RuntimeError("__gt__")
-
-    def __le__(self, other: object) -> bool:
-        raise RuntimeError("__le__")
-
-    def __ge__(self, other: object) -> bool:
-        raise RuntimeError("__ge__")
-
-    def __add__(self, other: object) -> float:
-        raise RuntimeError("__add__")
-
-    __radd__ = __add__
-
-    def __sub__(self, other: object) -> float:
-        raise RuntimeError("__sub__")
-
-    __rsub__ = __sub__
-
-    def __mul__(self, other: object) -> float:
-        raise RuntimeError("__mul__")
-
-    __rmul__ = __mul__
 
 
 async def healthy(client: AsyncOptimizely, sink: SinkServer, user_id: str = "after") -> None:
@@ -444,8 +348,8 @@ async def test_notification_listeners_with_hostile_types_and_callbacks() -> None
         listener_id = center.add_notification_listener(StrHashRaises(decision_type), on_decision)
         assert listener_id > 0
         assert center.add_notification_listener(StrHashRaises(decision_type), on_decision) == -1  # a duplicate
-        assert center.add_notification_listener(NotificationType.TRACK, MappingLenRaises()) == -1  # not callable
-        assert center.add_notification_listener(MappingLenRaises(), seen.append) == -1  # type: ignore[arg-type]
+        assert center.add_notification_listener(NotificationType.TRACK, MappingLies()) == -1  # not callable
+        assert center.add_notification_listener(MappingLies(), seen.append) == -1  # type: ignore[arg-type]
         assert center.add_notification_listener(RaisingDunders(), seen.append) == -1  # type: ignore[arg-type]
         assert center.add_notification_listener(NotificationType.TRACK, RaisingDunders()) == -1  # type: ignore[arg-type]
         assert center.remove_notification_listener(RaisingDunders()) is False  # type: ignore[arg-type]
@@ -462,8 +366,8 @@ async def test_close_with_a_timeout_whose_arithmetic_raises_still_drains() -> No
         client = AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url)
         async with client:
             await client.track("purchase", "u", None, None)
-            assert await client.wait_until_ready(timeout=FloatRaises(1.0)) is True
-            report = await client.close(timeout=FloatRaises(5.0))
+            assert await client.wait_until_ready(timeout=FloatLies(1.0)) is True
+            report = await client.close(timeout=FloatLies(5.0))
         assert report.delivered == 1, report
         assert visitors(sink) == ["u"]
 
@@ -487,7 +391,7 @@ async def test_a_lying_user_id_in_set_forced_variation_does_not_break_that_user(
 @pytest.mark.anyio
 async def test_lying_attributes_and_options_cost_nothing_beyond_their_call() -> None:
     async with serve_sink() as sink, AsyncOptimizely(datafile=DATAFILE, event_endpoint=sink.url) as client:
-        lying = {StrEqRaises("country"): StrEqRaises("US"), StrEq("age"): FloatRaises(30.0)}
+        lying = {StrEqRaises("country"): StrEqRaises("US"), StrEq("age"): FloatLies(30.0)}
         user = client.create_user_context(StrEqRaises("u"), lying)
         assert user is not None
         assert user.get_user_attributes() == {"country": "US", "age": 30.0}

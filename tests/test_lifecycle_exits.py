@@ -23,6 +23,31 @@ pytestmark = pytest.mark.anyio
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
+def exit_script(backend: str, *body: str) -> str:
+    """A program for a child process: inside ``async with client:`` on ``backend`` it tracks one event, then
+    runs the ``body`` lines; its dispatcher prints ``sent <visitors>`` for each request."""
+    lines = "\n".join(" " * 16 + line for line in body)
+    return textwrap.dedent(
+        f"""
+        import sys, anyio
+        from optimizely_async import AsyncOptimizely, DispatchResult
+
+        class Out:
+            async def dispatch(self, request):
+                print("sent", len(request.payload["visitors"]), flush=True)
+                return DispatchResult(delivered=True, status=200)
+
+        async def main():
+            df = {datafile()!r}
+            async with AsyncOptimizely(datafile=df, event_dispatcher=Out(), flush_interval=60) as client:
+                await client.track("buy", "u1")
+{lines}
+
+        anyio.run(main, backend={backend!r})
+        """
+    )
+
+
 def _raise_value_error() -> None:
     raise ValueError("from the body")
 
@@ -68,25 +93,7 @@ async def test_keyboard_interrupt_leaves_as_itself_and_the_queue_is_drained() ->
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_sys_exit_inside_the_block_exits_with_its_status(backend: str) -> None:
     """``sys.exit(3)`` in the body ends the process with status 3, after the queued event is delivered."""
-    script = textwrap.dedent(
-        f"""
-        import sys, anyio
-        from optimizely_async import AsyncOptimizely, DispatchResult
-
-        class Out:
-            async def dispatch(self, request):
-                print("sent", len(request.payload["visitors"]), flush=True)
-                return DispatchResult(delivered=True, status=200)
-
-        async def main():
-            df = {datafile()!r}
-            async with AsyncOptimizely(datafile=df, event_dispatcher=Out(), flush_interval=60) as client:
-                await client.track("buy", "u1")
-                sys.exit(3)
-
-        anyio.run(main, backend={backend!r})
-        """
-    )
+    script = exit_script(backend, "sys.exit(3)")
     done = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, "PYTHONPATH": SRC},
@@ -211,26 +218,7 @@ async def test_close_inside_a_cancelled_scope_still_drains() -> None:
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_ctrl_c_drains_the_queue_before_the_process_ends(backend: str) -> None:
     """SIGINT (Ctrl-C) while the body waits: the queued event is delivered on the way out."""
-    script = textwrap.dedent(
-        f"""
-        import anyio
-        from optimizely_async import AsyncOptimizely, DispatchResult
-
-        class Out:
-            async def dispatch(self, request):
-                print("sent", len(request.payload["visitors"]), flush=True)
-                return DispatchResult(delivered=True, status=200)
-
-        async def main():
-            df = {datafile()!r}
-            async with AsyncOptimizely(datafile=df, event_dispatcher=Out(), flush_interval=60) as client:
-                await client.track("buy", "u1")
-                print("ready", flush=True)
-                await anyio.sleep_forever()
-
-        anyio.run(main, backend={backend!r})
-        """
-    )
+    script = exit_script(backend, 'print("ready", flush=True)', "await anyio.sleep_forever()")
     process = subprocess.Popen(
         [sys.executable, "-c", script],
         env={**os.environ, "PYTHONPATH": SRC},

@@ -11,27 +11,14 @@ import pytest
 
 import datagen
 import optimizely_async
+from _support.datafiles import empty_datafile
 from optimizely_async.config.loader import prepare
 from optimizely_async.config.project_config import config_steps, parse_config
 from optimizely_async.errors import InvalidDatafileError, OptimizelyError
 
 
 def minimal(**extra: Any) -> dict[str, Any]:
-    df: dict[str, Any] = {
-        "version": "4",
-        "accountId": "12001",
-        "projectId": "111001",
-        "revision": "42",
-        "experiments": [],
-        "events": [],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [],
-        "rollouts": [],
-    }
-    df.update(extra)
-    return df
+    return empty_datafile("42", **{"accountId": "12001", "projectId": "111001", **extra})
 
 
 def experiment(eid: str, key: str, variations: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:

@@ -19,28 +19,13 @@ import httpx
 import pytest
 
 from _datafile_server import DatafileServer, Redirect
+from _support.datafiles import empty_datafile as datafile
 from optimizely_async import AsyncOptimizely
 from optimizely_async.config.sources import FetchResult, PollingConfigSource
 from optimizely_async.errors import ConfigurationError
 
 SDK_KEY = "SdkKeyVerySecret123456"
 TOKEN = "TokenSuperSecretABCDEF987"
-
-
-def datafile(revision: str = "1") -> dict[str, Any]:
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": revision,
-        "experiments": [],
-        "events": [],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "featureFlags": [],
-        "rollouts": [],
-    }
 
 
 @pytest.fixture

@@ -28,25 +28,21 @@ from optimizely_async import (
     AsyncOptimizely,
     ConfigurationError,
     DecideOption,
-    DispatchResult,
-    EventRequest,
     NotificationType,
     OptimizelyDecisionContext,
     OptimizelyForcedDecision,
     SyncOptimizely,
 )
 from optimizely_async.sync_context import SyncUserContext
+from optimizely_async.testing import RecordingDispatcher
 
 
-class Recorder:
-    """An async dispatcher that keeps every payload (it runs on the client's loop thread)."""
+class Recorder(RecordingDispatcher):
+    """The test kit's dispatcher (it runs on the client's loop thread), read back as the JSON it was sent."""
 
-    def __init__(self) -> None:
-        self.payloads: list[dict[str, Any]] = []
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        self.payloads.append(json.loads(request.body))
-        return DispatchResult(delivered=True, status=200)
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        return [json.loads(request.body) for request in self.requests]
 
 
 @pytest.fixture
@@ -137,8 +133,8 @@ def test_events_match_the_async_client() -> None:
         assert user is not None
         user.decide("flag")
         user.track_event(EVENT_KEY, {"revenue": 1})
-    assert len(_normalised(sync_recorder.payloads)) == 5
-    assert _normalised(sync_recorder.payloads) == _normalised(async_recorder.payloads)
+    assert len(_normalised(sync_recorder.sent)) == 5
+    assert _normalised(sync_recorder.sent) == _normalised(async_recorder.sent)
 
 
 # ---------------------------------------------------------------------- the official surface

@@ -11,7 +11,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from optimizely_async import AsyncOptimizely, DecideOption, DispatchResult, EventRequest, NotificationType
+from _support.datafiles import empty_datafile
+from optimizely_async import AsyncOptimizely, DecideOption, NotificationType
+from optimizely_async.testing import RecordingDispatcher
 from optimizely_async.user_context import (
     OptimizelyDecisionContext,
     OptimizelyForcedDecision,
@@ -98,17 +100,6 @@ def datafile() -> dict[str, Any]:
     }
 
 
-class Recorder:
-    """An in-memory event dispatcher."""
-
-    def __init__(self) -> None:
-        self.payloads: list[dict[str, Any]] = []
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        self.payloads.append(dict(request.payload))
-        return DispatchResult(delivered=True, status=204)
-
-
 class GatedUPS:
     """An async user profile service whose lookups wait until ``gate`` is set, so a decide can be paused
     after it took its snapshot."""
@@ -127,7 +118,9 @@ class GatedUPS:
 
 
 def client(**options: Any) -> AsyncOptimizely:
-    return AsyncOptimizely(datafile=datafile(), event_dispatcher=options.pop("event_dispatcher", Recorder()), **options)
+    return AsyncOptimizely(
+        datafile=datafile(), event_dispatcher=options.pop("event_dispatcher", RecordingDispatcher()), **options
+    )
 
 
 # ------------------------------------------------------------------------------------------------ creation
@@ -217,7 +210,7 @@ async def test_set_attribute_with_a_non_string_key_keeps_it_and_decisions_ignore
 ) -> None:
     """As the official SDK (tests/test_differential_as_json.py compares the two): the key is stored and shown,
     audiences and events only read string keys. Ours also warns."""
-    recorder = Recorder()
+    recorder = RecordingDispatcher()
     async with client(event_dispatcher=recorder, batch_size=1) as optimizely:
         user = optimizely.create_user_context("u1", {"age": 30})
         assert user is not None
@@ -376,7 +369,7 @@ async def test_many_tasks_share_one_context() -> None:
 
 @pytest.mark.anyio
 async def test_track_event_sends_a_conversion_with_the_current_attributes() -> None:
-    recorder = Recorder()
+    recorder = RecordingDispatcher()
     tracked: list[tuple[Any, ...]] = []
     async with client(event_dispatcher=recorder, batch_size=1) as optimizely:
         optimizely.notification_center.add_notification_listener(
@@ -429,21 +422,7 @@ async def test_options_that_are_not_a_list_fall_back_to_the_defaults() -> None:
 
 @pytest.mark.anyio
 async def test_forced_decision_methods_never_raise_on_bad_arguments() -> None:
-    client = AsyncOptimizely(
-        datafile={
-            "version": "4",
-            "accountId": "1",
-            "projectId": "2",
-            "revision": "3",
-            "experiments": [],
-            "events": [],
-            "audiences": [],
-            "attributes": [],
-            "groups": [],
-            "featureFlags": [],
-            "rollouts": [],
-        }
-    )
+    client = AsyncOptimizely(datafile=empty_datafile("3"))
     user = client.create_user_context("u1")
     assert user is not None
     assert user.set_forced_decision(None, None) is False  # type: ignore[arg-type]

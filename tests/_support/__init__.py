@@ -1,0 +1,1 @@
+"""Helpers several test files share (one copy each): hostile values, small datafiles, recording dispatchers."""
