@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: datafile and users, timing, and the official SDK set up alike."""
+"""Shared helpers for the benchmarks: datafile and users, timing (the decide rounds and their clock), a sink
+that accepts every event, and the official SDK set up alike."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import datagen  # noqa: E402
+from optimizely_async import DispatchResult, EventRequest  # noqa: E402
 
 logging.getLogger("optimizely_async").setLevel(logging.CRITICAL)
 
@@ -61,6 +63,48 @@ def official_client(df: dict[str, Any]) -> Any:
     from optimizely import optimizely as official
 
     return official.Optimizely(datafile=json.dumps(df), event_dispatcher=NoOpDispatcher())
+
+
+class NullSink:
+    """Our ``event_dispatcher=``: accepts every request at once (the runs measure building and queueing events,
+    not a network)."""
+
+    async def dispatch(self, request: EventRequest) -> DispatchResult:
+        return DispatchResult(delivered=True, status=200)
+
+
+def official_decide_round(
+    contexts: Sequence[Any], flags: Sequence[str], after: Callable[[], object] | None = None
+) -> Callable[[], int]:
+    """A timed round for the official SDK: every flag decided for every user context, then ``after()`` (e.g.
+    waiting for the event thread) inside the round; returns the number of decisions."""
+
+    def round_() -> int:
+        for user in contexts:
+            for key in flags:
+                user.decide(key)
+        if after is not None:
+            after()
+        return len(contexts) * len(flags)
+
+    return round_
+
+
+def our_decide_round(
+    contexts: Sequence[Any], flags: Sequence[str], after: Callable[[], Awaitable[object]] | None = None
+) -> Callable[[], Awaitable[int]]:
+    """The same round for our client: ``await user.decide(key)`` for every flag and user context, then
+    ``await after()`` (e.g. ``client.flush``) inside the round; returns the number of decisions."""
+
+    async def round_() -> int:
+        for user in contexts:
+            for key in flags:
+                await user.decide(key)
+        if after is not None:
+            await after()
+        return len(contexts) * len(flags)
+
+    return round_
 
 
 def official_settle(client: Any) -> Callable[[], None]:

@@ -13,22 +13,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from _common import bench_users, datafiles, official_client, official_settle
+from _common import (
+    NullSink,
+    bench_users,
+    datafiles,
+    official_client,
+    official_decide_round,
+    official_settle,
+    our_decide_round,
+)
 from _rounds import alternate, ratio
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
+from optimizely_async import AsyncOptimizely
 from optimizely_async.metrics import attach, instrument
 
 TARGET = 1.05  # a no-op meter's cost per decision, at most this times today's
 ROUNDS = 21
-
-
-class NullSink:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 async def main() -> None:
@@ -59,25 +62,11 @@ async def run(df: dict[str, Any]) -> None:
         f"the no-op meter provider instruments the client: {noop_metrics is not None}"
     )
 
-    def official_round() -> int:
-        for user in official_users:
-            for key in flags:
-                user.decide(key)
-        settle()
-        return len(official_users) * len(flags)
+    official_round = official_decide_round(official_users, flags, after=settle)
 
     def ours(client: AsyncOptimizely) -> Callable[[], Awaitable[int]]:
         contexts = [client.create_user_context(uid, attrs) for uid, attrs in users]
-
-        async def round_() -> int:
-            for user in contexts:
-                assert user is not None
-                for key in flags:
-                    await user.decide(key)
-            await client.flush()
-            return len(contexts) * len(flags)
-
-        return round_
+        return our_decide_round(contexts, flags, after=client.flush)
 
     async with today, today_again, unset, noop, recording:
         variants: list[tuple[str, Callable[[], Any]]] = [
