@@ -25,16 +25,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
 
 from ._logging import sdk_logger
 from .client import AsyncOptimizely
-from .events.models import QueuedEvent
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .stats import report_of
+
+if TYPE_CHECKING:
+    from .events.models import QueuedEvent
 
 __all__ = ["LoopClient", "LoopThread", "OwnThreadError", "zero_report"]
 

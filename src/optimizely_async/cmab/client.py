@@ -11,13 +11,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import httpx
 
 from .. import defaults
 from .._lazy_http import LazyHttpClient
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from .._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # imported by the first request (see _lazy_http.new_client)
 
 __all__ = ["PredictionClient", "PredictionError"]
 
@@ -97,7 +103,7 @@ class PredictionClient:
     async def _attempt(self, url: str, body: bytes) -> str | None:
         self.requests += 1
         try:
-            response = await self._http.get().post(url, content=body, headers=_HEADERS, timeout=self._timeout)
+            response = await self._http.post(url, content=body, headers=_HEADERS, timeout=self._timeout)
         except httpx.HTTPError as exc:
             _log.error(FETCH_FAILED.format(str(exc) or type(exc).__name__))
             return None

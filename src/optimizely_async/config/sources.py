@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
-import httpx
+import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from optimizely_async import defaults
@@ -44,7 +44,13 @@ from optimizely_async._validation import plain
 from optimizely_async.errors import ClientStateError, ConfigurationError
 
 if TYPE_CHECKING:
+    import httpx
+
     from optimizely_async.config.project_config import ProjectConfig
+else:
+    from optimizely_async._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # imported when a source is made (it checks its URL with httpx), not with the module
 
 __all__ = ["MAX_REDIRECTS", "FetchResult", "PollingConfigSource", "PollingStats"]
 
@@ -331,15 +337,19 @@ class PollingConfigSource:
             raise ConfigurationError(f"url_template must be an http(s) URL with a host, got {template!r}.")
         return url
 
-    def _client(self) -> httpx.AsyncClient:
+    async def _client(self) -> httpx.AsyncClient:
         if self._user_client is not None:
             return self._user_client
         if self._own_client is None:
-            self._own_client = httpx.AsyncClient(timeout=self._request_timeout, follow_redirects=False)
+            # In a worker thread: building the SSL context holds the thread for about 20 ms.
+            timeout = self._request_timeout
+            made = await anyio.to_thread.run_sync(lambda: httpx.AsyncClient(timeout=timeout, follow_redirects=False))
+            if self._own_client is None:
+                self._own_client = made
         return self._own_client
 
     async def _get(self) -> httpx.Response:
-        client = self._client()
+        client = await self._client()
         headers: dict[str, str] = {}
         if self._etag:
             headers["If-None-Match"] = self._etag

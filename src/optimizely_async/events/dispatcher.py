@@ -17,8 +17,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import defaults
+from .._lazy_http import new_client
 from .._logging import logger
-from .._version import __version__
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -117,14 +117,17 @@ class HttpDispatcher:
         self._base_timeout: httpx.Timeout | None = None
         self._closed = False
 
-    def _http(self) -> httpx.AsyncClient:
-        client = self._client
-        if client is None:
-            client = self._client = httpx.AsyncClient(
-                headers={"User-Agent": f"{defaults.CLIENT_NAME}/{__version__}"},
-                follow_redirects=False,
-            )
-        return client
+    async def _http(self) -> httpx.AsyncClient | None:
+        """The HTTP client (None once closed). The dispatcher's own is made at the first request, in a worker
+        thread: importing httpx and building its SSL context would otherwise hold the event loop for tens of
+        milliseconds."""
+        if self._client is None and not self._closed:
+            made = await new_client()
+            if self._client is not None or self._closed:  # another request made one meanwhile, or aclose() ran
+                await made.aclose()
+            else:
+                self._client = made
+        return self._client
 
     def _timeout_for(self, client: httpx.AsyncClient, timeouts: int) -> httpx.Timeout:
         timeout = self._base_timeout
@@ -149,9 +152,9 @@ class HttpDispatcher:
 
     async def dispatch(self, request: EventRequest) -> DispatchResult:
         """POST the request body once and classify the outcome."""
-        if self._closed:
+        client = await self._http()
+        if client is None:
             return DispatchResult(delivered=False, retryable=False, reason="dispatcher_closed")
-        client = self._http()
         try:
             response = await client.post(
                 request.url,

@@ -17,14 +17,20 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import httpx
 from anyio.abc import TaskStatus
 
 from .. import defaults
 from .._lazy_http import LazyHttpClient
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from .._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # imported by the first request (see _lazy_http.new_client)
 
 __all__ = ["OdpEvent", "OdpEventQueue", "OdpEventStats"]
 
@@ -257,7 +263,7 @@ class OdpEventQueue:
                 await anyio.sleep(delay)
             self._requests += 1
             try:
-                response = await self._http.get().post(url, content=body, headers=headers, timeout=self._timeout)
+                response = await self._http.post(url, content=body, headers=headers, timeout=self._timeout)
             except (httpx.TransportError, httpx.TimeoutException):
                 _log.error(SEND_FAILED.format("network error"))
                 continue
