@@ -7,7 +7,6 @@ retry, sleep or raise for network and HTTP failures. Retrying, backoff and accou
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -220,6 +219,8 @@ def parse_retry_after(value: str | None) -> float | None:
     try:
         seconds = float(text)
     except ValueError:
+        import email.utils  # here: an HTTP-date Retry-After is rare, and the import costs several ms
+
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
