@@ -49,7 +49,7 @@ from .config.project_config import (
 from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError
 from .events.dispatcher import Dispatcher, HttpDispatcher
-from .events.factory import build_conversion, build_impression, event_context, now_ms, prepare
+from .events.factory import build_conversion, build_impression, event_context, now_ms, prepare_models
 from .events.ledger import call_hook, run_hook
 from .events.payload import build_payload
 from .events.pending import PendingEvent, materialize
@@ -295,7 +295,7 @@ class AsyncOptimizely(DecisionMethods):
             # At once, unpaced: nothing else waits on a client that is being constructed.
             self._set_config(parse_config(datafile))
 
-        prepare()  # the event models: imported here, not on the loop when a polled datafile's first config comes
+        prepare_models()  # the event models now, not on the loop when a polled datafile's first config comes
         self._dispatcher: Dispatcher = event_dispatcher or HttpDispatcher(http_client)
         self._owns_dispatcher = event_dispatcher is None
         self._queue = EventQueue(

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 else:
     from .._lazy_import import LazyModule
 
-    httpx = LazyModule("httpx")  # imported by the first request (see _lazy_http.new_client)
+    httpx = LazyModule("httpx")  # the first request imports it, if no dispatcher or poller did before
 
 __all__ = ["PredictionClient", "PredictionError"]
 

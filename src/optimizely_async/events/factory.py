@@ -24,7 +24,7 @@ else:
     # The pydantic event models (and pydantic): imported by the first event_context(), at client construction.
     models = LazyModule(f"{__package__}.models")
 
-__all__ = ["build_attributes", "build_conversion", "build_impression", "event_context", "prepare"]
+__all__ = ["build_attributes", "build_conversion", "build_impression", "event_context", "prepare_models"]
 
 _log = sdk_logger()
 
@@ -242,7 +242,7 @@ def event_context(config: ProjectConfig, endpoint: str | None = None) -> EventCo
     )
 
 
-def prepare() -> None:
+def prepare_models() -> None:
     """Import the event models (and pydantic) now, if not done yet: a client calls this at construction, so
     that a polled datafile's first config does not pay for the import on the event loop."""
     importlib.import_module(f"{__package__}.models")
