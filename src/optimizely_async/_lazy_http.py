@@ -1,16 +1,58 @@
 """One httpx client, made on first use: the application's shared one, or the SDK's own (closed with it).
 
-The CMAB and ODP requests use it, so a client that never predicts or talks to ODP opens no connection pool.
+The CMAB and ODP requests use it, so a client that never predicts or talks to ODP opens no connection pool. The
+SDK's own clients (this one, the event dispatcher's, the datafile poller's) are made in a worker thread by
+:func:`made_off_loop`: building one holds its thread for the length of an SSL context (about 20 ms).
 """
 
 from __future__ import annotations
 
-import httpx
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio.to_thread
 
 from . import defaults
 from ._version import __version__
 
-__all__ = ["LazyHttpClient"]
+if TYPE_CHECKING:
+    import httpx
+else:
+    from ._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # see import_http_stack()
+
+__all__ = ["LazyHttpClient", "import_http_stack", "made_off_loop", "new_client"]
+
+T = TypeVar("T")
+
+
+def import_http_stack() -> None:
+    """Import httpx now, with httpcore and certifi, which httpx imports only when it makes its first client.
+
+    A client whose event dispatcher or datafile poller will make its own HTTP client calls this at construction,
+    so the import (about 40 ms) happens in the constructing thread, before any request: not on the event loop,
+    and not in a worker thread, where a ``fork()`` from another thread could catch it halfway (the child would
+    inherit the import's locks held, and hang at its own first import of those modules).
+    """
+    for name in ("httpx", "httpcore", "certifi"):
+        importlib.import_module(name)
+
+
+async def made_off_loop(make: Callable[[], T]) -> T:
+    """``make()`` (an HTTP client) run in a worker thread: each client builds an SSL context (about 20 ms on a
+    quiet machine), blocking work that no bounded step on the loop can split."""
+    return await anyio.to_thread.run_sync(make)
+
+
+async def new_client(**options: Any) -> httpx.AsyncClient:
+    """A new ``httpx.AsyncClient`` with the SDK's User-Agent and no redirects, made off the loop."""
+    return await made_off_loop(
+        lambda: httpx.AsyncClient(
+            headers={"User-Agent": f"{defaults.CLIENT_NAME}/{__version__}"}, follow_redirects=False, **options
+        )
+    )
 
 
 class LazyHttpClient:
@@ -22,14 +64,19 @@ class LazyHttpClient:
         self._shared = shared
         self._own: httpx.AsyncClient | None = None
 
-    def get(self) -> httpx.AsyncClient:
+    async def get(self) -> httpx.AsyncClient:
         if self._shared is not None:
             return self._shared
         if self._own is None:
-            self._own = httpx.AsyncClient(
-                headers={"User-Agent": f"{defaults.CLIENT_NAME}/{__version__}"}, follow_redirects=False
-            )
+            made = await new_client()
+            if self._own is None:  # else another request made one meanwhile; this one never opened a connection
+                self._own = made
         return self._own
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        """``(await get()).post(url, **kwargs)``."""
+        client = await self.get()
+        return await client.post(url, **kwargs)
 
     async def aclose(self) -> None:
         """Close the SDK's own client, if it made one (a shared client is the application's to close)."""

@@ -13,16 +13,19 @@ is a copy, so it can refuse clearly instead of queueing events nobody sends.
 
 from __future__ import annotations
 
-import asyncio
 import os
+import sys
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
 from .errors import ClientStateError
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["FORKED_MESSAGE", "Started", "spawn_runner", "watch_forks"]
 
@@ -52,6 +55,10 @@ def spawn_runner(run: Callable[[Started], Coroutine[Any, Any, None]]) -> tuple[a
     """Create the asyncio task that runs ``run(status)``; the caller keeps the task and awaits its end.
 
     Raises :class:`ClientStateError` when the running loop is not asyncio's (trio)."""
+    if "asyncio" not in sys.modules:  # no asyncio loop can be running: importing asyncio would only cost time
+        raise ClientStateError(TRIO_START_MESSAGE)
+    import asyncio
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -7,7 +7,6 @@ work (event queue, datafile poller) in one task group it owns, and delegates dec
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import functools
@@ -50,10 +49,10 @@ from .config.project_config import (
 from .decision.user_profile import UserProfileService
 from .errors import ClientStateError, ConfigurationError
 from .events.dispatcher import Dispatcher, HttpDispatcher
-from .events.factory import build_conversion, build_impression, now_ms
+from .events.factory import build_conversion, build_impression, event_context, now_ms, prepare_models
 from .events.ledger import call_hook, run_hook
-from .events.models import ConversionEvent, EventContext, PendingEvent, QueuedEvent, UserEvent, materialize
 from .events.payload import build_payload
+from .events.pending import PendingEvent, materialize
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .events.tags import parse_revenue, parse_value, snapshot_tags
 from .notifications import NotificationCenter, NotificationType
@@ -62,11 +61,14 @@ from .stats import ClientStats
 from .user_context import OptimizelyUserContext
 
 if TYPE_CHECKING:
+    import asyncio
+
     import httpx
 
     from .config.optimizely_config import OptimizelyConfig
     from .config.sources import PollingConfigSource
     from .decide import DecideOption
+    from .events.models import ConversionEvent, EventContext, QueuedEvent, UserEvent
 
 __all__ = ["AsyncOptimizely", "HeldTrack"]
 
@@ -293,6 +295,7 @@ class AsyncOptimizely(DecisionMethods):
             # At once, unpaced: nothing else waits on a client that is being constructed.
             self._set_config(parse_config(datafile))
 
+        prepare_models()  # the event models now, not on the loop when a polled datafile's first config comes
         self._dispatcher: Dispatcher = event_dispatcher or HttpDispatcher(http_client)
         self._owns_dispatcher = event_dispatcher is None
         self._queue = EventQueue(
@@ -1068,18 +1071,6 @@ def _is_httpx_client(value: object) -> bool:
     import httpx  # only when a client is given: importing httpx is a large part of the SDK's import time
 
     return isinstance(value, httpx.AsyncClient)
-
-
-def event_context(config: ProjectConfig, endpoint: str | None = None) -> EventContext:
-    """The per-config facts every payload carries; ``endpoint`` (the client's ``event_endpoint``) replaces the
-    datafile region's."""
-    return EventContext(
-        account_id=config.account_id,
-        project_id=config.project_id,
-        revision=config.revision,
-        anonymize_ip=config.anonymize_ip,
-        endpoint=endpoint if endpoint is not None else config.event_endpoint,
-    )
 
 
 def _seconds(value: object) -> bool:

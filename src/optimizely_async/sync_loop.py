@@ -32,13 +32,13 @@ import anyio.lowlevel
 
 from ._logging import sdk_logger
 from .client import AsyncOptimizely
-from .events.models import QueuedEvent
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .stats import ClientStats
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .events.models import QueuedEvent
     from .sync_options import SyncOptions
 
 __all__ = ["LoopClient", "LoopThread", "OwnThreadError", "zero_report"]

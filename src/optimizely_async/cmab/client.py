@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import httpx
 
 from .. import defaults
 from .._lazy_http import LazyHttpClient
 from .._logging import sdk_logger
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from .._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # the first request imports it, if no dispatcher or poller did before
 
 __all__ = ["PredictionClient", "PredictionError"]
 
@@ -97,7 +103,7 @@ class PredictionClient:
     async def _attempt(self, url: str, body: bytes) -> str | None:
         self.requests += 1
         try:
-            response = await self._http.get().post(url, content=body, headers=_HEADERS, timeout=self._timeout)
+            response = await self._http.post(url, content=body, headers=_HEADERS, timeout=self._timeout)
         except httpx.HTTPError as exc:
             _log.error(FETCH_FAILED.format(str(exc) or type(exc).__name__))
             return None

@@ -13,9 +13,9 @@ payload ever recurses past what the SDK supports.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
 from typing_extensions import NotRequired, TypedDict
 
 from .depth import MAX_CONDITION_DEPTH, too_deep
@@ -70,9 +70,26 @@ def _supported_version(value: str) -> str:
     return value
 
 
+class _After:
+    """``Annotated`` metadata that runs ``check`` on a value once pydantic validated it, as pydantic's own
+    ``AfterValidator`` does, through the protocol pydantic reads from any metadata. Unlike ``AfterValidator``
+    it needs no import of pydantic here: pydantic is imported (by the loader) when a datafile is first read,
+    not when the SDK is imported."""
+
+    __slots__ = ("check",)
+
+    def __init__(self, check: Callable[[Any], Any]) -> None:
+        self.check = check
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+
 #: A JSON value kept as the datafile gave it, nested at most MAX_CONDITION_DEPTH deep.
-JsonValue = Annotated[Any, AfterValidator(_bounded)]
-ConditionTree = Annotated[Any, AfterValidator(_bounded_conditions)]
+JsonValue = Annotated[Any, _After(_bounded)]
+ConditionTree = Annotated[Any, _After(_bounded_conditions)]
 
 
 # The datafile is validated into plain dicts and lists (TypedDicts): pydantic-core builds them straight from the
@@ -177,7 +194,7 @@ class Holdout(TypedDict):
 
 
 class Datafile(TypedDict):
-    version: Annotated[str, AfterValidator(_supported_version)]
+    version: Annotated[str, _After(_supported_version)]
     accountId: str
     projectId: str
     revision: str

@@ -20,13 +20,20 @@ import json
 import re
 import time
 from collections.abc import Generator, Mapping
-from typing import Any, Final, TypeVar, cast
-
-import pydantic
-import pydantic_core
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from ..errors import InvalidDatafileError
 from . import datafile as df
+
+if TYPE_CHECKING:
+    import pydantic
+    import pydantic_core
+else:
+    from .._lazy_import import LazyModule
+
+    # Imported when the first datafile is read (about 20 ms), not with the SDK.
+    pydantic = LazyModule("pydantic")
+    pydantic_core = LazyModule("pydantic_core")
 
 __all__ = ["Steps", "prepare", "run_at_once", "run_in_steps", "validate_at_once", "validate_in_steps"]
 

@@ -35,16 +35,22 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
-import httpx
 from anyio.abc import TaskStatus
 
 from optimizely_async import defaults
+from optimizely_async._lazy_http import import_http_stack, made_off_loop
 from optimizely_async._logging import protect_secret, release_secrets, scrub, sdk_logger
 from optimizely_async._validation import plain
 from optimizely_async.errors import ClientStateError, ConfigurationError
 
 if TYPE_CHECKING:
+    import httpx
+
     from optimizely_async.config.project_config import ProjectConfig
+else:
+    from optimizely_async._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # imported when a source is made (import_http_stack), not with the module
 
 __all__ = ["MAX_REDIRECTS", "FetchResult", "PollingConfigSource", "PollingStats"]
 
@@ -184,6 +190,8 @@ class PollingConfigSource:
         protect_secret(access_token)
         # Forgotten with this source (a process that makes many clients must not scrub ever more strings).
         weakref.finalize(self, release_secrets, sdk_key, access_token)
+        if http_client is None:
+            import_http_stack()  # here, in the constructing thread (see import_http_stack)
         self._url = self._build_url(url_template, sdk_key)
         self._safe_url = self._scrub(str(self._url))
 
@@ -331,15 +339,18 @@ class PollingConfigSource:
             raise ConfigurationError(f"url_template must be an http(s) URL with a host, got {template!r}.")
         return url
 
-    def _client(self) -> httpx.AsyncClient:
+    async def _client(self) -> httpx.AsyncClient:
         if self._user_client is not None:
             return self._user_client
         if self._own_client is None:
-            self._own_client = httpx.AsyncClient(timeout=self._request_timeout, follow_redirects=False)
+            timeout = self._request_timeout
+            made = await made_off_loop(lambda: httpx.AsyncClient(timeout=timeout, follow_redirects=False))
+            if self._own_client is None:
+                self._own_client = made
         return self._own_client
 
     async def _get(self) -> httpx.Response:
-        client = self._client()
+        client = await self._client()
         headers: dict[str, str] = {}
         if self._etag:
             headers["If-None-Match"] = self._etag

@@ -7,7 +7,6 @@ retry, sleep or raise for network and HTTP failures. Retrying, backoff and accou
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -17,8 +16,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import defaults
+from .._lazy_http import import_http_stack, new_client
 from .._logging import logger
-from .._version import __version__
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 else:
     from .._lazy_import import LazyModule
 
-    httpx = LazyModule("httpx")  # imported at the first request: import optimizely_async does not pay for it
+    httpx = LazyModule("httpx")  # imported when a dispatcher is made: import optimizely_async does not pay for it
 
 __all__ = [
     "DispatchResult",
@@ -110,6 +109,8 @@ class HttpDispatcher:
         if isinstance(timeout, (int, float)) and not (math.isfinite(timeout) and timeout > 0):
             raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._owns_client = http_client is None
+        if http_client is None:
+            import_http_stack()  # here, not at the first request: see import_http_stack
         if http_client is None and timeout is None:
             timeout = defaults.EVENT_REQUEST_TIMEOUT
         self._client: httpx.AsyncClient | None = http_client
@@ -117,14 +118,17 @@ class HttpDispatcher:
         self._base_timeout: httpx.Timeout | None = None
         self._closed = False
 
-    def _http(self) -> httpx.AsyncClient:
-        client = self._client
-        if client is None:
-            client = self._client = httpx.AsyncClient(
-                headers={"User-Agent": f"{defaults.CLIENT_NAME}/{__version__}"},
-                follow_redirects=False,
-            )
-        return client
+    async def _http(self) -> httpx.AsyncClient | None:
+        """The HTTP client (None once closed). The dispatcher's own is made at the first request, in a worker
+        thread: importing httpx and building its SSL context would otherwise hold the event loop for tens of
+        milliseconds."""
+        if self._client is None and not self._closed:
+            made = await new_client()
+            if self._client is not None or self._closed:  # another request made one meanwhile, or aclose() ran
+                await made.aclose()
+            else:
+                self._client = made
+        return self._client
 
     def _timeout_for(self, client: httpx.AsyncClient, timeouts: int) -> httpx.Timeout:
         timeout = self._base_timeout
@@ -149,9 +153,9 @@ class HttpDispatcher:
 
     async def dispatch(self, request: EventRequest) -> DispatchResult:
         """POST the request body once and classify the outcome."""
-        if self._closed:
+        client = await self._http()
+        if client is None:
             return DispatchResult(delivered=False, retryable=False, reason="dispatcher_closed")
-        client = self._http()
         try:
             response = await client.post(
                 request.url,
@@ -217,6 +221,8 @@ def parse_retry_after(value: str | None) -> float | None:
     try:
         seconds = float(text)
     except ValueError:
+        import email.utils  # here: an HTTP-date Retry-After is rare, and the import costs several ms
+
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

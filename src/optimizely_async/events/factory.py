@@ -6,16 +6,25 @@ variation id normalisation, how an impression's variation is found.
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._logging import sdk_logger
 from ..config.project_config import ExperimentInfo, HoldoutInfo, ProjectConfig, VariationInfo
-from .models import ConversionEvent, DecisionMetadata, EventContext, ImpressionEvent, VisitorAttribute
 
-__all__ = ["build_attributes", "build_conversion", "build_impression"]
+if TYPE_CHECKING:
+    from . import models
+    from .models import ConversionEvent, DecisionMetadata, EventContext, ImpressionEvent, VisitorAttribute
+else:
+    from .._lazy_import import LazyModule
+
+    # The pydantic event models (and pydantic): imported by the first event_context(), at client construction.
+    models = LazyModule(f"{__package__}.models")
+
+__all__ = ["build_attributes", "build_conversion", "build_impression", "event_context", "prepare_models"]
 
 _log = sdk_logger()
 
@@ -115,13 +124,13 @@ def _attribute(entity_id: str, key: str, value: Any) -> VisitorAttribute:
     # type(value) keeps True, 1 and 1.0 apart: they are equal as dict keys but not on the wire. So are 0.0
     # and -0.0 (same type too), so float zeros are never shared.
     if value == 0 and type(value) is float:
-        return VisitorAttribute(entity_id=entity_id, key=key, value=value)
+        return models.VisitorAttribute(entity_id=entity_id, key=key, value=value)
     cache_key = (entity_id, key, type(value), value)
     found = _attributes.get(cache_key)
     if found is None:
         if len(_attributes) >= _CACHE_LIMIT:
             _attributes.clear()
-        found = _attributes[cache_key] = VisitorAttribute(entity_id=entity_id, key=key, value=value)
+        found = _attributes[cache_key] = models.VisitorAttribute(entity_id=entity_id, key=key, value=value)
     return found
 
 
@@ -133,7 +142,7 @@ def _decision_metadata(
     if found is None:
         if len(_metadata) >= _CACHE_LIMIT:
             _metadata.clear()
-        found = _metadata[cache_key] = DecisionMetadata(
+        found = _metadata[cache_key] = models.DecisionMetadata(
             flag_key=flag_key,
             rule_key=rule_key,
             rule_type=rule_type,
@@ -179,7 +188,7 @@ def build_impression(
             resolved = flag.variations_by_id.get(variation.id) if flag is not None else None
         elif experiment_id and experiment is not None:
             resolved = experiment.variations_by_id.get(variation.id)
-    return ImpressionEvent(
+    return models.ImpressionEvent(
         context=context,
         user_id=user_id,
         attributes=build_attributes(config, attributes),
@@ -207,7 +216,7 @@ def build_conversion(
     event_uuid: str | None = None,
     timestamp: int | None = None,
 ) -> ConversionEvent:
-    return ConversionEvent(
+    return models.ConversionEvent(
         context=context,
         user_id=user_id,
         attributes=build_attributes(config, attributes),
@@ -219,3 +228,21 @@ def build_conversion(
         timestamp=now_ms() if timestamp is None else timestamp,
         uuid=event_uuid,
     )
+
+
+def event_context(config: ProjectConfig, endpoint: str | None = None) -> EventContext:
+    """The per-config facts every payload carries; ``endpoint`` (the client's ``event_endpoint``) replaces the
+    datafile region's. The first call imports the event models (and pydantic)."""
+    return models.EventContext(
+        account_id=config.account_id,
+        project_id=config.project_id,
+        revision=config.revision,
+        anonymize_ip=config.anonymize_ip,
+        endpoint=endpoint if endpoint is not None else config.event_endpoint,
+    )
+
+
+def prepare_models() -> None:
+    """Import the event models (and pydantic) now, if not done yet: a client calls this at construction, so
+    that a polled datafile's first config does not pay for the import on the event loop."""
+    importlib.import_module(f"{__package__}.models")

@@ -16,17 +16,20 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._logging import logger
-from .models import PendingEvent, QueuedEvent, UserEvent, materialize
+from .pending import PendingEvent, materialize
+
+if TYPE_CHECKING:
+    from .models import QueuedEvent, UserEvent
 
 __all__ = ["Batch", "DeliveryReport", "Ledger", "OnDrop", "QueueStats", "call_hook", "run_hook"]
 
-OnDrop = Callable[[Sequence[UserEvent], str], "Awaitable[None] | None"]
+OnDrop = Callable[[Sequence["UserEvent"], str], "Awaitable[None] | None"]
 """``on_drop(events, reason)``: told about every event given up on; may be sync or async."""
 
 _LOG_EVERY = 10.0  # seconds between repeated warnings for the same drop reason

@@ -1,4 +1,4 @@
-"""Pydantic models of the user events the SDK queues.
+"""Pydantic models of the user events the SDK queues (imported when the first event context is built).
 
 A user event is built by the client at ``track()`` / impression time with everything already resolved
 against the project config (attribute ids, campaign ids, decision metadata), so the queue and the payload
@@ -8,12 +8,11 @@ which keeps ``uuid4()`` off the caller's hot path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .._logging import sdk_logger
+from .pending import PendingEvent, materialize
 
 __all__ = [
     "ConversionEvent",
@@ -26,8 +25,6 @@ __all__ = [
     "VisitorAttribute",
     "materialize",
 ]
-
-_log = sdk_logger()
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -103,40 +100,4 @@ class ConversionEvent(BaseModel):
 UserEvent = ImpressionEvent | ConversionEvent
 
 
-class PendingEvent:
-    """A user event whose model is built later, by the queue's task rather than in the caller.
-
-    ``track()`` validates its input, snapshots it and queues one of these: the pydantic model, the attribute
-    list and the reserved-tag parsing then cost the caller nothing (the official SDK defers the same work to
-    its flush thread). ``context`` is set so the queue can batch by project and revision.
-    """
-
-    __slots__ = ("_args", "_build", "context")
-
-    def __init__(self, context: EventContext, build: Callable[..., UserEvent], args: tuple[Any, ...] = ()) -> None:
-        self.context = context
-        self._build = build
-        self._args = args
-
-    def build(self, **extra: Any) -> UserEvent:
-        """The event model: ``build(*args, **extra)``."""
-        return self._build(*self._args, **extra)
-
-
 QueuedEvent = UserEvent | PendingEvent
-
-
-def materialize(events: Sequence[QueuedEvent]) -> tuple[list[UserEvent], list[QueuedEvent]]:
-    """Build any pending events: ``(built, failed)``."""
-    built: list[UserEvent] = []
-    failed: list[QueuedEvent] = []
-    for event in events:
-        if isinstance(event, PendingEvent):
-            try:
-                built.append(event.build())
-            except Exception:
-                _log.exception("Could not build a queued event.")
-                failed.append(event)
-        else:
-            built.append(event)
-    return built, failed

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import defaults
 from .._version import __version__
 from .dispatcher import EventRequest
-from .models import ConversionEvent, EventContext, ImpressionEvent, UserEvent, VisitorAttribute
+
+if TYPE_CHECKING:
+    from .models import ConversionEvent, EventContext, UserEvent, VisitorAttribute
 
 __all__ = [
     "ACTIVATE_EVENT_KEY",
@@ -162,7 +164,7 @@ def split_request(request: EventRequest, at: int) -> tuple[EventRequest, EventRe
 def _visitor(event: UserEvent) -> dict[str, Any]:
     event_uuid = event.uuid if event.uuid is not None else str(uuid.uuid4())
     snapshot: dict[str, Any]
-    if isinstance(event, ImpressionEvent):
+    if event.kind == "impression":
         campaign_id = event.campaign_id or event.experiment_id or ""
         variation_id = event.variation_id
         if not (variation_id and variation_id.isascii() and variation_id.isdigit()):

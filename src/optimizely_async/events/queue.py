@@ -32,7 +32,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -44,8 +44,11 @@ from .._validation import number
 from ..errors import ConfigurationError
 from .dispatcher import Dispatcher, DispatchResult, EventRequest, retry_delay
 from .ledger import Batch, DeliveryReport, Ledger, OnDrop, QueueStats, call_hook, run_hook
-from .models import QueuedEvent, materialize
 from .payload import RequestBuilder, split_request
+from .pending import materialize
+
+if TYPE_CHECKING:
+    from .models import QueuedEvent
 
 # Events built and encoded between two checkpoints while a batch is prepared (a few tenths of a ms of work).
 _BUILD_STEP = 4

@@ -17,15 +17,21 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import httpx
 from anyio.abc import TaskStatus
 
 from .. import defaults
 from .._lazy_http import LazyHttpClient
 from .._logging import sdk_logger
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from .._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # the first request imports it, if no dispatcher or poller did before
 
 __all__ = ["OdpEvent", "OdpEventQueue", "OdpEventStats"]
 
@@ -258,7 +264,7 @@ class OdpEventQueue:
                 await anyio.sleep(delay)
             self._requests += 1
             try:
-                response = await self._http.get().post(url, content=body, headers=headers, timeout=self._timeout)
+                response = await self._http.post(url, content=body, headers=headers, timeout=self._timeout)
             except (httpx.TransportError, httpx.TimeoutException):
                 _log.error(SEND_FAILED.format("network error"))
                 continue

@@ -9,14 +9,19 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable
-from typing import Any, Final
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from .._lazy_http import LazyHttpClient
 from .._logging import sdk_logger
 from .._ttl_cache import TtlLruCache
 from .config import OdpSettings
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from .._lazy_import import LazyModule
+
+    httpx = LazyModule("httpx")  # the first request imports it, if no dispatcher or poller did before
 
 __all__ = ["FETCH_FAILED", "OptimizelySegmentOption", "SegmentsFetcher"]
 
@@ -114,7 +119,7 @@ class SegmentsFetcher:
         headers = {"content-type": "application/json", "x-api-key": str(settings.api_key)}
         self.requests += 1
         try:
-            response = await self._http.get().post(url, content=body.encode(), headers=headers, timeout=self._timeout)
+            response = await self._http.post(url, content=body.encode(), headers=headers, timeout=self._timeout)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             _log.debug("GraphQL download failed: %s", exc)
             _log.error(FETCH_FAILED.format("network error"))

@@ -1,0 +1,155 @@
+"""What importing the SDK loads, and where the deferred imports are paid instead.
+
+``import optimizely_async`` and ``from optimizely_async import AsyncOptimizely`` load neither httpx (nor ssl),
+pydantic, the event models nor asyncio. A client pays for pydantic and the event models at construction, and
+for httpx too when its event dispatcher or datafile poller will make an HTTP client; that client is then made
+in a worker thread at the first request, not on the event loop. Each check runs in a fresh interpreter, since
+this test process has imported everything already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+DATAFILE = TESTS.parent / "src" / "optimizely_async" / "example_datafile.json"
+
+#: Modules the import leaves for later (asyncio: a trio app or a script never needs it).
+DEFERRED = ("asyncio", "httpx", "ssl", "pydantic", "pydantic_core", "optimizely_async.events.models")
+
+LOADED = "import sys; print(json.dumps(sorted(m for m in set({deferred}) if m in sys.modules)))"
+
+
+def run_child(code: str, *args: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter; its last output line is JSON."""
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    result: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def loaded_after(statement: str) -> list[str]:
+    return run_child(f"import json\n{statement}\n" + LOADED.format(deferred=DEFERRED))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import optimizely_async",
+        "from optimizely_async import AsyncOptimizely",
+        "from optimizely_async import AsyncOptimizely, DecideOption, NotificationType, OptimizelyUserContext",
+    ],
+)
+def test_importing_the_sdk_defers_the_heavy_modules(statement: str) -> None:
+    assert loaded_after(statement) == []
+
+
+def test_the_check_itself_can_fail() -> None:
+    assert loaded_after("import optimizely_async.events.models") == [
+        "optimizely_async.events.models",
+        "pydantic",
+        "pydantic_core",
+    ]
+
+
+HTTP_STACK = ["certifi", "httpcore", "httpx"]
+
+
+def test_a_client_with_its_own_dispatcher_imports_pydantic_at_construction_and_no_http() -> None:
+    statement = (
+        "from optimizely_async import AsyncOptimizely, DispatchResult\n"
+        "class Sink:\n"
+        "    async def dispatch(self, request): return DispatchResult(delivered=True, status=200)\n"
+        f"AsyncOptimizely(datafile=open({str(DATAFILE)!r}).read(), event_dispatcher=Sink())"
+    )
+    assert loaded_after(statement) == ["optimizely_async.events.models", "pydantic", "pydantic_core"]
+
+
+@pytest.mark.parametrize("options", [f"datafile=open({str(DATAFILE)!r}).read()", "sdk_key='some-key'"])
+def test_a_client_imports_at_construction_what_its_first_request_and_config_need(options: str) -> None:
+    """The default dispatcher and the poller make their HTTP clients in a worker thread, which must import
+    nothing (a fork meanwhile would leave a child with the import's locks held); the first polled config is
+    built on the loop, which must import nothing either."""
+    statement = f"from optimizely_async import AsyncOptimizely\nAsyncOptimizely({options})"
+    code = f"import json\n{statement}\n" + LOADED.format(deferred=(*DEFERRED, *HTTP_STACK))
+    assert run_child(code) == [*HTTP_STACK, "optimizely_async.events.models", "pydantic", "pydantic_core", "ssl"]
+
+
+FIRST_REQUEST = r"""
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+datafile, backend = open(sys.argv[2]).read(), sys.argv[3]
+
+import anyio
+from _sink_server import serve_sink
+from optimizely_async import AsyncOptimizely
+
+async def main():
+    async with serve_sink() as sink:
+        client = AsyncOptimizely(datafile=datafile, event_endpoint=sink.url, batch_size=1)
+        import httpx  # imported by the construction above
+
+        made_on_loop_thread = []
+
+        class Observed(httpx.AsyncClient):
+            def __init__(self, *args, **kwargs):
+                made_on_loop_thread.append(threading.current_thread() is threading.main_thread())
+                super().__init__(*args, **kwargs)
+
+        httpx.AsyncClient = Observed
+        before = set(sys.modules)
+        async with client:
+            await client.track("purchase", "user-1")
+            await client.flush()
+        imported = [m for m in sorted(set(sys.modules) - before) if m.split(".")[0] in ("httpx", "certifi")]
+        print(json.dumps([len(sink.received), made_on_loop_thread, imported]))
+
+anyio.run(main, backend=backend)
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_first_event_request_makes_its_http_client_off_the_loop(backend: str) -> None:
+    """(httpcore still imports its network backend on the loop at the first connection.)"""
+    assert run_child(FIRST_REQUEST, str(TESTS), str(DATAFILE), backend) == [1, [False], []]
+
+
+TRIO_APP = r"""
+import json, sys
+import trio
+from optimizely_async import AsyncOptimizely, ClientStateError, DispatchResult
+
+class Sink:
+    def __init__(self):
+        self.requests = 0
+
+    async def dispatch(self, request):
+        self.requests += 1
+        return DispatchResult(delivered=True, status=200)
+
+async def main():
+    sink = Sink()
+    client = AsyncOptimizely(datafile=open(sys.argv[1]).read(), event_dispatcher=sink, batch_size=1)
+    try:
+        await client.start()
+    except ClientStateError:
+        refused = True
+    else:
+        refused = False
+    async with client:
+        decision = await client.create_user_context("user-1").decide("new_checkout")
+        await client.track("purchase", "user-1")
+        await client.flush()
+    print(json.dumps([refused, decision.flag_key, sink.requests > 0, "asyncio" in sys.modules]))
+
+trio.run(main)
+"""
+
+
+def test_a_trio_app_never_imports_asyncio() -> None:
+    assert run_child(TRIO_APP, str(DATAFILE)) == [True, "new_checkout", True, False]
