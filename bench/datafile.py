@@ -7,10 +7,11 @@ Run from the repository root: ``python bench/datafile.py`` (about 2 minutes; ``-
    validation. Rounds alternate between the two in one process; medians. Target: at least 4x.
 2. **Loop holds while updates apply.** A client polls a local HTTP server (a child process) every 50 ms, and
    every poll brings a new revision. The SDK's own hold of the event loop is timed where it happens: from the
-   moment a build resumes after a checkpoint to its next checkpoint. The interpreter's garbage collections are
-   timed apart (``gc.callbacks``): their length is the whole heap's, not the SDK's, and the build's time is
-   shown with them taken out. Idle (nothing else on the loop) and under load (four tasks deciding flat out,
-   with a checkpoint after each decision). Also: how long one update takes to apply.
+   moment a build (of the config, then of its OptimizelyConfig projection) resumes after a checkpoint to its
+   next checkpoint. The interpreter's garbage collections are timed apart (``gc.callbacks``): their length is
+   the whole heap's, not the SDK's, and the build's time is shown with them taken out. Idle (nothing else on
+   the loop) and under load (four tasks deciding flat out, with a checkpoint after each decision). Also: how
+   long one update takes to apply.
 3. **RSS over many revisions.** The resident memory of the polling client, sampled while it applies 200
    revisions.
 
@@ -138,10 +139,10 @@ class Holds:
         self._gc_start = 0.0
 
     def install(self) -> None:
+        import optimizely_async.config.optimizely_config as oc
         import optimizely_async.config.project_config as pc
 
         real_checkpoint = _checkpoint
-        real_steps = pc.config_steps
 
         async def checkpoint() -> None:
             if self.building:
@@ -149,17 +150,21 @@ class Holds:
             await real_checkpoint()
             self._open_stretch()
 
-        def steps(data: Any) -> Any:
-            self.building += 1
-            self._open_stretch()
-            try:
-                return (yield from real_steps(data))
-            finally:
-                self._close_stretch()
-                self.building -= 1
+        def timed(real_steps: Any) -> Any:
+            def steps(*args: Any) -> Any:
+                self.building += 1
+                self._open_stretch()
+                try:
+                    return (yield from real_steps(*args))
+                finally:
+                    self._close_stretch()
+                    self.building -= 1
+
+            return steps
 
         anyio.lowlevel.checkpoint = checkpoint  # type: ignore[assignment]  # the build's driver imports it per call
-        pc.config_steps = steps
+        pc.config_steps = timed(pc.config_steps)
+        oc._Builder.steps = timed(oc._Builder.steps)  # each update also builds its OptimizelyConfig projection
         gc.callbacks.append(self._on_gc)
 
     def _open_stretch(self) -> None:
