@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from . import defaults
 from ._decisions import DecisionMethods
 from ._lazy_http import LazyHttpClient
-from ._lifecycle import FORKED_MESSAGE, spawn_runner, watch_forks
+from ._lifecycle import FORKED_MESSAGE, keep_ctrl_c_out, spawn_runner, watch_forks
 from ._logging import sdk_logger
 from ._logroute import logs_to_its_logger
 from ._validation import (
@@ -429,6 +429,7 @@ class AsyncOptimizely(DecisionMethods):
                         await task_group.start(_guarded, self._source.run, "The datafile poller")
                     listeners = self.notification_center.background
                     await task_group.start(_guarded, listeners.run, "The async listener queue")
+                    keep_ctrl_c_out(AsyncOptimizely._build_projection)  # it may run when Ctrl-C comes
                     task_group.start_soon(self._build_projection)  # of a static datafile's config
                     self._task_group = task_group
                     task_status.started()
