@@ -118,7 +118,8 @@ class OptimizelyConfig:
     #: Experiments of legacy projects by key; with flags, keys may repeat across flags and the last one wins.
     experiments_map: Mapping[str, OptimizelyExperiment]
     features_map: Mapping[str, OptimizelyFeature]
-    _datafile: str = field(default="", repr=False)
+    #: The datafile as the config keeps it (a polled one as bytes: decoded on use, not held twice).
+    _datafile: str | bytes = field(default="", repr=False)
     sdk_key: str = ""
     environment_key: str = ""
     attributes: tuple[OptimizelyAttribute, ...] = ()
@@ -127,7 +128,8 @@ class OptimizelyConfig:
 
     def get_datafile(self) -> str:
         """The datafile this projection was built from, as the JSON string the SDK received."""
-        return self._datafile
+        text = self._datafile
+        return text if isinstance(text, str) else text.decode("utf-8")
 
 
 # ------------------------------------------------------------------------------------------ audiences string
@@ -303,7 +305,7 @@ class _Builder:
             revision=config.revision,
             experiments_map=experiments_by_key,
             features_map=features,
-            _datafile=config.raw if isinstance(config.raw, str) else config.raw.decode("utf-8"),
+            _datafile=config.raw,
             sdk_key=config.sdk_key or "",
             environment_key=config.environment_key or "",
             attributes=attributes,
