@@ -21,6 +21,7 @@ Nothing here asserts: it prints what it measured.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import statistics
@@ -129,6 +130,7 @@ class Holds:
 
     def __init__(self) -> None:
         self.building = 0
+        self.builder: asyncio.Task[Any] | None = None  # the task whose build runs (the poller's)
         self.resumed = 0.0
         self.resumed_cpu = 0.0
         #: (wall length, the thread's CPU time, GC time inside it), seconds. On a shared machine the wall time
@@ -145,26 +147,30 @@ class Holds:
         real_checkpoint = _checkpoint
 
         async def checkpoint() -> None:
-            if self.building:
-                self._close_stretch()
+            if not self.building or asyncio.current_task() is not self.builder:  # other SDK code: not a build
+                await real_checkpoint()
+                return
+            self._close_stretch()
             await real_checkpoint()
             self._open_stretch()
 
-        def timed(real_steps: Any) -> Any:
-            def steps(*args: Any) -> Any:
+        def timed(real_run: Any) -> Any:  # a build's driver: its steps run between its checkpoints
+            async def run(*args: Any) -> Any:
                 self.building += 1
+                self.builder = asyncio.current_task()
                 self._open_stretch()
                 try:
-                    return (yield from real_steps(*args))
+                    return await real_run(*args)
                 finally:
                     self._close_stretch()
                     self.building -= 1
 
-            return steps
+            return run
 
         anyio.lowlevel.checkpoint = checkpoint  # type: ignore[assignment]  # the build's driver imports it per call
-        pc.config_steps = timed(pc.config_steps)
-        oc._Builder.steps = timed(oc._Builder.steps)  # each update also builds its OptimizelyConfig projection
+        pc.run_in_steps = timed(pc.run_in_steps)
+        # Each update also builds its OptimizelyConfig projection (a method: the wrapper gets the build first).
+        oc.ProjectionBuild.run_in_steps = timed(oc.ProjectionBuild.run_in_steps)  # type: ignore[method-assign]
         gc.callbacks.append(self._on_gc)
 
     def _open_stretch(self) -> None:
