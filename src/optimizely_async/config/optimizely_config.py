@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._logging import sdk_logger
 from .loader import STEP_BUDGET, Steps, run_at_once
@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 _log = sdk_logger()
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DUMMY_AUDIENCE_ID = "$opt_dummy_audience"
 _OPERATORS = ("and", "or", "not")
@@ -293,14 +296,15 @@ class _Builder:
                 delivery_rules=tuple(delivery),
                 experiment_rules=rules,
             )
+            self.defaults_by_id.pop(key, None)  # only experiments used it: freed a flag per step, not all at the end
             yield
 
-        attributes = tuple(OptimizelyAttribute(i, k) for i, k in config.listed_attributes)
-        yield
-        events = tuple(OptimizelyEvent(e.id, e.key, e.experiment_ids) for e in config.listed_events)
-        yield
-        audiences = tuple(OptimizelyAudience(*entry) for entry in config.listed_audiences)
-        yield
+        attributes: list[OptimizelyAttribute] = []
+        yield from _in_chunks(config.listed_attributes, lambda a: OptimizelyAttribute(*a), attributes)
+        events: list[OptimizelyEvent] = []
+        yield from _in_chunks(config.listed_events, lambda e: OptimizelyEvent(e.id, e.key, e.experiment_ids), events)
+        audiences: list[OptimizelyAudience] = []
+        yield from _in_chunks(config.listed_audiences, lambda a: OptimizelyAudience(*a), audiences)
         return OptimizelyConfig(
             revision=config.revision,
             experiments_map=experiments_by_key,
@@ -308,10 +312,17 @@ class _Builder:
             _datafile=config.raw,
             sdk_key=config.sdk_key or "",
             environment_key=config.environment_key or "",
-            attributes=attributes,
-            events=events,
-            audiences=audiences,
+            attributes=tuple(attributes),
+            events=tuple(events),
+            audiences=tuple(audiences),
         )
+
+
+def _in_chunks(items: Sequence[T], make: Callable[[T], R], out: list[R], size: int = 100) -> Steps[None]:
+    """Append ``make(item)`` for each of ``items`` to ``out``, ``size`` items per step."""
+    for start in range(0, len(items), size):
+        out.extend(make(item) for item in items[start : start + size])
+        yield
 
 
 # --------------------------------------------------------------------------------------------------- cache
