@@ -292,6 +292,8 @@ class AsyncOptimizely(DecisionMethods):
         if datafile is not None:
             # At once, unpaced: nothing else waits on a client that is being constructed.
             self._set_config(parse_config(datafile))
+        # Defining the OptimizelyConfig classes takes a few ms: here, not in a step of the projection's build.
+        from .config.optimizely_config import ProjectionBuild  # noqa: F401
 
         self._dispatcher: Dispatcher = event_dispatcher or HttpDispatcher(http_client)
         self._owns_dispatcher = event_dispatcher is None
@@ -704,13 +706,14 @@ class AsyncOptimizely(DecisionMethods):
 
     async def _build_projection(self) -> None:
         """Build the current config's projection on the loop in steps, as the official SDK builds it at every
-        update, so that get_optimizely_config() finds it ready; stop if the config is replaced meanwhile."""
+        update, so that get_optimizely_config() finds it ready; stop if the config is replaced meanwhile or the
+        client closes (a later call runs the steps left)."""
         config = self._config
         if config is None:
             return
         build = self._projection_for(config)
         try:
-            await build.run_in_steps(lambda: self._projection is build)
+            await build.run_in_steps(lambda: self._projection is build and self._state is not _State.CLOSED)
         except Exception:
             _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
 
