@@ -7,10 +7,11 @@ Run from the repository root: ``python bench/datafile.py`` (about 2 minutes; ``-
    validation. Rounds alternate between the two in one process; medians. Target: at least 4x.
 2. **Loop holds while updates apply.** A client polls a local HTTP server (a child process) every 50 ms, and
    every poll brings a new revision. The SDK's own hold of the event loop is timed where it happens: from the
-   moment a build resumes after a checkpoint to its next checkpoint. The interpreter's garbage collections are
-   timed apart (``gc.callbacks``): their length is the whole heap's, not the SDK's, and the build's time is
-   shown with them taken out. Idle (nothing else on the loop) and under load (four tasks deciding flat out,
-   with a checkpoint after each decision). Also: how long one update takes to apply.
+   moment a build (of the config, then of its OptimizelyConfig projection) resumes after a checkpoint to its
+   next checkpoint. The interpreter's garbage collections are timed apart (``gc.callbacks``): their length is
+   the whole heap's, not the SDK's, and the build's time is shown with them taken out. Idle (nothing else on
+   the loop) and under load (four tasks deciding flat out, with a checkpoint after each decision). Also: how
+   long one update takes to apply.
 3. **RSS over many revisions.** The resident memory of the polling client, sampled while it applies 200
    revisions.
 
@@ -20,6 +21,7 @@ Nothing here asserts: it prints what it measured.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import statistics
@@ -128,6 +130,7 @@ class Holds:
 
     def __init__(self) -> None:
         self.building = 0
+        self.builder: asyncio.Task[Any] | None = None  # the task whose build runs (the poller's)
         self.resumed = 0.0
         self.resumed_cpu = 0.0
         #: (wall length, the thread's CPU time, GC time inside it), seconds. On a shared machine the wall time
@@ -138,28 +141,36 @@ class Holds:
         self._gc_start = 0.0
 
     def install(self) -> None:
+        import optimizely_async.config.optimizely_config as oc
         import optimizely_async.config.project_config as pc
 
         real_checkpoint = _checkpoint
-        real_steps = pc.config_steps
 
         async def checkpoint() -> None:
-            if self.building:
-                self._close_stretch()
+            if not self.building or asyncio.current_task() is not self.builder:  # other SDK code: not a build
+                await real_checkpoint()
+                return
+            self._close_stretch()
             await real_checkpoint()
             self._open_stretch()
 
-        def steps(data: Any) -> Any:
-            self.building += 1
-            self._open_stretch()
-            try:
-                return (yield from real_steps(data))
-            finally:
-                self._close_stretch()
-                self.building -= 1
+        def timed(real_run: Any) -> Any:  # a build's driver: its steps run between its checkpoints
+            async def run(*args: Any) -> Any:
+                self.building += 1
+                self.builder = asyncio.current_task()
+                self._open_stretch()
+                try:
+                    return await real_run(*args)
+                finally:
+                    self._close_stretch()
+                    self.building -= 1
+
+            return run
 
         anyio.lowlevel.checkpoint = checkpoint  # type: ignore[assignment]  # the build's driver imports it per call
-        pc.config_steps = steps
+        pc.run_in_steps = timed(pc.run_in_steps)
+        # Each update also builds its OptimizelyConfig projection (a method: the wrapper gets the build first).
+        oc.ProjectionBuild.run_in_steps = timed(oc.ProjectionBuild.run_in_steps)  # type: ignore[method-assign]
         gc.callbacks.append(self._on_gc)
 
     def _open_stretch(self) -> None:

@@ -371,7 +371,7 @@ async def test_the_projection_of_an_update_can_be_built_in_steps_on_the_loop() -
     async with anyio.create_task_group() as tg:
         tg.start_soon(watcher)
         await anyio.lowlevel.checkpoint()
-        await oc.prepare_optimizely_config(config)
+        await oc.ProjectionBuild(config).run_in_steps()
         done.set()
     assert runs > 2  # other tasks ran while it was built (400 flags: many 0.5 ms steps even on a fast machine)
     prepared = oc.optimizely_config_for(config)  # returned from the cache, not built again

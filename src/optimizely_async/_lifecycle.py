@@ -27,7 +27,7 @@ from .errors import ClientStateError
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["FORKED_MESSAGE", "Started", "spawn_runner", "watch_forks"]
+__all__ = ["FORKED_MESSAGE", "Started", "keep_ctrl_c_out", "spawn_runner", "watch_forks"]
 
 FORKED_MESSAGE = (
     "This AsyncOptimizely client was started in process {parent} and this process ({child}) is a fork of it: "
@@ -67,6 +67,17 @@ def spawn_runner(run: Callable[[Started], Coroutine[Any, Any, None]]) -> tuple[a
     task = loop.create_task(run(status), name="optimizely_async background work")
     task.add_done_callback(lambda _: status.event.set())  # wakes start() if the runner ended before starting
     return task, status
+
+
+def keep_ctrl_c_out(function: Callable[..., Any]) -> None:
+    """On trio, have a Ctrl-C that arrives while ``function`` (or what it calls) runs raised in the main task at
+    its next checkpoint instead, as trio does for its own machinery: inside the client's background work it
+    would fail the runner's task group and cancel the drain on the way out. Uses trio's public
+    ``enable_ki_protection``; nothing to do on asyncio, whose ``run()`` turns Ctrl-C into a cancellation of
+    the main task."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        trio.lowlevel.enable_ki_protection(function)
 
 
 class _Forkable(Protocol):

@@ -24,7 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from . import defaults
 from ._decisions import DecisionMethods
 from ._lazy_http import LazyHttpClient
-from ._lifecycle import FORKED_MESSAGE, spawn_runner, watch_forks
+from ._lifecycle import FORKED_MESSAGE, keep_ctrl_c_out, spawn_runner, watch_forks
 from ._logging import sdk_logger
 from ._logroute import logs_to_its_logger, starts_background_work
 from ._validation import (
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from .config.optimizely_config import OptimizelyConfig
+    from .config.optimizely_config import OptimizelyConfig, ProjectionBuild
     from .config.sources import PollingConfigSource
     from .decide import DecideOption
     from .events.models import ConversionEvent, EventContext, QueuedEvent, UserEvent
@@ -288,12 +288,14 @@ class AsyncOptimizely(DecisionMethods):
         self._pending_dropped: dict[str, int] = {}
         self._report: DeliveryReport | None = None
         self._warned_unopened = False
-        #: Set once get_optimizely_config() is called: each update then builds its projection in steps.
-        self._projection_used = False
+        #: The OptimizelyConfig projection of the current config, built in the background (_build_projection).
+        self._projection: ProjectionBuild | None = None
 
         if datafile is not None:
             # At once, unpaced: nothing else waits on a client that is being constructed.
             self._set_config(parse_config(datafile))
+        # Defining the OptimizelyConfig classes takes a few ms: here, not in a step of the projection's build.
+        from .config.optimizely_config import ProjectionBuild  # noqa: F401
 
         prepare_models()  # the event models now, not on the loop when a polled datafile's first config comes
         self._dispatcher: Dispatcher = event_dispatcher or HttpDispatcher(http_client)
@@ -433,6 +435,8 @@ class AsyncOptimizely(DecisionMethods):
                         await task_group.start(_guarded, self._source.run, "The datafile poller")
                     listeners = self.notification_center.background
                     await task_group.start(_guarded, listeners.run, "The async listener queue")
+                    keep_ctrl_c_out(AsyncOptimizely._build_projection)  # it may run when Ctrl-C comes
+                    task_group.start_soon(self._build_projection)  # of a static datafile's config
                     self._task_group = task_group
                     task_status.started()
         except Exception:  # not expected: every part is guarded
@@ -622,6 +626,7 @@ class AsyncOptimizely(DecisionMethods):
         # replaced config is simply dropped: whatever still uses it (a decision in progress, a queued event)
         # keeps it alive, and reference counting frees it after.
         self._context = event_context(config, self._event_endpoint)
+        self._projection = None  # the replaced config's, built or not
         self._config = config
         if self._ready is not None:
             self._ready.set()
@@ -634,20 +639,13 @@ class AsyncOptimizely(DecisionMethods):
         return event_context(config, self._event_endpoint)
 
     async def _on_new_config(self, config: ProjectConfig) -> None:
-        if self._projection_used:
-            # The application reads projections: build the new one in steps now, not in one go at its next call.
-            from .config.optimizely_config import prepare_optimizely_config
-
-            try:
-                await prepare_optimizely_config(config)
-            except Exception:
-                _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
         self._set_config(config)
         # The source has logged the new revision (at INFO); this only marks that the client switched to it.
         _log.debug("The client now uses datafile revision %s.", config.revision)
         # Held track() calls go first, so a slow CONFIG_UPDATE listener does not hold them back.
         if self._pending:
             await self._replay_pending()
+        await self._build_projection()  # before CONFIG_UPDATE, as the official SDK: its listeners may read it
         await self.notification_center.send_notifications(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
 
     async def _replay_pending(self) -> None:
@@ -688,18 +686,40 @@ class AsyncOptimizely(DecisionMethods):
                 await run_hook(pending, "on_drop")
 
     def get_optimizely_config(self) -> OptimizelyConfig | None:
-        """The OptimizelyConfig projection of the current datafile (built once per revision)."""
+        """The OptimizelyConfig projection of the current datafile (built once per revision, in the background
+        once the client runs; a call before that build is over runs the steps it has left)."""
         config = self._usable_config("get_optimizely_config")
         if config is None:
             return None
-        self._projection_used = True
         try:
-            from .config.optimizely_config import optimizely_config_for
-
-            return optimizely_config_for(config)
+            return self._projection_for(config).finish()
         except Exception:
             _log.exception("Could not build the OptimizelyConfig.")
             return None
+
+    def _projection_for(self, config: ProjectConfig) -> ProjectionBuild:
+        """The projection build of ``config``: the client's, or a new one (kept while ``config`` is current)."""
+        build = self._projection
+        if build is None or build.config is not config:
+            from .config.optimizely_config import ProjectionBuild
+
+            build = ProjectionBuild(config)
+            if config is self._config:
+                self._projection = build
+        return build
+
+    async def _build_projection(self) -> None:
+        """Build the current config's projection on the loop in steps, as the official SDK builds it at every
+        update, so that get_optimizely_config() finds it ready; stop if the config is replaced meanwhile or the
+        client closes (a later call runs the steps left)."""
+        config = self._config
+        if config is None:
+            return
+        build = self._projection_for(config)
+        try:
+            await build.run_in_steps(lambda: self._projection is build and self._state is not _State.CLOSED)
+        except Exception:
+            _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
 
     # ------------------------------------------------------------------ events
 

@@ -277,7 +277,8 @@ class SyncOptimizely:
         )
 
     def get_optimizely_config(self) -> OptimizelyConfig | None:
-        """The OptimizelyConfig projection of the current datafile (built once per revision)."""
+        """The OptimizelyConfig projection of the current datafile (built once per revision, on the loop thread
+        once that runs; a call before that build is over runs the steps left in the calling thread)."""
         return self._live().get_optimizely_config()
 
     # ------------------------------------------------------------------ ODP

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._logging import sdk_logger
-from .loader import Steps, run_at_once, run_in_steps
+from .loader import STEP_BUDGET, Steps, run_at_once
 from .project_config import ExperimentInfo, ProjectConfig, VariationInfo
 
 __all__ = [
@@ -41,11 +42,14 @@ __all__ = [
     "OptimizelyFeature",
     "OptimizelyVariable",
     "OptimizelyVariation",
+    "ProjectionBuild",
     "optimizely_config_for",
-    "prepare_optimizely_config",
 ]
 
 _log = sdk_logger()
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DUMMY_AUDIENCE_ID = "$opt_dummy_audience"
 _OPERATORS = ("and", "or", "not")
@@ -117,7 +121,8 @@ class OptimizelyConfig:
     #: Experiments of legacy projects by key; with flags, keys may repeat across flags and the last one wins.
     experiments_map: Mapping[str, OptimizelyExperiment]
     features_map: Mapping[str, OptimizelyFeature]
-    _datafile: str = field(default="", repr=False)
+    #: The datafile as the config keeps it (a polled one as bytes: decoded on use, not held twice).
+    _datafile: str | bytes = field(default="", repr=False)
     sdk_key: str = ""
     environment_key: str = ""
     attributes: tuple[OptimizelyAttribute, ...] = ()
@@ -126,7 +131,8 @@ class OptimizelyConfig:
 
     def get_datafile(self) -> str:
         """The datafile this projection was built from, as the JSON string the SDK received."""
-        return self._datafile
+        text = self._datafile
+        return text if isinstance(text, str) else text.decode("utf-8")
 
 
 # ------------------------------------------------------------------------------------------ audiences string
@@ -194,28 +200,34 @@ class _Builder:
 
     def __init__(self, config: ProjectConfig) -> None:
         self.config = config
-        self.names = {audience_id: name for audience_id, name, _ in config.listed_audiences}
         self.flags = config.flags_by_key
+        self.names: dict[str, str] = {}
         # Per flag key: its variables at their default values, by key and by id.
         self.defaults: dict[str, dict[str, OptimizelyVariable]] = {}
         self.defaults_by_id: dict[str, dict[str, OptimizelyVariable]] = {}
+        # Per feature-rollout experiment id: the "everyone else" variations of the flags that list it.
+        self.extra: dict[str, list[VariationInfo]] = {}
+
+    def _prepare(self) -> Steps[None]:
+        """The look-ups the experiments need, one flag per step: audience names, each flag's default variables,
+        and the "everyone else" variation a feature-rollout (``type: "fr"``) experiment also offers."""
+        config = self.config
+        self.names = {audience_id: name for audience_id, name, _ in config.listed_audiences}
+        yield
+        experiments = config.experiments_by_id
         for key, flag in self.flags.items():
             by_key = {v.key: OptimizelyVariable(v.id, v.key, v.type, v.default_value) for v in flag.variables.values()}
             self.defaults[key] = by_key
             self.defaults_by_id[key] = {v.id: v for v in by_key.values()}
-        # A feature-rollout experiment also offers the "everyone else" variation of each flag that lists it.
-        experiments = config.experiments_by_id
-        self.extra: dict[str, list[VariationInfo]] = {}
-        for flag in self.flags.values():
             rules = flag.rollout_rules
-            if not rules or not rules[-1].variations:
-                continue
-            ev = rules[-1].variations[0]
-            everyone_else = VariationInfo(ev.id, ev.key, bool(ev.feature_enabled), bool(ev.feature_enabled))
-            for exp_id in flag.experiment_ids:
-                exp = experiments.get(exp_id)
-                if exp is not None and exp.type == "fr":
-                    self.extra.setdefault(exp_id, []).append(everyone_else)
+            if rules and rules[-1].variations:
+                ev = rules[-1].variations[0]
+                everyone_else = VariationInfo(ev.id, ev.key, bool(ev.feature_enabled), bool(ev.feature_enabled))
+                for exp_id in flag.experiment_ids:
+                    exp = experiments.get(exp_id)
+                    if exp is not None and exp.type == "fr":
+                        self.extra.setdefault(exp_id, []).append(everyone_else)
+            yield
 
     def _variables(self, exp: ExperimentInfo, variation: VariationInfo) -> Mapping[str, OptimizelyVariable]:
         flag_key = self.config.experiment_flags.get(exp.id)
@@ -255,7 +267,8 @@ class _Builder:
         return run_at_once(self.steps())
 
     def steps(self) -> Steps[OptimizelyConfig]:
-        """The build, one experiment or flag per step."""
+        """The build, one flag, experiment or delivery rule per step (each a few to a few hundred microseconds)."""
+        yield from self._prepare()
         config = self.config
         experiments = config.experiments_by_id
         experiments_by_key: dict[str, OptimizelyExperiment] = {}
@@ -269,7 +282,10 @@ class _Builder:
 
         features: dict[str, OptimizelyFeature] = {}
         for key, flag in self.flags.items():
-            delivery = tuple(self.experiment(e, key) for e in flag.rollout_rules)
+            delivery: list[OptimizelyExperiment] = []
+            for rule in flag.rollout_rules:
+                delivery.append(self.experiment(rule, key))
+                yield
             # The official SDK raises KeyError on an id that is not a top-level or grouped experiment.
             rules = tuple(experiments_by_id[i] for i in flag.experiment_ids if i in experiments_by_id)
             features[key] = OptimizelyFeature(
@@ -277,22 +293,36 @@ class _Builder:
                 key=key,
                 experiments_map={e.key: e for e in rules},
                 variables_map=self.defaults[key],
-                delivery_rules=delivery,
+                delivery_rules=tuple(delivery),
                 experiment_rules=rules,
             )
+            self.defaults_by_id.pop(key, None)  # only experiments used it: freed a flag per step, not all at the end
             yield
 
+        attributes: list[OptimizelyAttribute] = []
+        yield from _in_chunks(config.listed_attributes, lambda a: OptimizelyAttribute(*a), attributes)
+        events: list[OptimizelyEvent] = []
+        yield from _in_chunks(config.listed_events, lambda e: OptimizelyEvent(e.id, e.key, e.experiment_ids), events)
+        audiences: list[OptimizelyAudience] = []
+        yield from _in_chunks(config.listed_audiences, lambda a: OptimizelyAudience(*a), audiences)
         return OptimizelyConfig(
             revision=config.revision,
             experiments_map=experiments_by_key,
             features_map=features,
-            _datafile=config.raw if isinstance(config.raw, str) else config.raw.decode("utf-8"),
+            _datafile=config.raw,
             sdk_key=config.sdk_key or "",
             environment_key=config.environment_key or "",
-            attributes=tuple(OptimizelyAttribute(i, k) for i, k in config.listed_attributes),
-            events=tuple(OptimizelyEvent(e.id, e.key, e.experiment_ids) for e in config.listed_events),
-            audiences=tuple(OptimizelyAudience(*entry) for entry in config.listed_audiences),
+            attributes=tuple(attributes),
+            events=tuple(events),
+            audiences=tuple(audiences),
         )
+
+
+def _in_chunks(items: Sequence[T], make: Callable[[T], R], out: list[R], size: int = 100) -> Steps[None]:
+    """Append ``make(item)`` for each of ``items`` to ``out``, ``size`` items per step."""
+    for start in range(0, len(items), size):
+        out.extend(make(item) for item in items[start : start + size])
+        yield
 
 
 # --------------------------------------------------------------------------------------------------- cache
@@ -315,23 +345,86 @@ def _forgetter(key: int) -> Callable[[weakref.ref[ProjectConfig]], None]:
 
 
 def optimizely_config_for(config: ProjectConfig) -> OptimizelyConfig:
-    """The projection of ``config``, built on first use and then returned as the same object."""
-    with _lock:
-        cached = _cached(config)
-        return cached if cached is not None else _store(config, _Builder(config).build())
+    """The projection of ``config``, built at once on first use and then returned as the same object."""
+    return ProjectionBuild(config).finish()
 
 
-async def prepare_optimizely_config(config: ProjectConfig) -> None:
-    """Build the projection of ``config`` on the event loop in steps (one experiment or flag each, a checkpoint
-    about every 0.5 ms), so that the next :func:`optimizely_config_for` returns it at once. For a client whose
-    application has asked for projections before, after each update."""
-    with _lock:
-        if _cached(config) is not None:
-            return
-    result = await run_in_steps(_Builder(config).steps())
-    with _lock:
-        if _cached(config) is None:
-            _store(config, result)
+class ProjectionBuild:
+    """The projection of one config, built a step at a time by whoever needs it first.
+
+    A client makes one for each config it uses. A task of the client runs the steps on the event loop, about
+    0.5 ms of them between two checkpoints (:meth:`run_in_steps`); a caller that needs the projection before
+    that is over (:meth:`finish`) runs only the steps that are left. Either way each step runs once, and the
+    result is the one object :func:`optimizely_config_for` also returns for this config. A build of a config
+    the client has replaced is simply dropped, with whatever it had done.
+
+    Thread-safe: ``SyncOptimizely`` calls :meth:`finish` in its callers' threads while its loop thread may be
+    running the steps. Steps run under the build's lock, and the loop never waits for it: when a caller holds
+    it, the loop leaves the rest to that caller.
+    """
+
+    def __init__(self, config: ProjectConfig) -> None:
+        self.config = config
+        #: Steps run so far by either path (tests and the bench read it).
+        self.steps_run = 0
+        self._steps: Steps[OptimizelyConfig] | None = None
+        self._result: OptimizelyConfig | None = None
+        # Reentrant: a log handler that asks for the projection inside a step gets an error, not a deadlock.
+        self._lock = threading.RLock()
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None
+
+    def finish(self) -> OptimizelyConfig:
+        """The projection, after running the steps not run yet (none once the build is done)."""
+        with self._lock:
+            result = self._step()
+            while result is None:
+                result = self._step()
+            return result
+
+    async def run_in_steps(self, keep_going: Callable[[], bool] = lambda: True, budget: float = STEP_BUDGET) -> None:
+        """Run the steps on the event loop, a checkpoint after every ``budget`` seconds of them, while
+        ``keep_going()`` holds. A cancellation keeps what is done for :meth:`finish`."""
+        from anyio.lowlevel import checkpoint  # config/ stays importable without the async shell
+
+        clock = time.perf_counter
+        while self._result is None and keep_going():
+            if not self._lock.acquire(blocking=False):
+                return  # another thread is finishing the build
+            try:
+                deadline = clock() + budget
+                while self._step() is None and clock() < deadline:
+                    pass
+            finally:
+                self._lock.release()
+            if self._result is None:
+                await checkpoint()
+
+    def _step(self) -> OptimizelyConfig | None:
+        """One step (call it with the lock held); the projection once it is complete."""
+        if self._result is not None:
+            return self._result
+        if self._steps is None:
+            with _lock:
+                self._result = _cached(self.config)
+            if self._result is not None:
+                return self._result
+            self._steps = _Builder(self.config).steps()
+        self.steps_run += 1
+        try:
+            next(self._steps)
+        except StopIteration as stop:
+            self._steps = None
+            with _lock:
+                cached = _cached(self.config)
+                self._result = cached if cached is not None else _store(self.config, stop.value)
+            return self._result
+        except BaseException:
+            self._steps = None  # a generator that raised cannot go on: the next attempt starts over
+            raise
+        return None
 
 
 def _cached(config: ProjectConfig) -> OptimizelyConfig | None:
