@@ -9,7 +9,6 @@ first request (or the application's shared one is used) and closed with the SDK.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -18,10 +17,11 @@ import httpx
 
 from .. import defaults
 from .._lazy_http import LazyHttpClient
+from .._logging import sdk_logger
 
 __all__ = ["PredictionClient", "PredictionError"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()  # the client's logger= when it has one (._logroute), else the library logger
 
 _HEADERS: Final = {"Content-Type": "application/json"}
 FETCH_FAILED: Final = "CMAB decision fetch failed with status: {}."

@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 
+from .._logging import sdk_logger
 from .._ttl_cache import TtlLruCache
 from ..config.project_config import ExperimentInfo, FlagInfo, ProjectConfig, VariationInfo
 from ..decision.engine import (
@@ -38,7 +39,7 @@ from .client import PredictionClient
 
 __all__ = ["NO_CMAB_OPTIONS", "CmabOptions", "CmabService", "Prediction"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()  # the client's logger= when it has one (._logroute), else the library logger
 
 
 class CmabOptions(Protocol):

@@ -26,10 +26,11 @@ from anyio.abc import TaskStatus
 from .. import defaults
 from .._fork_copy import drop_in_children
 from .._lazy_http import LazyHttpClient
+from .._logging import sdk_logger
 
 __all__ = ["OdpEvent", "OdpEventQueue", "OdpEventStats"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()  # the client's logger= when it has one (._logroute), else the library logger
 
 SEND_FAILED: Final = "ODP event send failed ({})."
 

@@ -9,7 +9,6 @@ queued still go to the destination they were sent for.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -19,6 +18,7 @@ from anyio.abc import TaskStatus
 
 from .. import defaults
 from .._lazy_http import LazyHttpClient
+from .._logging import sdk_logger
 from .._validation import number
 from .._version import __version__
 from ..config.project_config import ProjectConfig
@@ -29,7 +29,7 @@ from .segments import SegmentsFetcher
 
 __all__ = ["OdpManager", "build_odp_manager"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()  # the client's logger= when it has one (._logroute), else the library logger
 
 NOT_ENABLED: Final = "ODP is not enabled."
 NOT_INTEGRATED: Final = "ODP is not integrated."

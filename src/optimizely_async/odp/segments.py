@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import enum
 import json
-import logging
 from collections.abc import Iterable
 from typing import Any, Final
 
 import httpx
 
 from .._lazy_http import LazyHttpClient
+from .._logging import sdk_logger
 from .._ttl_cache import TtlLruCache
 from .config import OdpSettings
 
 __all__ = ["FETCH_FAILED", "OptimizelySegmentOption", "SegmentsFetcher"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()  # the client's logger= when it has one (._logroute), else the library logger
 
 FETCH_FAILED: Final = "Audience segments fetch failed ({})."
 _QUERY: Final = (

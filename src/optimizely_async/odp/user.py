@@ -8,16 +8,17 @@ engine is pure and sees only attributes, so a context with segments decides with
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from .._logging import sdk_logger
 
 if TYPE_CHECKING:
     from ..client import AsyncOptimizely
 
 __all__ = ["QualifiedSegments", "SegmentedAttributes", "engine_attributes"]
 
-_log = logging.getLogger("optimizely_async")
+_log = sdk_logger()  # the client's logger= when it has one (._logroute), else the library logger
 
 
 class SegmentedAttributes(dict[str, Any]):
