@@ -127,6 +127,7 @@ async def compare(
     our_settle: Callable[[], Awaitable[object]] | None = None,
     include_settle: bool = False,
     repeat: int = 7,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, float]:
     """Best seconds per operation for each SDK: ``(official, ours)``. Each function runs one round and returns
     its operation count.
@@ -136,27 +137,29 @@ async def compare(
     The ``settle`` functions wait until the SDK's background event work is done. They run around every
     round, untimed, so no round inherits a backlog and the official event thread never runs during our
     round; with ``include_settle`` the clock runs until they return, so the events' cost is included.
+    ``clock`` is wall time by default; ``time.thread_time`` counts only this thread's CPU time (see
+    ``bench/cmab.py``: the time other processes hold the CPU is then not counted).
     """
     official_samples: list[float] = []
     our_samples: list[float] = []
     for _ in range(repeat):
         if official_settle is not None:
             official_settle()
-        start = time.perf_counter()
+        start = clock()
         count = official_fn()
         if include_settle and official_settle is not None:
             official_settle()
-        official_samples.append((time.perf_counter() - start) / count)
+        official_samples.append((clock() - start) / count)
         if official_settle is not None:
             official_settle()  # its event thread must not compete with our round for the GIL
 
         if our_settle is not None:
             await our_settle()
-        start = time.perf_counter()
+        start = clock()
         count = await our_fn()
         if include_settle and our_settle is not None:
             await our_settle()
-        our_samples.append((time.perf_counter() - start) / count)
+        our_samples.append((clock() - start) / count)
     return min(official_samples), min(our_samples)
 
 

@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import defaults
 from ._decisions import DecisionMethods
+from ._fork_copy import drop_in_children
 from ._lazy_http import LazyHttpClient
 from ._lifecycle import FORKED_MESSAGE, keep_ctrl_c_out, spawn_runner, watch_forks
 from ._logging import sdk_logger
@@ -290,6 +291,7 @@ class AsyncOptimizely(DecisionMethods):
         self._warned_unopened = False
         #: The OptimizelyConfig projection of the current config, built in the background (_build_projection).
         self._projection: ProjectionBuild | None = None
+        drop_in_children(self)  # held track() calls are the parent's in a forked child (._drop_inherited)
 
         if datafile is not None:
             # At once, unpaced: nothing else waits on a client that is being constructed.
@@ -597,6 +599,12 @@ class AsyncOptimizely(DecisionMethods):
         self._task_group = self._run_scope = self._runner_task = self._host = None
         self._stopped = self._starting = self._closing = None
         self._ready = None
+
+    def _drop_inherited(self) -> None:
+        """In any forked child (``._fork_copy``): the track() calls held for the first datafile were made in the
+        parent, which sends them; the copy keeps none and counts only its own (as its event queue does)."""
+        self._pending = []
+        self._pending_dropped = {}
 
     def _forked_message(self) -> str:
         return FORKED_MESSAGE.format(parent=self._forked_from, child=os.getpid())
@@ -998,6 +1006,10 @@ class AsyncOptimizely(DecisionMethods):
         if self._state is _State.CLOSED:
             _log.error(NOT_READY.format("track"))
             await self._drop_held([held], "not_ready")
+            return
+        if self._state is _State.FORKED:  # nothing here will ever replay it
+            self._log_forked()
+            await self._drop_held([held], "forked")
             return
         if len(self._pending) >= _PENDING_TRACK_LIMIT:
             _log.warning("No datafile yet and %d track() calls are waiting: dropping this one.", _PENDING_TRACK_LIMIT)

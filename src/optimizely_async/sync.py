@@ -10,7 +10,6 @@ datafile polling and the LOG_EVENT / CONFIG_UPDATE listeners run on a loop threa
 from __future__ import annotations
 
 import inspect
-import math
 import threading
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from . import defaults
 from ._logging import sdk_logger
-from ._validation import NOT_READY
+from ._validation import NOT_READY, seconds
 from .errors import ConfigurationError
 from .events.queue import DeliveryReport
 from .stats import ClientStats
@@ -140,8 +139,9 @@ class SyncOptimizely:
             return True
         if self._report is not None:
             return False
+        wait = _seconds("wait_until_ready", timeout, defaults.READY_TIMEOUT)
         try:
-            return self._runner.call(lambda: client.wait_until_ready(timeout), timeout + 1.0)
+            return self._runner.call(lambda: client.wait_until_ready(wait), wait + 1.0)
         except OwnThreadError:
             _log.error("wait_until_ready() cannot be called from a listener on the client's own loop thread.")
         except (TimeoutError, RuntimeError):
@@ -431,13 +431,11 @@ class SyncOptimizely:
             self.close()
 
 
-def _seconds(method: str, value: float | None, default: float) -> float:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        _log.error("%s(timeout=%r): the timeout must be a number of seconds >= 0; using %g s.", method, value, default)
-        return default
-    return float(value)
+def _seconds(method: str, value: object, default: float) -> float:
+    """A blocking call's timeout: ``seconds()``'s checks (anything but a finite number >= 0 is logged and
+    replaced by ``default``, never raised, whatever the object does), capped at what a thread can wait for
+    (beyond ``threading.TIMEOUT_MAX`` a wait raises OverflowError; half of it leaves room for the margins added)."""
+    return min(seconds(f"{method}(timeout)", value, default), threading.TIMEOUT_MAX / 2)
 
 
 # inspect.signature(SyncOptimizely) and help() show every option with its default: AsyncOptimizely's, derived.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import threading
 import time
@@ -101,6 +102,8 @@ class LoopThread:
         self._refused: dict[str, int] = {}
         self._warned_at: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The loop thread's own context; what :meth:`call` runs its coroutines in.
+        self._context = contextvars.Context()
         self._wakeup: asyncio.Event | None = None
         self._stop_timeout: float | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -168,7 +171,10 @@ class LoopThread:
         async def run() -> _T:
             return await make()
 
-        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        # Scheduled from a copy of the loop thread's context, not of the caller's: run_coroutine_threadsafe
+        # would give the task a copy of this thread's context, and with it whatever async library runs here (a
+        # trio task under anyio sets sniffio's context variable, which anyio on the loop thread would obey).
+        future = self._context.copy().run(asyncio.run_coroutine_threadsafe, run(), loop)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -304,7 +310,9 @@ class LoopThread:
 
     def _main(self) -> None:
         try:
-            anyio.run(self._serve, backend="asyncio")
+            # A fresh context: on Pythons where threads inherit their starter's context, the starter's async
+            # library (sniffio's context variable, set by anyio) would make anyio.run() refuse to start.
+            contextvars.Context().run(lambda: anyio.run(self._serve, backend="asyncio"))
         except BaseException as exc:  # raised by start(wait=True), or logged below
             self._error = exc
             if not self._starter_waits or self._entered.is_set():
@@ -315,6 +323,7 @@ class LoopThread:
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._context = contextvars.copy_context()
         self._wakeup = asyncio.Event()
         self.client.loop_thread = threading.get_ident()
         self._looping.set()

@@ -212,7 +212,9 @@ class PollingConfigSource:
         self._parse: ParseFn = parse if parse is not None else _build
         self._user_client = http_client
         self._own_client: httpx.AsyncClient | None = None
-        self._lock = anyio.Lock()
+        # Made by the first fetch, inside the loop that runs it: a lock made here would belong to whatever
+        # async library runs the constructor's thread (a SyncOptimizely built in a trio task polls on asyncio).
+        self._lock: anyio.Lock | None = None
         self._running = False
         self._etag: str | None = None
         self._last_modified: str | None = None
@@ -274,6 +276,8 @@ class PollingConfigSource:
 
     async def fetch_once(self) -> FetchResult:
         """Fetch the datafile once and deliver it if its revision is new. Never raises for fetch problems."""
+        if self._lock is None:
+            self._lock = anyio.Lock()
         async with self._lock:
             self._stats = replace(self._stats, fetches=self._stats.fetches + 1)
             try:

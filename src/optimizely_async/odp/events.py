@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .. import defaults
+from .._fork_copy import drop_in_children
 from .._lazy_http import LazyHttpClient
 from .._logging import sdk_logger
 
@@ -59,7 +60,8 @@ class OdpEventStats:
     in_flight: int
     delivered: int
     #: Events given up on, by reason: ``queue_full``, ``closed``, ``http_4xx`` codes (``http_400`` ...),
-    #: ``retries_exhausted``, ``request_error``, ``close_timeout``, ``shutdown_cancelled``.
+    #: ``retries_exhausted``, ``request_error``, ``close_timeout``, ``shutdown_cancelled``, ``forked`` (sent in a
+    #: forked child to its copy of a client started in the parent, which cannot send from there).
     dropped: Mapping[str, int]
     #: Retry attempts (requests, not events).
     retries: int
@@ -106,6 +108,8 @@ class OdpEventQueue:
         self._dropped: dict[str, int] = {}
         self._retries = 0
         self._requests = 0
+        self._forked = False  # a copy, in a forked child, of a queue the parent runs: it refuses events
+        drop_in_children(self)
 
     # ------------------------------------------------------------------ producers
 
@@ -113,8 +117,11 @@ class OdpEventQueue:
         """Queue ``event`` without waiting; when the queue is full or closed it is dropped (counted, logged)."""
         self._submitted += 1
         if self._closed:
-            _log.warning("ODP event queue is shutdown, not accepting events.")
-            self._count_drop("closed", 1)
+            if self._forked:
+                self._refuse_forked()
+            else:
+                _log.warning("ODP event queue is shutdown, not accepting events.")
+                self._count_drop("closed", 1)
             return False
         buffer = self._buffer
         if len(buffer) >= self._limit:
@@ -283,6 +290,28 @@ class OdpEventQueue:
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("ODP events given up on: %s", [dict(event.payload) for event in batch])
         return "retries_exhausted"
+
+    # ------------------------------------------------------------------ forked children
+
+    def _drop_inherited(self) -> None:
+        """In a forked child (``.._fork_copy``): the queued events are the parent's, which sends them; the copy
+        starts empty, counting only its own. A queue the parent runs cannot run here (its task and connections
+        are the parent's), so its copy refuses events (dropped, ``forked``)."""
+        if self._running and not self._closed:
+            self._closed = self._forked = True
+        self._running = False
+        self._scope = None
+        self._buffer.clear()
+        self._current = []
+        self._waiters = []
+        self._flush_upto = self._taken = self._settled = self._submitted = self._delivered = 0
+        self._retries = self._requests = 0
+        self._dropped = {}
+
+    def _refuse_forked(self) -> None:
+        log = _log.debug if self._dropped.get("forked") else _log.warning
+        log("ODP event not sent: this process is a fork of the one that started the client; create a new client here.")
+        self._count_drop("forked", 1)
 
     # ------------------------------------------------------------------ the books
 
