@@ -280,9 +280,11 @@ class PollingConfigSource:
             self._lock = anyio.Lock()
         async with self._lock:
             self._stats = replace(self._stats, fetches=self._stats.fetches + 1)
+            # The SDK's own HTTP client (its SSL context, made in a worker thread) is not part of the request's time.
+            client = await self._client()
             try:
                 with anyio.fail_after(self._request_timeout):
-                    response = await self._get()
+                    response = await self._get(client)
             except TimeoutError:
                 return self._fail(f"timed out after {self._request_timeout:g} s")
             except httpx.HTTPError as exc:
@@ -353,8 +355,7 @@ class PollingConfigSource:
                 self._own_client = made
         return self._own_client
 
-    async def _get(self) -> httpx.Response:
-        client = await self._client()
+    async def _get(self, client: httpx.AsyncClient) -> httpx.Response:
         headers: dict[str, str] = {}
         if self._etag:
             headers["If-None-Match"] = self._etag
