@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._logging import sdk_logger
 from ..config.depth import MAX_CONDITION_DEPTH, too_deep
 from .conditions import compile_leaf
 
-__all__ = ["MAX_CONDITION_DEPTH", "Matcher", "compile_audience_check", "compile_tree", "too_deep"]
+if TYPE_CHECKING:
+    from ..config.project_config import ExperimentInfo, HoldoutInfo, ProjectConfig
+
+__all__ = ["MAX_CONDITION_DEPTH", "Matcher", "compile_audience_check", "compile_tree", "matcher_for", "too_deep"]
 
 _log: Final = sdk_logger()
 
@@ -177,4 +180,14 @@ def compile_audience_check(
     def matcher(attributes: Attributes) -> bool:
         return root(attributes) is True
 
+    return matcher
+
+
+def matcher_for(config: ProjectConfig, entity: ExperimentInfo | HoldoutInfo) -> Matcher:
+    """The compiled audience check of a rule or holdout, compiled on first use and kept in the config (each
+    audience compiles once per config). Concurrent first uses may both compile: the results are equal."""
+    matcher = config.matchers.get(entity)
+    if matcher is None:
+        matcher = compile_audience_check(entity.audience_tree, config.audiences, config.compiled_audiences)
+        config.matchers[entity] = matcher
     return matcher
