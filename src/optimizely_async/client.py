@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from .config.optimizely_config import OptimizelyConfig
     from .config.sources import PollingConfigSource
     from .decide import DecideOption
+    from .events.models import ImpressionEvent
 
 __all__ = ["AsyncOptimizely", "HeldTrack"]
 
@@ -740,33 +741,15 @@ class AsyncOptimizely(DecisionMethods):
         attributes: dict[str, Any] | None,
         cmab_uuid: str | None = None,
     ) -> None:
+        pending = self._impression(
+            config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes, cmab_uuid
+        )
         if not self.notification_center.has_listeners(_ACTIVATE):
-            pending = self._offer_impression(
-                config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes, cmab_uuid
-            )
-            if pending is not None:
+            if not self._offer(pending):
                 await self._put(pending)
             return
-        context = self._context_of(config)
-        # A snapshot of the input, stamped with the moment of the decision; built later by the queue's task.
-        build = functools.partial(
-            build_impression,
-            config,
-            context,
-            experiment,
-            variation,
-            flag_key,
-            rule_key,
-            rule_type,
-            enabled,
-            user_id,
-            dict(attributes) if attributes else None,
-            cmab_uuid,
-            timestamp=now_ms(),
-        )
-        pending = PendingEvent(context, build)
         # Listeners see the payload that is sent, so the event is built (and its uuid fixed) now.
-        built = self._build_for_listeners(pending, build)
+        built = self._build_for_listeners(pending, pending.build)
         if built is None:
             return
         event, payload = built
@@ -777,7 +760,7 @@ class AsyncOptimizely(DecisionMethods):
             user_id,
             attributes,
             variation,
-            _log_event(context.endpoint, payload),
+            _log_event(pending.context.endpoint, payload),
         )
 
     def _offer_impression(
@@ -795,15 +778,34 @@ class AsyncOptimizely(DecisionMethods):
     ) -> PendingEvent | None:
         """Queue an impression without a coroutine (for callers that checked there is no ACTIVATE listener).
 
-        It holds a snapshot of the input, stamped with the moment of the decision; the queue's task builds the
-        event later. None when queued; the pending event when the queue is full, for the caller to
-        ``await self._queue.put(...)`` (which waits for room as ``enqueue_timeout`` allows, or counts the drop).
+        None when queued; the pending event when the queue is full, for the caller to
+        ``await self._put(...)`` (which waits for room as ``enqueue_timeout`` allows, or counts the drop).
         """
+        pending = self._impression(
+            config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes, cmab_uuid
+        )
+        return None if self._offer(pending) else pending
+
+    def _impression(
+        self,
+        config: ProjectConfig,
+        experiment: ExperimentInfo | HoldoutInfo | None,
+        variation: VariationInfo | None,
+        flag_key: str,
+        rule_key: str,
+        rule_type: str,
+        enabled: bool,
+        user_id: str,
+        attributes: dict[str, Any] | None,
+        cmab_uuid: str | None,
+    ) -> PendingEvent:
+        """An impression to queue: a snapshot of the input, stamped with the moment of the decision. The queue's
+        task builds the event later (``_send_impression`` builds it at once for ACTIVATE listeners)."""
         context = self._context_of(config)
-        pending = PendingEvent(
+        return PendingEvent(
             context,
-            functools.partial(
-                build_impression,
+            _impression,
+            (
                 config,
                 context,
                 experiment,
@@ -815,10 +817,9 @@ class AsyncOptimizely(DecisionMethods):
                 user_id,
                 dict(attributes) if attributes else None,
                 cmab_uuid,
-                timestamp=now_ms(),
+                now_ms(),
             ),
         )
-        return None if self._offer(pending) else pending
 
     async def track(
         self,
@@ -1058,6 +1059,40 @@ def _conversion(
         tags,
         parse_revenue(tags) if tags else None,
         parse_value(tags) if tags else None,
+        event_uuid=event_uuid,
+        timestamp=timestamp,
+    )
+
+
+def _impression(
+    config: ProjectConfig,
+    context: EventContext,
+    experiment: ExperimentInfo | HoldoutInfo | None,
+    variation: VariationInfo | None,
+    flag_key: str,
+    rule_key: str,
+    rule_type: str,
+    enabled: bool,
+    user_id: str,
+    attributes: dict[str, Any] | None,
+    cmab_uuid: str | None,
+    timestamp: int,
+    event_uuid: str | None = None,
+) -> ImpressionEvent:
+    """``build_impression`` with the timestamp among the positional arguments a ``PendingEvent`` holds (cheaper to
+    build than a ``functools.partial`` with a keyword)."""
+    return build_impression(
+        config,
+        context,
+        experiment,
+        variation,
+        flag_key,
+        rule_key,
+        rule_type,
+        enabled,
+        user_id,
+        attributes,
+        cmab_uuid,
         event_uuid=event_uuid,
         timestamp=timestamp,
     )
