@@ -67,7 +67,6 @@ if TYPE_CHECKING:
     from .config.optimizely_config import OptimizelyConfig
     from .config.sources import PollingConfigSource
     from .decide import DecideOption
-    from .events.models import ImpressionEvent
 
 __all__ = ["AsyncOptimizely", "HeldTrack"]
 
@@ -763,29 +762,6 @@ class AsyncOptimizely(DecisionMethods):
             _log_event(pending.context.endpoint, payload),
         )
 
-    def _offer_impression(
-        self,
-        config: ProjectConfig,
-        experiment: ExperimentInfo | HoldoutInfo | None,
-        variation: VariationInfo | None,
-        flag_key: str,
-        rule_key: str,
-        rule_type: str,
-        enabled: bool,
-        user_id: str,
-        attributes: dict[str, Any] | None,
-        cmab_uuid: str | None = None,
-    ) -> PendingEvent | None:
-        """Queue an impression without a coroutine (for callers that checked there is no ACTIVATE listener).
-
-        None when queued; the pending event when the queue is full, for the caller to
-        ``await self._put(...)`` (which waits for room as ``enqueue_timeout`` allows, or counts the drop).
-        """
-        pending = self._impression(
-            config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes, cmab_uuid
-        )
-        return None if self._offer(pending) else pending
-
     def _impression(
         self,
         config: ProjectConfig,
@@ -800,11 +776,12 @@ class AsyncOptimizely(DecisionMethods):
         cmab_uuid: str | None,
     ) -> PendingEvent:
         """An impression to queue: a snapshot of the input, stamped with the moment of the decision. The queue's
-        task builds the event later (``_send_impression`` builds it at once for ACTIVATE listeners)."""
+        task builds the event later (``_send_impression`` builds it at once for ACTIVATE listeners). The synchronous
+        decide path queues it with ``_offer`` (no ACTIVATE listener there)."""
         context = self._context_of(config)
         return PendingEvent(
             context,
-            _impression,
+            build_impression,
             (
                 config,
                 context,
@@ -1059,40 +1036,6 @@ def _conversion(
         tags,
         parse_revenue(tags) if tags else None,
         parse_value(tags) if tags else None,
-        event_uuid=event_uuid,
-        timestamp=timestamp,
-    )
-
-
-def _impression(
-    config: ProjectConfig,
-    context: EventContext,
-    experiment: ExperimentInfo | HoldoutInfo | None,
-    variation: VariationInfo | None,
-    flag_key: str,
-    rule_key: str,
-    rule_type: str,
-    enabled: bool,
-    user_id: str,
-    attributes: dict[str, Any] | None,
-    cmab_uuid: str | None,
-    timestamp: int,
-    event_uuid: str | None = None,
-) -> ImpressionEvent:
-    """``build_impression`` with the timestamp among the positional arguments a ``PendingEvent`` holds (cheaper to
-    build than a ``functools.partial`` with a keyword)."""
-    return build_impression(
-        config,
-        context,
-        experiment,
-        variation,
-        flag_key,
-        rule_key,
-        rule_type,
-        enabled,
-        user_id,
-        attributes,
-        cmab_uuid,
         event_uuid=event_uuid,
         timestamp=timestamp,
     )

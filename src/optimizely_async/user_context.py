@@ -365,8 +365,8 @@ def decide_now(
     decision = decide_flag(config, flag, user.user_id, attributes, client._forced, None)
     if not options.disable_event:
         for args in _impressions(config, user, flag, decision):
-            pending = client._offer_impression(*args)
-            if pending is not None:
+            pending = client._impression(*args)
+            if not client._offer(pending):
                 late.append(pending)
     variation = decision.variation
     experiment = decision.experiment
