@@ -14,7 +14,7 @@ from ._logging import sdk_logger
 from ._validation import _plain_value, plain, plain_attributes
 from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
 from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
-from .decision.user_profile import load_profile, save_profile
+from .decision.user_profile import UserProfileTracker, load_profile, save_profile
 from .notifications import NotificationType
 from .odp.user import QualifiedSegments, engine_attributes
 
@@ -473,25 +473,31 @@ async def _decide_one(
     tracker = await load_profile(ups, user.user_id) if ups is not None else None
     if decision is None:
         attributes = engine_attributes(user, user._attributes)
-        decision = decide_flag(
-            config, flag, user.user_id, attributes, client._forced, tracker, reasons, user._forced or None
-        )
-        if decision.pending:
-            decision = await client._cmab.resolve_flag(
-                config,
-                flag,
-                decision,
-                user.user_id,
-                attributes,
-                client._forced,
-                tracker,
-                reasons,
-                user._forced or None,
-                options,
-            )
+        decision = await _decide_flag(client, config, user, flag, attributes, tracker, reasons, options)
     if tracker is not None:
         await save_profile(ups, tracker)
     return await _finish(client, config, user, flag, decision, reasons, options)
+
+
+async def _decide_flag(
+    client: AsyncOptimizely,
+    config: ProjectConfig,
+    user: OptimizelyUserContext,
+    flag: FlagInfo,
+    attributes: dict[str, Any],
+    tracker: UserProfileTracker | None,
+    reasons: list[str] | None,
+    options: _Options,
+) -> Decision:
+    """The engine's decision of ``flag`` for ``user`` (its rule-level forced decisions included), with the
+    prediction fetched when the engine stopped at a CMAB rule the user is in."""
+    forced_decisions = user._forced or None
+    decision = decide_flag(config, flag, user.user_id, attributes, client._forced, tracker, reasons, forced_decisions)
+    if not decision.pending:
+        return decision
+    return await client._cmab.resolve_flag(
+        config, flag, decision, user.user_id, attributes, client._forced, tracker, reasons, forced_decisions, options
+    )
 
 
 async def _decide_for_keys(
@@ -517,22 +523,7 @@ async def _decide_for_keys(
     attributes = engine_attributes(user, user._attributes)
     decided: list[tuple[str, FlagInfo, Decision, list[str] | None]] = []
     for key, flag, forced, reasons in todo:
-        decision = forced or decide_flag(
-            config, flag, user.user_id, attributes, client._forced, tracker, reasons, user._forced or None
-        )
-        if decision.pending:
-            decision = await client._cmab.resolve_flag(
-                config,
-                flag,
-                decision,
-                user.user_id,
-                attributes,
-                client._forced,
-                tracker,
-                reasons,
-                user._forced or None,
-                options,
-            )
+        decision = forced or await _decide_flag(client, config, user, flag, attributes, tracker, reasons, options)
         decided.append((key, flag, decision, reasons))
     if tracker is not None:
         await save_profile(ups, tracker)
