@@ -161,6 +161,8 @@ class FlagInfo:
     variations_by_id: Mapping[str, VariationInfo]
     #: Typed variable values per enabled variation id (None: the defaults), cast on first use.
     typed_variables: dict[str | None, VariableSet] = field(default_factory=dict)
+    #: Whether a feature test of the flag is a CMAB experiment (its decision may need an awaited prediction).
+    has_cmab: bool = False
 
     @property
     def variations_by_key(self) -> Mapping[str, VariationInfo]:
@@ -506,6 +508,7 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
             variables=variables,
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
+            has_cmab=any(experiments_by_id[exp_id].cmab for exp_id in experiment_ids),
         )
         yield
 
