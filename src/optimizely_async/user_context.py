@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from ._logging import sdk_logger
 from ._validation import _plain_value, plain, plain_attributes
 from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
-from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
+from .decision.engine import FEATURE_TEST, HOLDOUT, ROLLOUT, Decision, decide_flag, forced_decision_variation
+from .decision.quiet import decide_flag_quietly
 from .decision.user_profile import UserProfileTracker, load_profile, save_profile
 from .notifications import NotificationType
 from .odp.user import QualifiedSegments, engine_attributes
@@ -367,8 +368,14 @@ def decide_now(
     or counts the drop), as the coroutine path does.
     """
     attributes = engine_attributes(user, user._attributes)  # with the user's ODP segments, if any
-    decision = decide_flag(config, flag, user.user_id, attributes, client._forced, None)
-    if not options.disable_event:
+    # The engine's quiet path first: decide_flag tries it too, after checks that are settled here.
+    decision = decide_flag_quietly(config, flag, user.user_id, attributes, client._forced)
+    if decision is None:
+        decision = decide_flag(config, flag, user.user_id, attributes, client._forced, None)
+    # A rollout decision outside any holdout sends nothing unless the datafile sends flag decisions (see
+    # _impressions): the common case on most datafiles, settled without building the list.
+    sends = decision.source != ROLLOUT or decision.holdout is not None or config.send_flag_decisions
+    if sends and not options.disable_event:
         for args in _impressions(config, user, flag, decision):
             pending = client._impression(*args)
             if not client._offer(pending):
