@@ -38,7 +38,9 @@ _log: Final = sdk_logger()
 
 Attributes = Mapping[str, Any]
 Node = Callable[[Any], "bool | None"]
-Matcher = Callable[[Attributes], bool]
+#: An audience check: True when the user meets the conditions; False, or None (UNKNOWN), when not. Callers test
+#: its answer for truth (returning the tree's answer as it is saves a call per rule on the hot path).
+Matcher = Callable[[Attributes], "bool | None"]
 LeafFactory = Callable[[Any], Node]
 _OPERATORS: Final = ("and", "or", "not")
 _SEQUENCES: Final = (list, tuple)
@@ -162,8 +164,8 @@ def compile_audience_check(
     *,
     verbose: bool = False,
 ) -> Matcher:
-    """A function ``attributes -> bool``: True when ``audience_tree`` (whose leaves are audience ids) evaluates
-    to True, each audience id through its own condition tree in ``audiences``.
+    """A :data:`Matcher`: ``attributes -> True`` when ``audience_tree`` (whose leaves are audience ids) evaluates
+    to True, each audience id through its own condition tree in ``audiences``; False or None otherwise.
 
     ``compiled_audiences`` may be shared by every call for one config, so each audience compiles once (twice
     with ``verbose``). Without ``verbose`` the check must run only while the logger does not want DEBUG; with
@@ -190,12 +192,7 @@ def compile_audience_check(
             body = compiled_audiences[key] = compile_tree(conditions, _verbose_condition_leaf)
         return _with_debug_messages(audience_id, conditions, body)
 
-    root = compile_tree(audience_tree, audience_leaf)
-
-    def matcher(attributes: Attributes) -> bool:
-        return root(attributes) is True
-
-    return matcher
+    return compile_tree(audience_tree, audience_leaf)
 
 
 def matcher_for(config: ProjectConfig, entity: ExperimentInfo | HoldoutInfo) -> Matcher:

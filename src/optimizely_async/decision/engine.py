@@ -84,7 +84,7 @@ def _audience_ok(
     """The compiled matcher; with the official messages around it when reasons or logs want them."""
     matcher = config.matchers.get(entity) or matcher_for(config, entity)
     if reasons is None and not _log.isEnabledFor(_INFO):
-        return matcher(attributes)
+        return matcher(attributes) is True
     return audience_check(
         entity.audience_tree, config.audiences, attributes, label, reasons, matcher, config.compiled_audiences
     )
