@@ -1,4 +1,5 @@
-"""The compiled audience leaves (``conditions.compile_leaf``) against ``evaluate_leaf``: same result, same messages."""
+"""The compiled audience leaves (``leaves.compile_leaf``) against ``evaluate_leaf``: same result, same messages
+(quiet leaves: at every level above DEBUG, where they run)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _logcapture import capture
-from optimizely_async.decision.conditions import compile_leaf, evaluate_leaf
+from optimizely_async.decision.conditions import evaluate_leaf
+from optimizely_async.decision.leaves import compile_leaf
 
 
 class Text(str):
@@ -21,7 +23,7 @@ VALUES = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**54), max_value=2**54),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["", "a", "b", "10", "1.0"]),
+    st.sampled_from(["", "a", "b", "10", "1.0", "1.2.3", "1.2.3-beta", "2", "1.2.3.4", "a b"]),
     st.lists(st.integers(), max_size=2),
     st.tuples(st.integers()),
     st.dictionaries(st.just("k"), st.integers(), max_size=1),
@@ -31,7 +33,23 @@ LEAVES = st.fixed_dictionaries(
     {
         "name": st.sampled_from(["a", "b"]),
         "type": st.sampled_from(["custom_attribute", "third_party_dimension", "other"]),
-        "match": st.sampled_from(["exact", "exists", "gt", "ge", "lt", "le", "substring", None]),
+        "match": st.sampled_from(
+            [
+                "exact",
+                "exists",
+                "gt",
+                "ge",
+                "lt",
+                "le",
+                "substring",
+                "semver_eq",
+                "semver_ge",
+                "qualified",
+                "x",
+                3,
+                None,
+            ]
+        ),
         "value": VALUES,
     }
 )
@@ -50,6 +68,29 @@ def test_compiled_leaf_equals_evaluate_leaf(leaf: dict[str, Any], attributes: di
         expected = evaluate_leaf(leaf, attributes)
     assert got is expected
     assert ours == reference
+
+
+@settings(max_examples=600, deadline=None)
+@given(leaf=LEAVES, attributes=ATTRIBUTES, level=st.sampled_from(LEVELS[1:]))
+def test_quiet_leaf_equals_evaluate_leaf_above_debug(
+    leaf: dict[str, Any], attributes: dict[str, Any], level: int
+) -> None:
+    compiled = compile_leaf(leaf, quiet=True)
+    with capture(LOG, level) as ours:
+        got = compiled(attributes)
+    with capture(LOG, level) as reference:
+        expected = evaluate_leaf(leaf, attributes)
+    assert got is expected
+    assert ours == reference
+
+
+def test_a_quiet_leaf_does_not_write_the_debug_line_of_a_missing_attribute() -> None:
+    leaf = {"name": "a", "type": "custom_attribute", "match": "substring", "value": "x"}
+    with capture(LOG, logging.DEBUG) as quiet:
+        assert compile_leaf(leaf, quiet=True)({}) is None
+    with capture(LOG, logging.DEBUG) as verbose:
+        assert compile_leaf(leaf)({}) is None
+    assert quiet == [] and len(verbose) == 1
 
 
 def test_common_leaves_answer_without_the_general_path() -> None:

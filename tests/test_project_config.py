@@ -252,3 +252,13 @@ def test_the_build_pauses_between_small_steps() -> None:
     # Each step is one element or so (the longest here: ~600 lines); before the pass over the experiments'
     # variable usages paused, one step ran ~6,600.
     assert max(stretches) < 1500, sorted(stretches)[-5:]
+
+
+def test_has_cmab_is_known_per_flag() -> None:
+    """A flag without a CMAB feature test decides on the synchronous path even in a datafile with CMAB rules."""
+    from _cmab_support import FLAG, small_datafile
+
+    config = parse_config(small_datafile())
+    assert config.has_cmab
+    assert config.flags_by_key[FLAG].has_cmab
+    assert not config.flags_by_key["odp_flag"].has_cmab

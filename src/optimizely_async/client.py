@@ -772,33 +772,15 @@ class AsyncOptimizely(DecisionMethods):
         attributes: dict[str, Any] | None,
         cmab_uuid: str | None = None,
     ) -> None:
+        pending = self._impression(
+            config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes, cmab_uuid
+        )
         if not self.notification_center.has_listeners(_ACTIVATE):
-            pending = self._offer_impression(
-                config, experiment, variation, flag_key, rule_key, rule_type, enabled, user_id, attributes, cmab_uuid
-            )
-            if pending is not None:
+            if not self._offer(pending):
                 await self._put(pending)
             return
-        context = self._context_of(config)
-        # A snapshot of the input, stamped with the moment of the decision; built later by the queue's task.
-        build = functools.partial(
-            build_impression,
-            config,
-            context,
-            experiment,
-            variation,
-            flag_key,
-            rule_key,
-            rule_type,
-            enabled,
-            user_id,
-            dict(attributes) if attributes else None,
-            cmab_uuid,
-            timestamp=now_ms(),
-        )
-        pending = PendingEvent(context, build)
         # Listeners see the payload that is sent, so the event is built (and its uuid fixed) now.
-        built = self._build_for_listeners(pending, build)
+        built = self._build_for_listeners(pending, pending.build)
         if built is None:
             return
         event, payload = built
@@ -809,10 +791,10 @@ class AsyncOptimizely(DecisionMethods):
             user_id,
             attributes,
             variation,
-            _log_event(context.endpoint, payload),
+            _log_event(pending.context.endpoint, payload),
         )
 
-    def _offer_impression(
+    def _impression(
         self,
         config: ProjectConfig,
         experiment: ExperimentInfo | HoldoutInfo | None,
@@ -823,19 +805,16 @@ class AsyncOptimizely(DecisionMethods):
         enabled: bool,
         user_id: str,
         attributes: dict[str, Any] | None,
-        cmab_uuid: str | None = None,
-    ) -> PendingEvent | None:
-        """Queue an impression without a coroutine (for callers that checked there is no ACTIVATE listener).
-
-        It holds a snapshot of the input, stamped with the moment of the decision; the queue's task builds the
-        event later. None when queued; the pending event when the queue is full, for the caller to
-        ``await self._queue.put(...)`` (which waits for room as ``enqueue_timeout`` allows, or counts the drop).
-        """
+        cmab_uuid: str | None,
+    ) -> PendingEvent:
+        """An impression to queue: a snapshot of the input, stamped with the moment of the decision. The queue's
+        task builds the event later (``_send_impression`` builds it at once for ACTIVATE listeners). The synchronous
+        decide path queues it with ``_offer`` (no ACTIVATE listener there)."""
         context = self._context_of(config)
-        pending = PendingEvent(
+        return PendingEvent(
             context,
-            functools.partial(
-                build_impression,
+            build_impression,
+            (
                 config,
                 context,
                 experiment,
@@ -847,10 +826,9 @@ class AsyncOptimizely(DecisionMethods):
                 user_id,
                 dict(attributes) if attributes else None,
                 cmab_uuid,
-                timestamp=now_ms(),
+                now_ms(),
             ),
         )
-        return None if self._offer(pending) else pending
 
     async def track(
         self,

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from ._logging import sdk_logger
 from ._validation import _plain_value, plain, plain_attributes
 from .decide import DecideOption, DecisionMessage, OptimizelyDecision, coerce_options
-from .decision.engine import FEATURE_TEST, HOLDOUT, Decision, decide_flag, forced_decision_variation
-from .decision.user_profile import load_profile, save_profile
+from .decision.engine import FEATURE_TEST, HOLDOUT, ROLLOUT, Decision, decide_flag, forced_decision_variation
+from .decision.quiet import decide_flag_quietly
+from .decision.user_profile import UserProfileTracker, load_profile, save_profile
 from .notifications import NotificationType
 from .odp.user import QualifiedSegments, engine_attributes
 
@@ -187,16 +188,16 @@ class OptimizelyUserContext(QualifiedSegments):
             if config is None:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide".')
                 return OptimizelyDecision(flag_key=key, user_context=snapshot, reasons=[DecisionMessage.SDK_NOT_READY])
-            if key not in config.flags_by_key:
+            flag = config.flags_by_key.get(key)
+            if flag is None:
                 _log.error("No feature flag was found for key '%s'.", key)
                 return OptimizelyDecision(
                     flag_key=key,
                     user_context=snapshot,
                     reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
-            flag = config.flags_by_key[key]
             merged = _options(client, options, True)
-            if can_decide_now(client, snapshot, merged):
+            if can_decide_now(client, snapshot, merged, flag.has_cmab):
                 late: list[PendingEvent] = []
                 result = decide_now(client, config, snapshot, flag, merged, late)
                 if late:
@@ -286,18 +287,24 @@ class _Options:
     ignore_cmab_cache: bool = False
     reset_cmab_cache: bool = False
     invalidate_user_cmab_cache: bool = False
+    #: Whether these options allow :func:`decide_now` for the client they were merged for: no reasons asked
+    #: for, and no user profile service in use.
+    quick: bool = False
 
     @classmethod
-    def of(cls, options: tuple[DecideOption, ...]) -> _Options:
+    def of(cls, options: tuple[DecideOption, ...], has_ups: bool) -> _Options:
+        ignore_ups = DecideOption.IGNORE_USER_PROFILE_SERVICE in options
+        include_reasons = DecideOption.INCLUDE_REASONS in options
         return cls(
             DecideOption.DISABLE_DECISION_EVENT in options,
             DecideOption.ENABLED_FLAGS_ONLY in options,
-            DecideOption.IGNORE_USER_PROFILE_SERVICE in options,
-            DecideOption.INCLUDE_REASONS in options,
+            ignore_ups,
+            include_reasons,
             DecideOption.EXCLUDE_VARIABLES in options,
             DecideOption.IGNORE_CMAB_CACHE in options,
             DecideOption.RESET_CMAB_CACHE in options,
             DecideOption.INVALIDATE_USER_CMAB_CACHE in options,
+            quick=not include_reasons and (ignore_ups or not has_ups),
         )
 
 
@@ -324,23 +331,22 @@ def _options(client: AsyncOptimizely, options: Sequence[DecideOption | str] | No
         combined = given + tuple(o for o in client._default_decide_options if o not in given)
         if single:
             combined = tuple(o for o in combined if o is not DecideOption.ENABLED_FLAGS_ONLY)
-        merged = _Options.of(combined)
+        merged = _Options.of(combined, client._ups is not None)
         if cacheable and len(cache) < 256:
             cache[key] = merged
     return merged
 
 
-def can_decide_now(client: AsyncOptimizely, user: OptimizelyUserContext, options: _Options) -> bool:
-    """Whether :func:`decide_now` may decide for ``user``: nothing to await and nothing to explain (no user
-    profile service in use, no forced decision, no reasons asked for, no DECISION or ACTIVATE listener, no CMAB
-    experiment in the datafile, whose prediction may have to be fetched)."""
+def can_decide_now(client: AsyncOptimizely, user: OptimizelyUserContext, options: _Options, cmab: bool) -> bool:
+    """Whether :func:`decide_now` may decide for ``user``: nothing to await and nothing to explain (the options
+    ask for no reasons and no user profile service is in use, no forced decision, no DECISION or ACTIVATE
+    listener, and ``cmab`` False: no CMAB experiment among the flags to decide, whose prediction may have to be
+    fetched)."""
     center = client.notification_center
-    config = client._config
     return (
-        not user._forced
-        and (config is None or not config.has_cmab)
-        and not options.include_reasons
-        and (client._ups is None or options.ignore_ups)
+        options.quick
+        and not user._forced
+        and not cmab
         and not center.has_listeners(_DECISION)
         and not center.has_listeners(_ACTIVATE)
     )
@@ -362,11 +368,17 @@ def decide_now(
     or counts the drop), as the coroutine path does.
     """
     attributes = engine_attributes(user, user._attributes)  # with the user's ODP segments, if any
-    decision = decide_flag(config, flag, user.user_id, attributes, client._forced, None)
-    if not options.disable_event:
+    # The engine's quiet path first: decide_flag tries it too, after checks that are settled here.
+    decision = decide_flag_quietly(config, flag, user.user_id, attributes, client._forced)
+    if decision is None:
+        decision = decide_flag(config, flag, user.user_id, attributes, client._forced, None)
+    # A rollout decision outside any holdout sends nothing unless the datafile sends flag decisions (see
+    # _impressions): the common case on most datafiles, settled without building the list.
+    sends = decision.source != ROLLOUT or decision.holdout is not None or config.send_flag_decisions
+    if sends and not options.disable_event:
         for args in _impressions(config, user, flag, decision):
-            pending = client._offer_impression(*args)
-            if pending is not None:
+            pending = client._impression(*args)
+            if not client._offer(pending):
                 late.append(pending)
     variation = decision.variation
     experiment = decision.experiment
@@ -436,7 +448,7 @@ async def _decide_keys(
     options: _Options,
 ) -> dict[str, OptimizelyDecision]:
     """``decide_for_keys`` / ``decide_all``: the fast path when :func:`can_decide_now`, else the coroutines."""
-    if not can_decide_now(client, user, options):
+    if not can_decide_now(client, user, options, config.has_cmab):
         return await _decide_for_keys(client, config, user, keys, options)
     results: dict[str, OptimizelyDecision] = {}
     late: list[PendingEvent] = []
@@ -473,25 +485,31 @@ async def _decide_one(
     tracker = await load_profile(ups, user.user_id) if ups is not None else None
     if decision is None:
         attributes = engine_attributes(user, user._attributes)
-        decision = decide_flag(
-            config, flag, user.user_id, attributes, client._forced, tracker, reasons, user._forced or None
-        )
-        if decision.pending:
-            decision = await client._cmab.resolve_flag(
-                config,
-                flag,
-                decision,
-                user.user_id,
-                attributes,
-                client._forced,
-                tracker,
-                reasons,
-                user._forced or None,
-                options,
-            )
+        decision = await _decide_flag(client, config, user, flag, attributes, tracker, reasons, options)
     if tracker is not None:
         await save_profile(ups, tracker)
     return await _finish(client, config, user, flag, decision, reasons, options)
+
+
+async def _decide_flag(
+    client: AsyncOptimizely,
+    config: ProjectConfig,
+    user: OptimizelyUserContext,
+    flag: FlagInfo,
+    attributes: dict[str, Any],
+    tracker: UserProfileTracker | None,
+    reasons: list[str] | None,
+    options: _Options,
+) -> Decision:
+    """The engine's decision of ``flag`` for ``user`` (its rule-level forced decisions included), with the
+    prediction fetched when the engine stopped at a CMAB rule the user is in."""
+    forced_decisions = user._forced or None
+    decision = decide_flag(config, flag, user.user_id, attributes, client._forced, tracker, reasons, forced_decisions)
+    if not decision.pending:
+        return decision
+    return await client._cmab.resolve_flag(
+        config, flag, decision, user.user_id, attributes, client._forced, tracker, reasons, forced_decisions, options
+    )
 
 
 async def _decide_for_keys(
@@ -517,22 +535,7 @@ async def _decide_for_keys(
     attributes = engine_attributes(user, user._attributes)
     decided: list[tuple[str, FlagInfo, Decision, list[str] | None]] = []
     for key, flag, forced, reasons in todo:
-        decision = forced or decide_flag(
-            config, flag, user.user_id, attributes, client._forced, tracker, reasons, user._forced or None
-        )
-        if decision.pending:
-            decision = await client._cmab.resolve_flag(
-                config,
-                flag,
-                decision,
-                user.user_id,
-                attributes,
-                client._forced,
-                tracker,
-                reasons,
-                user._forced or None,
-                options,
-            )
+        decision = forced or await _decide_flag(client, config, user, flag, attributes, tracker, reasons, options)
         decided.append((key, flag, decision, reasons))
     if tracker is not None:
         await save_profile(ups, tracker)

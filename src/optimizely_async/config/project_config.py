@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .. import defaults
-from .._logging import sdk_logger
 from ..errors import InvalidDatafileError
 from . import datafile as df
 from .depth import MAX_CONDITION_DEPTH, too_deep
 from .loader import Steps, run_at_once, run_in_steps, sections, validate_at_once, validate_in_steps
+from .variables import VariableSet, typed_value, variable_set
 
 __all__ = [
     "EventInfo",
@@ -39,7 +39,6 @@ __all__ = [
     "typed_value",
 ]
 
-_log = sdk_logger()
 
 VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
 
@@ -160,10 +159,10 @@ class FlagInfo:
     rollout_rules: tuple[ExperimentInfo, ...]
     #: Every variation of every rule, deduplicated by id, in rule order (forced decisions, impressions).
     variations_by_id: Mapping[str, VariationInfo]
-    #: Typed variable values per enabled variation id (None: the defaults), filled on first use. Each entry
-    #: holds the values that are safe to share, and the raw text of json variables whose parsed value is
-    #: mutable (a dict or a list), parsed afresh on every call.
-    typed_variables: dict[str | None, Any] = field(default_factory=dict)
+    #: Typed variable values per enabled variation id (None: the defaults), cast on first use.
+    typed_variables: dict[str | None, VariableSet] = field(default_factory=dict)
+    #: Whether a feature test of the flag is a CMAB experiment (its decision may need an awaited prediction).
+    has_cmab: bool = False
 
     @property
     def variations_by_key(self) -> Mapping[str, VariationInfo]:
@@ -238,34 +237,20 @@ class ProjectConfig(_WeakReferenceable):
         return experiment_id in self.experiment_flags
 
     def flag_variables(self, flag: FlagInfo, variation: VariationInfo | None) -> dict[str, Any]:
-        """Every variable of the flag, typed: the variation's values when it is enabled, else the defaults."""
+        """Every variable of the flag, typed: the variation's values when it is enabled, else the defaults.
+
+        Cast once per variation and kept in the flag (see :mod:`.variables`); each call gets its own dict.
+        """
         enabled = variation is not None and bool(variation.feature_enabled)
         source = variation.id if enabled and variation is not None else None
         cache = flag.typed_variables
-        cached = cache.get(source, _NOT_BUILT)
-        if cached is _NOT_BUILT:
-            if source is not None and variation is not None and source not in flag.variations_by_id:
-                cached = None  # not one of the flag's variations (a holdout's): no cache entry
-            else:
-                usages = None if source is None else self.variable_usages.get(source)
-                cached = _typed_set(flag.variables, usages) if source is None or usages is not None else None
-                if len(cache) < 1024:
-                    cache[source] = cached
-        if cached is not None:
-            values, json_raw = cached
-            if not json_raw:
-                return dict(values)
-            out = dict(values)
-            for key, raw in json_raw:
-                out[key] = typed_value(raw, "json")
-            return out
-        out = {}
-        for key, variable in flag.variables.items():
-            raw = variable.default_value
-            if enabled and variation is not None:
-                raw = self.variable_value(variable, variation)
-            out[key] = typed_value(raw, variable.type)
-        return out
+        entry = cache.get(source)
+        if entry is None:
+            entry = variable_set(flag.variables, {} if source is None else self.variable_usages.get(source))
+            # A variation that is not the flag's own (a holdout's) is not kept: its id could be one of the flag's.
+            if (source is None or source in flag.variations_by_id) and len(cache) < 1024:
+                cache[source] = entry
+        return entry.values()
 
     def variable_value(self, variable: VariableInfo, variation: VariationInfo) -> str | None:
         """The variation's value of a variable, else its default (None when the variation has no usages)."""
@@ -273,69 +258,6 @@ class ProjectConfig(_WeakReferenceable):
         if usages is None:
             return None
         return usages.get(variable.id, variable.default_value)
-
-
-def _cast(value: str | None, variable_type: str) -> Any:
-    if variable_type == "boolean":
-        return value == "true"
-    if variable_type == "integer":
-        return int(value)  # type: ignore[arg-type]
-    if variable_type == "double":
-        return float(value)  # type: ignore[arg-type]
-    if variable_type == "json":
-        return json.loads(value)  # type: ignore[arg-type]
-    return value
-
-
-def typed_value(value: str | None, variable_type: str) -> Any:
-    try:
-        return _cast(value, variable_type)
-    except Exception:
-        _log.error("Unable to cast value. Returning None.")
-        return None
-
-
-_UNCASTABLE: Any = object()
-
-
-def _quiet_cast(value: str | None, variable_type: str) -> Any:
-    try:
-        return _cast(value, variable_type)
-    except Exception:
-        return _UNCASTABLE
-
-
-_NOT_BUILT: Any = object()
-TypedSet = tuple[Mapping[str, Any], tuple[tuple[str, "str | None"], ...]]
-
-
-def _typed_set(variables: Mapping[str, VariableInfo], usages: Mapping[str, str] | None) -> TypedSet | None:
-    """Typed values of a flag's variables (the defaults, or one enabled variation's values), built on first use.
-
-    None when a value does not cast: that variation keeps the slow path, which logs the cast error on every
-    call as the official SDK does.
-    """
-    values: dict[str, Any] = {}
-    json_raw: list[tuple[str, str | None]] = []
-    for key, variable in variables.items():
-        raw: str | None = variable.default_value
-        if usages is not None:
-            raw = usages.get(variable.id, raw)
-        if variable.type == "json":
-            parsed = _quiet_cast(raw, "json")
-            if parsed is _UNCASTABLE:
-                return None
-            if isinstance(parsed, (dict, list)):  # mutable: each caller gets its own parse
-                values[key] = None  # keeps the key order; replaced by a fresh parse on each call
-                json_raw.append((key, raw))
-            else:
-                values[key] = parsed  # a string, number, bool or null: safe to share
-            continue
-        typed = _quiet_cast(raw, variable.type)
-        if typed is _UNCASTABLE:
-            return None
-        values[key] = typed
-    return values, tuple(json_raw)
 
 
 EMPTY_EXPERIMENT = ExperimentInfo(
@@ -586,6 +508,7 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
             variables=variables,
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
+            has_cmab=any(experiments_by_id[exp_id].cmab for exp_id in experiment_ids),
         )
         yield
 

@@ -96,7 +96,7 @@ def audience_check(
         check = compile_audience_check(audience_tree, audiences, compiled_audiences, verbose=True)
     else:
         check = matcher or compile_audience_check(audience_tree, audiences, compiled_audiences)
-    matched = check(attributes)
+    matched = check(attributes) is True
 
     if info or reasons is not None:
         message = f"Audiences for {label} collectively evaluated to {'TRUE' if matched else 'FALSE'}."

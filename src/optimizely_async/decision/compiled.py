@@ -2,9 +2,11 @@
 
 This is the only evaluator of and/or/not trees. :func:`~optimizely_async.decision.audiences.audience_check`
 writes the official messages around it when reasons are asked for or the logger wants INFO; the fast path
-calls the matcher directly. Both run the same closures, so a decision never depends on the log level. At
-DEBUG the audience leaves are compiled a second time, wrapped in the official per-audience debug messages;
-everything below them is shared.
+calls the matcher directly. Both run the same closures, so a decision never depends on the log level. The
+matchers run only while the logger does not want DEBUG, so their leaves are compiled quiet (a missing
+attribute's DEBUG line is not asked for; see :mod:`.leaves`). At DEBUG :func:`audience_check` compiles each
+audience a second time (kept apart in the same cache), with leaves that write their DEBUG lines, wrapped in
+the official per-audience messages.
 
 Rules (the official SDK's): a list headed by ``"and"``, ``"or"`` or ``"not"`` applies that operator to the rest;
 a list without an operator is an implicit OR; anything else is a leaf. ``and``: any False gives False, otherwise
@@ -21,19 +23,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._logging import sdk_logger
 from ..config.depth import MAX_CONDITION_DEPTH, too_deep
-from .conditions import compile_leaf
+from .leaves import compile_leaf
 
-__all__ = ["MAX_CONDITION_DEPTH", "Matcher", "compile_audience_check", "compile_tree", "too_deep"]
+if TYPE_CHECKING:
+    from ..config.project_config import ExperimentInfo, HoldoutInfo, ProjectConfig
+
+__all__ = ["MAX_CONDITION_DEPTH", "Matcher", "compile_audience_check", "compile_tree", "matcher_for", "too_deep"]
 
 _log: Final = sdk_logger()
 
 Attributes = Mapping[str, Any]
 Node = Callable[[Any], "bool | None"]
-Matcher = Callable[[Attributes], bool]
+#: An audience check: True when the user meets the conditions; False, or None (UNKNOWN), when not. Callers test
+#: its answer for truth (returning the tree's answer as it is saves a call per rule on the hot path).
+Matcher = Callable[[Attributes], "bool | None"]
 LeafFactory = Callable[[Any], Node]
 _OPERATORS: Final = ("and", "or", "not")
 _SEQUENCES: Final = (list, tuple)
@@ -118,6 +125,12 @@ def compile_tree(tree: Any, leaf: LeafFactory) -> Node:
 
 def _condition_leaf(node: Any) -> Node:
     if isinstance(node, Mapping):
+        return compile_leaf(node, quiet=True)
+    return _unknown
+
+
+def _verbose_condition_leaf(node: Any) -> Node:
+    if isinstance(node, Mapping):
         return compile_leaf(node)
     return _unknown
 
@@ -151,11 +164,12 @@ def compile_audience_check(
     *,
     verbose: bool = False,
 ) -> Matcher:
-    """A function ``attributes -> bool``: True when ``audience_tree`` (whose leaves are audience ids) evaluates
-    to True, each audience id through its own condition tree in ``audiences``.
+    """A :data:`Matcher`: ``attributes -> True`` when ``audience_tree`` (whose leaves are audience ids) evaluates
+    to True, each audience id through its own condition tree in ``audiences``; False or None otherwise.
 
-    ``compiled_audiences`` may be shared by every call for one config, so each audience compiles once.
-    ``verbose`` wraps each audience in the official per-audience debug messages.
+    ``compiled_audiences`` may be shared by every call for one config, so each audience compiles once (twice
+    with ``verbose``). Without ``verbose`` the check must run only while the logger does not want DEBUG; with
+    it, each audience writes the official per-audience debug messages, and its leaves theirs.
     """
     if audience_tree is None or (isinstance(audience_tree, _SEQUENCES) and not audience_tree):
         return _true
@@ -167,14 +181,25 @@ def compile_audience_check(
             conditions = audiences[audience_id]
         except (KeyError, TypeError):  # an unhashable leaf cannot be an audience id
             return _missing_audience(audience_id)
-        body = compiled_audiences.get(audience_id)
+        if not verbose:
+            body = compiled_audiences.get(audience_id)
+            if body is None:
+                body = compiled_audiences[audience_id] = compile_tree(conditions, _condition_leaf)
+            return body
+        key = ("verbose", audience_id)
+        body = compiled_audiences.get(key)
         if body is None:
-            body = compiled_audiences[audience_id] = compile_tree(conditions, _condition_leaf)
-        return _with_debug_messages(audience_id, conditions, body) if verbose else body
+            body = compiled_audiences[key] = compile_tree(conditions, _verbose_condition_leaf)
+        return _with_debug_messages(audience_id, conditions, body)
 
-    root = compile_tree(audience_tree, audience_leaf)
+    return compile_tree(audience_tree, audience_leaf)
 
-    def matcher(attributes: Attributes) -> bool:
-        return root(attributes) is True
 
+def matcher_for(config: ProjectConfig, entity: ExperimentInfo | HoldoutInfo) -> Matcher:
+    """The compiled audience check of a rule or holdout, compiled on first use and kept in the config (each
+    audience compiles once per config). Concurrent first uses may both compile: the results are equal."""
+    matcher = config.matchers.get(entity)
+    if matcher is None:
+        matcher = compile_audience_check(entity.audience_tree, config.audiences, config.compiled_audiences)
+        config.matchers[entity] = matcher
     return matcher

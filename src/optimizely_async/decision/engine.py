@@ -9,14 +9,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 from .._logging import sdk_logger
 from ..config.project_config import ExperimentInfo, FlagInfo, HoldoutInfo, ProjectConfig, VariationInfo
 from .audiences import audience_check
 from .bucketing import find_bucket
-from .compiled import Matcher, compile_audience_check
+from .compiled import matcher_for
+from .outcome import (
+    BUCKETING_ID_ATTRIBUTE,
+    CMAB_FAILED,
+    EXPERIMENT,
+    FEATURE_TEST,
+    HOLDOUT,
+    NO_ROLLOUT_DECISION,
+    PENDING,
+    ROLLOUT,
+    CmabPending,
+    CmabState,
+    Decision,
+    ForcedDecisions,
+    ForcedVariations,
+)
+from .quiet import decide_flag_quietly, rollout_quietly
 from .user_profile import UserProfileTracker
 
 __all__ = [
@@ -40,84 +55,12 @@ __all__ = [
 ]
 
 _log = sdk_logger()
+_EMPTY_RANGE: Final = "Bucketed into an empty traffic range. Returning nil."
 _DEBUG: Final = logging.DEBUG
 #: The official SDK's INFO decision messages (with user ids): logged at DEBUG here; decide reasons keep them.
 _INFO: Final = logging.DEBUG
 _WARNING: Final = logging.WARNING
 _ERROR: Final = logging.ERROR
-
-EXPERIMENT: Final = "experiment"
-FEATURE_TEST: Final = "feature-test"
-ROLLOUT: Final = "rollout"
-HOLDOUT: Final = "holdout"
-
-BUCKETING_ID_ATTRIBUTE: Final = "$opt_bucketing_id"
-_EMPTY_RANGE: Final = "Bucketed into an empty traffic range. Returning nil."
-
-#: user id -> experiment id -> variation id (``set_forced_variation``)
-ForcedVariations = Mapping[str, Mapping[str, str]]
-#: (flag key, rule key or None) -> variation key (user-context forced decisions)
-ForcedDecisions = Mapping[tuple[str, "str | None"], "str | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class CmabState:
-    """The CMAB side of a :class:`Decision` (kept apart so that every other decision stays four fields)."""
-
-    #: ``experiment`` is a CMAB rule the user is in and its prediction is still to be fetched: the async shell
-    #: fetches it and resumes with ``decide_flag(..., resume=this decision)``.
-    pending: bool = False
-    #: The prediction's id, for a variation a CMAB prediction chose (it goes into the impression).
-    cmab_uuid: str | None = None
-    #: Set when the prediction could not be had: the flag's error decision carries these reasons.
-    error_reasons: tuple[str, ...] | None = None
-
-
-_PENDING: Final = CmabState(pending=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What a flag decision found. ``experiment`` is the rule (or holdout) that decided."""
-
-    experiment: ExperimentInfo | HoldoutInfo | None
-    variation: VariationInfo | None
-    source: str
-    #: A global holdout hit that excludes targeted deliveries: decide sends its impression too.
-    holdout: Decision | None = None
-    #: Set for CMAB rules only (see :class:`CmabState`).
-    cmab: CmabState | None = None
-
-    @property
-    def pending(self) -> bool:
-        """Stopped at a CMAB rule whose prediction is still to be fetched."""
-        cmab = self.cmab
-        return cmab is not None and cmab.pending
-
-    @property
-    def cmab_uuid(self) -> str | None:
-        cmab = self.cmab
-        return cmab.cmab_uuid if cmab is not None else None
-
-    @property
-    def error_reasons(self) -> tuple[str, ...] | None:
-        """The reasons of the flag's error decision, when a CMAB prediction could not be had; else None."""
-        cmab = self.cmab
-        return cmab.error_reasons if cmab is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class CmabPending:
-    """``decide_experiment``'s answer for a user inside a CMAB rule's traffic: a prediction is needed."""
-
-    experiment: ExperimentInfo
-
-
-#: The reason the official SDK gives when a CMAB prediction cannot be had.
-CMAB_FAILED: Final = "Failed to fetch CMAB data for experiment {}."
-
-
-NO_ROLLOUT_DECISION: Final = Decision(None, None, ROLLOUT)
 
 
 def _wants(reasons: list[str] | None, level: int) -> bool:
@@ -141,20 +84,10 @@ def _audience_ok(
     """The compiled matcher; with the official messages around it when reasons or logs want them."""
     matcher = config.matchers.get(entity) or matcher_for(config, entity)
     if reasons is None and not _log.isEnabledFor(_INFO):
-        return matcher(attributes)
+        return matcher(attributes) is True
     return audience_check(
         entity.audience_tree, config.audiences, attributes, label, reasons, matcher, config.compiled_audiences
     )
-
-
-def matcher_for(config: ProjectConfig, entity: ExperimentInfo | HoldoutInfo) -> Matcher:
-    """The compiled audience check of a rule or holdout, compiled on first use and kept in the config (each
-    audience compiles once per config). Concurrent first uses may both compile: the results are equal."""
-    matcher = config.matchers.get(entity)
-    if matcher is None:
-        matcher = compile_audience_check(entity.audience_tree, config.audiences, config.compiled_audiences)
-        config.matchers[entity] = matcher
-    return matcher
 
 
 def bucketing_id_for(user_id: str, attributes: Mapping[str, Any], reasons: list[str] | None) -> str:
@@ -485,6 +418,10 @@ def decide_flag(
     A CMAB rule the user is in stops the walk with a ``pending`` decision naming it. When its prediction gave
     no variation, ``resume=`` that decision goes on with the rules after it.
     """
+    if reasons is None and tracker is None and not forced_decisions and resume is None:
+        decision = decide_flag_quietly(config, flag, user_id, attributes, forced)
+        if decision is not None:
+            return decision
     holdout_hit: Decision | None = None
     experiment_ids = flag.experiment_ids
     if resume is not None:
@@ -537,7 +474,7 @@ def decide_flag(
         outcome = experiment_decision(config, experiment, user_id, attributes, forced, tracker, reasons)
         if outcome is not None:
             if isinstance(outcome, CmabPending):
-                return Decision(experiment, None, FEATURE_TEST, holdout_hit, _PENDING)
+                return Decision(experiment, None, FEATURE_TEST, holdout_hit, PENDING)
             return Decision(experiment, outcome, FEATURE_TEST, holdout_hit)
 
     if holdout_hit is not None and _wants(reasons, _INFO) and holdout_hit.experiment is not None:
@@ -570,22 +507,9 @@ def _decide_rollout(
         return NO_ROLLOUT_DECISION
     last = len(rules) - 1
     if reasons is None and not forced_decisions and not config.rule_holdouts and not _log.isEnabledFor(_INFO):
-        # The fast path: nothing to explain, no forced decisions or local holdouts to look for.
         raw_id = attributes.get(BUCKETING_ID_ATTRIBUTE)
         if raw_id is None or type(raw_id) is str:
-            bucketing_id = user_id if raw_id is None else raw_id
-            matchers = config.matchers
-            index = 0
-            while index <= last:
-                rule = rules[index]
-                if (matchers.get(rule) or matcher_for(config, rule))(attributes):
-                    variation = bucket(rule, user_id, bucketing_id, None)
-                    if variation is not None:
-                        return Decision(rule, variation, ROLLOUT)
-                    index = last if index != last else last + 1  # a miss jumps to "Everyone Else"
-                else:
-                    index += 1
-            return NO_ROLLOUT_DECISION
+            return rollout_quietly(config, flag, user_id if raw_id is None else raw_id, attributes)
     index = 0
     while index <= last:
         rule = rules[index]

@@ -174,8 +174,8 @@ def build_impression(
     user_id: str,
     attributes: Mapping[str, Any] | None,
     cmab_uuid: str | None = None,
-    event_uuid: str | None = None,
     timestamp: int | None = None,
+    event_uuid: str | None = None,
 ) -> ImpressionEvent:
     """An impression as the official SDK builds it; a missing experiment is the empty default one."""
     experiment_id = experiment.id if experiment is not None else ""
