@@ -186,8 +186,7 @@ async def test_error_codes_in_both_styles(of: OpenFeatureClient) -> None:
 
 def test_provider_not_ready_and_general_at_the_provider(static_client: SyncOptimizely) -> None:
     """Asked directly: the OpenFeature client refuses a NOT_READY provider itself, and turns its own failures
-    (reading exploding attributes) into GENERAL before the provider sees them. (Built outside any event loop:
-    a SyncOptimizely made inside a trio task would bind its locks to trio; see the report.)"""
+    (reading exploding attributes) into GENERAL before the provider sees them."""
     with SyncOptimizely(
         sdk_key="never-served", datafile_url_template="http://127.0.0.1:9/{sdk_key}", close_timeout=0.2
     ) as unready:

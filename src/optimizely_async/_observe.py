@@ -9,7 +9,6 @@ client's insides have moved.
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -93,9 +92,7 @@ def on_sync_loop(sync_client: object, func: Callable[[], object], timeout: float
         await anyio.lowlevel.checkpoint()  # a task func() started takes its first step before the caller goes on
 
     try:
-        # From an empty context: the loop thread would otherwise run ``run`` in a copy of this thread's, and
-        # a trio caller's context makes anyio (through sniffio) take the asyncio loop thread for trio.
-        contextvars.Context().run(call, run, timeout)
+        call(run, timeout)  # LoopThread.call runs it in the loop thread's own context, whatever this thread runs
     except Exception:
         _log.debug("Could not run %r on the SyncOptimizely's loop thread.", func, exc_info=True)
         return False
