@@ -647,13 +647,16 @@ class AsyncOptimizely(DecisionMethods):
         return event_context(config, self._event_endpoint)
 
     async def _on_new_config(self, config: ProjectConfig) -> None:
+        # Its projection first, in steps, so that get_optimizely_config() never finds the new config without it
+        # (and never runs a build's steps itself); as the official SDK, which builds it before the switch too.
+        build = await self._prebuild_projection(config)
         self._set_config(config)
+        self._projection = build
         # The source has logged the new revision (at INFO); this only marks that the client switched to it.
         _log.debug("The client now uses datafile revision %s.", config.revision)
         # Held track() calls go first, so a slow CONFIG_UPDATE listener does not hold them back.
         if self._pending:
             await self._replay_pending()
-        await self._build_projection()  # before CONFIG_UPDATE, as the official SDK: its listeners may read it
         await self.notification_center.send_notifications(NotificationType.OPTIMIZELY_CONFIG_UPDATE)
 
     async def _replay_pending(self) -> None:
@@ -714,6 +717,18 @@ class AsyncOptimizely(DecisionMethods):
             build = ProjectionBuild(config)
             if config is self._config:
                 self._projection = build
+        return build
+
+    async def _prebuild_projection(self, config: ProjectConfig) -> ProjectionBuild:
+        """The projection build of a config about to be switched to, run in steps until done or the client
+        closes (a later call then runs the steps left)."""
+        from .config.optimizely_config import ProjectionBuild
+
+        build = ProjectionBuild(config)
+        try:
+            await build.run_in_steps(lambda: self._state is not _State.CLOSED)
+        except Exception:
+            _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
         return build
 
     async def _build_projection(self) -> None:
