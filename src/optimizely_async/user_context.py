@@ -342,14 +342,7 @@ def can_decide_now(client: AsyncOptimizely, user: OptimizelyUserContext, options
     ask for no reasons and no user profile service is in use, no forced decision, no DECISION or ACTIVATE
     listener, and ``cmab`` False: no CMAB experiment among the flags to decide, whose prediction may have to be
     fetched)."""
-    center = client.notification_center
-    return (
-        options.quick
-        and not user._forced
-        and not cmab
-        and not center.has_listeners(_DECISION)
-        and not center.has_listeners(_ACTIVATE)
-    )
+    return options.quick and not user._forced and not cmab and client.notification_center.decisions_unheard
 
 
 def decide_now(
