@@ -172,7 +172,8 @@ class OptimizelyUserContext(QualifiedSegments):
         """Decide one flag; sends its impression unless DISABLE_DECISION_EVENT. Never raises."""
         snapshot = self._clone()
         client = self.client
-        key = plain(key)
+        if type(key) is not str:
+            key = plain(key)
         try:
             if client is None:
                 raise ValueError("no client")
@@ -184,7 +185,7 @@ class OptimizelyUserContext(QualifiedSegments):
                     user_context=snapshot,
                     reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
-            config = client.config
+            config = client._config
             if config is None:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide".')
                 return OptimizelyDecision(flag_key=key, user_context=snapshot, reasons=[DecisionMessage.SDK_NOT_READY])
@@ -196,7 +197,10 @@ class OptimizelyUserContext(QualifiedSegments):
                     user_context=snapshot,
                     reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
-            merged = _options(client, options, True)
+            # No options (the common call): the merged defaults straight from the cache, without the call.
+            merged = client._decide_options_cache.get(_NO_OPTIONS[True]) if options is None else None
+            if merged is None:
+                merged = _options(client, options, True)
             if can_decide_now(client, snapshot, merged, flag.has_cmab):
                 late: list[PendingEvent] = []
                 result = decide_now(client, config, snapshot, flag, merged, late)
