@@ -364,7 +364,9 @@ def decide_now(
     appended to ``late``; the caller must hand each to ``await client._put(...)`` (which waits for room
     or counts the drop), as the coroutine path does.
     """
-    attributes = engine_attributes(user, user._attributes)  # with the user's ODP segments, if any
+    attributes = user._attributes
+    if user._qualified_segments is not None:  # the engine sees the user's ODP segments too
+        attributes = engine_attributes(user, attributes)
     # The engine's quiet path first: decide_flag tries it too, after checks that are settled here.
     decision = decide_flag_quietly(config, flag, user.user_id, attributes, client._forced)
     if decision is None:
