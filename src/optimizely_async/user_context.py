@@ -172,7 +172,8 @@ class OptimizelyUserContext(QualifiedSegments):
         """Decide one flag; sends its impression unless DISABLE_DECISION_EVENT. Never raises."""
         snapshot = self._clone()
         client = self.client
-        key = plain(key)
+        if type(key) is not str:
+            key = plain(key)
         try:
             if client is None:
                 raise ValueError("no client")
@@ -184,7 +185,7 @@ class OptimizelyUserContext(QualifiedSegments):
                     user_context=snapshot,
                     reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
-            config = client.config
+            config = client._config
             if config is None:
                 _log.error('Optimizely SDK is not ready: no datafile loaded yet. Failing "decide".')
                 return OptimizelyDecision(flag_key=key, user_context=snapshot, reasons=[DecisionMessage.SDK_NOT_READY])
@@ -196,7 +197,10 @@ class OptimizelyUserContext(QualifiedSegments):
                     user_context=snapshot,
                     reasons=[DecisionMessage.FLAG_KEY_INVALID.format(key)],
                 )
-            merged = _options(client, options, True)
+            # No options (the common call): the merged defaults straight from the cache, without the call.
+            merged = client._decide_options_cache.get(_NO_OPTIONS[True]) if options is None else None
+            if merged is None:
+                merged = _options(client, options, True)
             if can_decide_now(client, snapshot, merged, flag.has_cmab):
                 late: list[PendingEvent] = []
                 result = decide_now(client, config, snapshot, flag, merged, late)
@@ -342,14 +346,7 @@ def can_decide_now(client: AsyncOptimizely, user: OptimizelyUserContext, options
     ask for no reasons and no user profile service is in use, no forced decision, no DECISION or ACTIVATE
     listener, and ``cmab`` False: no CMAB experiment among the flags to decide, whose prediction may have to be
     fetched)."""
-    center = client.notification_center
-    return (
-        options.quick
-        and not user._forced
-        and not cmab
-        and not center.has_listeners(_DECISION)
-        and not center.has_listeners(_ACTIVATE)
-    )
+    return options.quick and not user._forced and not cmab and client.notification_center.decisions_unheard
 
 
 def decide_now(
@@ -367,7 +364,9 @@ def decide_now(
     appended to ``late``; the caller must hand each to ``await client._put(...)`` (which waits for room
     or counts the drop), as the coroutine path does.
     """
-    attributes = engine_attributes(user, user._attributes)  # with the user's ODP segments, if any
+    attributes = user._attributes
+    if user._qualified_segments is not None:  # the engine sees the user's ODP segments too
+        attributes = engine_attributes(user, attributes)
     # The engine's quiet path first: decide_flag tries it too, after checks that are settled here.
     decision = decide_flag_quietly(config, flag, user.user_id, attributes, client._forced)
     if decision is None:
