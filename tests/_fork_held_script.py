@@ -156,6 +156,8 @@ def sync_before_ready(backend: str) -> None:
                 client.track(EVENT, "child-held")
                 report = client.close()
                 say(who="child", sync=report.submitted, delivered=report.delivered)
+            except BaseException as exc:  # os._exit() would lose the traceback
+                say(child_error=repr(exc))
             finally:
                 os._exit(0)
         code = wait_child(pid)

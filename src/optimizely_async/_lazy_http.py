@@ -8,6 +8,8 @@ SDK's own clients (this one, the event dispatcher's, the datafile poller's) are 
 from __future__ import annotations
 
 import importlib
+import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,10 +42,28 @@ def import_http_stack() -> None:
         importlib.import_module(name)
 
 
+#: Held while a worker thread makes an HTTP client, and by a fork() for its duration (see :func:`made_off_loop`).
+_making = threading.Lock()
+
+
+def _made(make: Callable[[], T]) -> T:
+    with _making:
+        return make()
+
+
 async def made_off_loop(make: Callable[[], T]) -> T:
     """``make()`` (an HTTP client) run in a worker thread: each client builds an SSL context (about 20 ms on a
-    quiet machine), blocking work that no bounded step on the loop can split."""
-    return await anyio.to_thread.run_sync(make)
+    quiet machine), blocking work that no bounded step on the loop can split.
+
+    A ``fork()`` waits until no such build is under way: a child forked while another thread was inside
+    OpenSSL making a context inherits OpenSSL's locks held, and its own first SSL context then hangs for good
+    (seen with a ``SyncOptimizely`` forked right after construction). The wait is at most one build.
+    """
+    return await anyio.to_thread.run_sync(_made, make)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_making.acquire, after_in_parent=_making.release, after_in_child=_making.release)
 
 
 async def new_client(**options: Any) -> httpx.AsyncClient:
