@@ -145,7 +145,7 @@ async def test_a_revision_replaced_mid_build_is_dropped() -> None:
         old = client_build(client)
         assert old is not None and not old.done
         updated = parse_config(BIG2)
-        # What the poller does with a new revision: switch, build its projection in steps, then CONFIG_UPDATE.
+        # What the poller does with a new revision: build its projection in steps, switch, then CONFIG_UPDATE.
         seen: list[oc.ProjectionBuild | None] = []
         client.notification_center.add_notification_listener(
             NotificationType.OPTIMIZELY_CONFIG_UPDATE, lambda: seen.append(client_build(client))

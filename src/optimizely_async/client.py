@@ -291,6 +291,8 @@ class AsyncOptimizely(DecisionMethods):
         self._warned_unopened = False
         #: The OptimizelyConfig projection of the current config, built in the background (_build_projection).
         self._projection: ProjectionBuild | None = None
+        #: A polled config whose projection is being built before the switch: the current one's build stops.
+        self._incoming: ProjectConfig | None = None
         drop_in_children(self)  # held track() calls are the parent's in a forked child (._drop_inherited)
 
         if datafile is not None:
@@ -725,10 +727,13 @@ class AsyncOptimizely(DecisionMethods):
         from .config.optimizely_config import ProjectionBuild
 
         build = ProjectionBuild(config)
+        self._incoming = config  # the replaced config's build, if still running, stops (a call finishes it)
         try:
             await build.run_in_steps(lambda: self._state is not _State.CLOSED)
         except Exception:
             _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
+        finally:
+            self._incoming = None
         return build
 
     async def _build_projection(self) -> None:
@@ -740,7 +745,9 @@ class AsyncOptimizely(DecisionMethods):
             return
         build = self._projection_for(config)
         try:
-            await build.run_in_steps(lambda: self._projection is build and self._state is not _State.CLOSED)
+            await build.run_in_steps(
+                lambda: self._projection is build and self._incoming is None and self._state is not _State.CLOSED
+            )
         except Exception:
             _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
 
