@@ -729,9 +729,7 @@ class AsyncOptimizely(DecisionMethods):
         build = ProjectionBuild(config)
         self._incoming = config  # the replaced config's build, if still running, stops (a call finishes it)
         try:
-            await build.run_in_steps(lambda: self._state is not _State.CLOSED)
-        except Exception:
-            _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
+            await self._run_projection(build, lambda: self._state is not _State.CLOSED)
         finally:
             self._incoming = None
         return build
@@ -744,12 +742,17 @@ class AsyncOptimizely(DecisionMethods):
         if config is None:
             return
         build = self._projection_for(config)
+        await self._run_projection(
+            build, lambda: self._projection is build and self._incoming is None and self._state is not _State.CLOSED
+        )
+
+    @staticmethod
+    async def _run_projection(build: ProjectionBuild, keep_going: Callable[[], bool]) -> None:
+        """Run ``build`` in steps while ``keep_going()``; a failure is logged (a later call retries the steps left)."""
         try:
-            await build.run_in_steps(
-                lambda: self._projection is build and self._incoming is None and self._state is not _State.CLOSED
-            )
+            await build.run_in_steps(keep_going)
         except Exception:
-            _log.exception("Could not build the OptimizelyConfig of revision %s.", config.revision)
+            _log.exception("Could not build the OptimizelyConfig of revision %s.", build.config.revision)
 
     # ------------------------------------------------------------------ events
 

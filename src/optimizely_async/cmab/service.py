@@ -117,6 +117,11 @@ def _attribute_filter(config: ProjectConfig, experiment: ExperimentInfo) -> tupl
     return tuple((i, keys_by_id[i]) for i in ids if isinstance(i, str) and i in keys_by_id)
 
 
+def _cache_key(user_id: str, experiment: ExperimentInfo) -> str:
+    """The cache (and in-flight fetch) key of one user and rule; the length prefix keeps ids apart."""
+    return f"{len(user_id)}-{user_id}-{experiment.id}"
+
+
 def attributes_hash(filtered: Mapping[str, Any]) -> str:
     """The official cache fingerprint: MD5 of the JSON with sorted keys (so ``30`` and ``30.0`` differ)."""
     return hashlib.md5(json.dumps(filtered, sort_keys=True).encode()).hexdigest()
@@ -179,7 +184,7 @@ class CmabService:
         touches the cache and nobody is fetching for this user and rule; else None (then :meth:`predict`)."""
         if options.ignore_cmab_cache or options.reset_cmab_cache or options.invalidate_user_cmab_cache:
             return None
-        key = f"{len(user_id)}-{user_id}-{experiment.id}"
+        key = _cache_key(user_id, experiment)
         if key in self._slots:
             return None
         entry = self.cache.lookup(key)
@@ -212,7 +217,7 @@ class CmabService:
         hit = self.cached(config, experiment, user_id, attributes, options)
         if hit is not None:
             return hit
-        key = f"{len(user_id)}-{user_id}-{experiment.id}"
+        key = _cache_key(user_id, experiment)
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = _Slot()
