@@ -4,7 +4,6 @@ never cancel the body, and the queue is drained within close_timeout, shielded f
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 
 from _lifecycle_kit import Recorder, datafile, visitors
 from _sink_server import Reply, serve_sink
+from _support.interrupt import interrupt_when_ready
 from optimizely_async import AsyncOptimizely, EventRequest, NotificationType
 
 pytestmark = pytest.mark.anyio
@@ -219,22 +219,7 @@ async def test_close_inside_a_cancelled_scope_still_drains() -> None:
 def test_ctrl_c_drains_the_queue_before_the_process_ends(backend: str) -> None:
     """SIGINT (Ctrl-C) while the body waits: the queued event is delivered on the way out."""
     script = exit_script(backend, 'print("ready", flush=True)', "await anyio.sleep_forever()")
-    process = subprocess.Popen(
-        [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": SRC},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    out, err = interrupt_when_ready("-c", script)
     assert out.split() == ["sent", "1"], err
     assert "KeyboardInterrupt" in err and "ExceptionGroup" not in err
 

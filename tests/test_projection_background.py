@@ -12,10 +12,6 @@ import asyncio
 import dataclasses
 import functools
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -28,6 +24,7 @@ import anyio.lowlevel
 import pytest
 
 from _datafile_server import DatafileServer
+from _support.interrupt import interrupt_when_ready
 from bigdatafile import build_datafile
 from optimizely_async import AsyncOptimizely, NotificationType, SyncOptimizely
 from optimizely_async.config import optimizely_config as oc
@@ -248,22 +245,7 @@ def test_ctrl_c_during_the_background_build_on_trio_still_drains() -> None:
         """
     )
     tests = str(Path(__file__).resolve().parent)
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, tests],
-        env={**os.environ, "PYTHONPATH": SRC},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    out, err = interrupt_when_ready("-c", script, tests)
     assert out.split() == ["sent", "1"], err
     assert "KeyboardInterrupt" in err  # it still stops the program
 

@@ -1,0 +1,32 @@
+"""Ctrl-C a child Python process once it says it is ready, and collect what it printed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def interrupt_when_ready(*args: str, timeout: float = 60) -> tuple[str, str]:
+    """Run ``python *args`` (the SDK's src on PYTHONPATH), send SIGINT once its first stdout line is "ready",
+    and return its (stdout after that line, stderr). The child is killed if it outlives ``timeout``."""
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGINT)
+        return process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
