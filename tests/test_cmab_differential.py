@@ -30,6 +30,7 @@ from _cmab_odp_server import Reply, StandIn, serve_stand_in
 from _cmab_support import Official, ours, scrub_impression
 from differential import same, short
 from test_cmab_decide import no_uuids, request_view
+from test_cmab_decide import view as decision_view
 from test_differential_decide import DuplicationProbe, undo_official_duplication
 
 CMAB_SEEDS = int(os.environ.get("CMAB_SEEDS", "16"))
@@ -85,18 +86,6 @@ def graphql(body: Any) -> Reply:
 def servers() -> Iterator[tuple[StandIn, StandIn]]:
     with serve_stand_in() as official, serve_stand_in() as mine:
         yield official, mine
-
-
-def decision_view(decision: Any) -> dict[str, Any]:
-    return {
-        "variation_key": decision.variation_key,
-        "enabled": decision.enabled,
-        "variables": decision.variables,
-        "rule_key": decision.rule_key,
-        "flag_key": decision.flag_key,
-        "user_context": decision.user_context.as_json() if decision.user_context is not None else None,
-        "reasons": no_uuids(list(decision.reasons)),
-    }
 
 
 def first_difference(expected: Any, got: Any, path: str = "") -> str:
