@@ -428,6 +428,10 @@ class AsyncOptimizely(DecisionMethods):
     async def _run(self, *, shielded: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The background work, in one task that owns its task group, so that start() and close() may run in
         different tasks. Each part is guarded: a failure is logged and never reaches the caller's task."""
+        # On trio a Ctrl-C that comes while a part of the background work runs is raised in the main task
+        # instead (inside a part it would fail the task group and cancel the drain on the way out).
+        keep_ctrl_c_out(_guarded)
+        keep_ctrl_c_out(AsyncOptimizely._build_projection)
         try:
             with anyio.CancelScope(shield=shielded) as scope:
                 self._run_scope = scope
@@ -439,7 +443,6 @@ class AsyncOptimizely(DecisionMethods):
                         await task_group.start(_guarded, self._source.run, "The datafile poller")
                     listeners = self.notification_center.background
                     await task_group.start(_guarded, listeners.run, "The async listener queue")
-                    keep_ctrl_c_out(AsyncOptimizely._build_projection)  # it may run when Ctrl-C comes
                     task_group.start_soon(self._build_projection)  # of a static datafile's config
                     self._task_group = task_group
                     task_status.started()
