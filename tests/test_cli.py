@@ -112,7 +112,7 @@ def test_validate_accepts_a_good_datafile_and_sums_it_up(tmp_path: Path) -> None
         (lambda d: d["experiments"][1]["variations"][0].pop("key"), "experiments[1].variations[0].key"),
         (lambda d: d["featureFlags"][0].update(rolloutId="nowhere"), "featureFlags[key=new_checkout].rolloutId"),
         (lambda d: d.update(version="9"), "unsupported datafile version '9'"),
-        (lambda d: d["audiences"][0].update(conditions="[not json"), "audiences[id=20001].conditions"),
+        (lambda d: d["audiences"][0].update(conditions="[not json"), "audiences[0].conditions"),
         (lambda d: d.pop("revision"), "revision: Field required"),
     ],
 )

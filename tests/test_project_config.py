@@ -100,7 +100,7 @@ def test_typed_audiences_replace_legacy_ones() -> None:
 
 def test_legacy_audience_conditions_must_be_a_json_string() -> None:
     bad = {"id": "7", "name": "a", "conditions": "[oops"}
-    with pytest.raises(InvalidDatafileError, match=r"audiences\[id=7\]"):
+    with pytest.raises(InvalidDatafileError, match=r"audiences\[0\]\.conditions"):
         parse_config(minimal(audiences=[bad]))
 
 

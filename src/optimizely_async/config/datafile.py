@@ -12,13 +12,12 @@ payload ever recurses past what the SDK supports.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from typing_extensions import NotRequired, TypedDict
 
-from .depth import MAX_CONDITION_DEPTH, too_deep
+from .depth import TOO_DEEP, too_deep
 
 __all__ = [
     "Attribute",
@@ -40,28 +39,16 @@ __all__ = [
 SUPPORTED_VERSIONS = frozenset({"2", "3", "4"})
 
 
-_TOO_DEEP = f"nested deeper than {MAX_CONDITION_DEPTH} levels, which this SDK does not support"
-
-
 def _bounded(value: Any) -> Any:
     if too_deep(value):
-        raise ValueError(_TOO_DEEP)
+        raise ValueError(TOO_DEEP)
     return value
 
 
 def _bounded_conditions(value: Any) -> Any:
-    """Also looks inside a string: an audience's ``conditions`` is JSON text (in ``typedAudiences`` a string is
-    a plain value, and text that is not JSON is left to the config build to report)."""
-    if not isinstance(value, str):
-        return _bounded(value)
-    try:
-        parsed = json.loads(value)
-    except RecursionError:
-        raise ValueError(_TOO_DEEP) from None
-    except ValueError:
-        return value
-    _bounded(parsed)
-    return value
+    """A string is left as it is: an audience's ``conditions`` is JSON text in ``audiences`` (the config build
+    parses it once, and checks its depth there) and a plain value in ``typedAudiences``."""
+    return value if isinstance(value, str) else _bounded(value)
 
 
 def _supported_version(value: str) -> str:

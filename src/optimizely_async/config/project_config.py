@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from .. import defaults
 from ..errors import InvalidDatafileError
 from . import datafile as df
-from .depth import MAX_CONDITION_DEPTH, too_deep
+from .depth import MAX_CONDITION_DEPTH, TOO_DEEP, too_deep
 from .loader import Steps, run_at_once, run_in_steps, sections, validate_at_once, validate_in_steps
 from .variables import VariableSet, typed_value, variable_set
 
@@ -289,28 +289,41 @@ def _variation(v: df.Variation) -> VariationInfo:
     return VariationInfo(v["id"], v["key"], v.get("featureEnabled", False), listed)
 
 
-def _experiment(e: df.Experiment, group: GroupInfo | None = None, extra: VariationInfo | None = None) -> ExperimentInfo:
-    variations = [_variation(v) for v in e["variations"]]
-    allocation = _allocation(e["trafficAllocation"])
+def _experiment(
+    e: df.Experiment,
+    usages: dict[str, dict[str, str]],
+    group: GroupInfo | None = None,
+    extra: VariationInfo | None = None,
+) -> ExperimentInfo:
+    """The rule's info; its variations' variable values are added to ``usages`` (variation id -> values)."""
+    by_id: dict[str, VariationInfo] = {}
+    for v in e["variations"]:
+        variation_id = v["id"]
+        listed = v.get("featureEnabled")  # None when absent (the projection does not list it); the same when null
+        by_id[variation_id] = VariationInfo(variation_id, v["key"], listed if "featureEnabled" in v else False, listed)
+        usages[variation_id] = {u["id"]: u["value"] for u in v.get("variables", ())}
+    allocation = tuple([(t["entityId"], t["endOfRange"]) for t in e["trafficAllocation"]])
     if extra is not None:
-        variations.append(extra)
+        by_id[extra.id] = extra
         allocation = (*allocation, (extra.id, defaults.MAX_TRAFFIC_VALUE))
     conditions = e.get("audienceConditions")
     has_conditions = conditions is not None
+    if not has_conditions:
+        conditions = e["audienceIds"]
     return ExperimentInfo(
-        id=e["id"],
-        key=e["key"],
-        status=e["status"],
-        layer_id=e["layerId"],
-        type=e.get("type"),
-        variations_by_id={v.id: v for v in variations},
-        allocation=allocation,
-        audience_tree=_tuples(conditions if has_conditions else e["audienceIds"]),
-        forced_variations=e["forcedVariations"],
-        group=group,
-        cmab=e.get("cmab"),
-        has_conditions=has_conditions,
-        fr_extra=extra is not None,
+        e["id"],
+        e["key"],
+        e["status"],
+        e["layerId"],
+        e.get("type"),
+        by_id,
+        allocation,
+        _tuples(conditions) if type(conditions) is list else conditions,
+        e["forcedVariations"],
+        group,
+        e.get("cmab"),
+        has_conditions,
+        extra is not None,
     )
 
 
@@ -329,18 +342,22 @@ def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
     )
 
 
-def _load_conditions(audience: df.Audience, *, typed: bool) -> Any:
+def _load_conditions(audience: df.Audience, index: int, *, typed: bool) -> Any:
     conditions = audience["conditions"]
     if typed:
-        return _tuples(conditions)
+        return _tuples(conditions) if type(conditions) is list else conditions
+    where = f"audiences[{index}].conditions"
     if not isinstance(conditions, str):
-        raise InvalidDatafileError(
-            f"audiences[id={audience['id']}].conditions: expected a JSON string, got {type(conditions).__name__}"
-        )
+        raise InvalidDatafileError(f"{where}: expected a JSON string, got {type(conditions).__name__}")
     try:
-        return _tuples(json.loads(conditions))
+        tree = json.loads(conditions)
+    except RecursionError:
+        raise InvalidDatafileError(f"{where}: {TOO_DEEP}") from None
     except ValueError as exc:
-        raise InvalidDatafileError(f"audiences[id={audience['id']}].conditions: invalid JSON ({exc})") from exc
+        raise InvalidDatafileError(f"{where}: invalid JSON ({exc})") from exc
+    if too_deep(tree):
+        raise InvalidDatafileError(f"{where}: {TOO_DEEP}")
+    return _tuples(tree) if type(tree) is list else tree
 
 
 def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> str | bytes:
@@ -406,17 +423,17 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     listed_audiences: list[AudienceEntry] = []
     typed_audiences = d.get("typedAudiences", [])
     typed_ids = {a["id"] for a in typed_audiences}
-    for a in typed_audiences:
-        audiences[a["id"]] = _load_conditions(a, typed=True)
+    for index, a in enumerate(typed_audiences):
+        audiences[a["id"]] = _load_conditions(a, index, typed=True)
         listed_audiences.append((a["id"], a.get("name", ""), json.dumps(a["conditions"])))
         yield
-    for a in d["audiences"]:
+    for index, a in enumerate(d["audiences"]):
         if a["id"] not in typed_ids:
-            audiences[a["id"]] = _load_conditions(a, typed=False)
+            audiences[a["id"]] = _load_conditions(a, index, typed=False)
             if a["id"] != "$opt_dummy_audience":
                 listed_audiences.append((a["id"], a.get("name", ""), a["conditions"]))
         else:
-            _load_conditions(a, typed=False)  # still checked, as every legacy audience is
+            _load_conditions(a, index, typed=False)  # still checked, as every legacy audience is
         yield
 
     groups = {g["id"]: GroupInfo(g["id"], g["policy"], _allocation(g["trafficAllocation"])) for g in d["groups"]}
@@ -456,9 +473,7 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     variable_usages: dict[str, dict[str, str]] = {}
     for exp_id, (e, group) in raw_experiments.items():
         extra = fr_extra.get(exp_id) if e.get("type") == "fr" else None
-        experiments_by_id[exp_id] = _experiment(e, group, extra)
-        for v in e["variations"]:
-            variable_usages[v["id"]] = {u["id"]: u["value"] for u in v.get("variables", ())}
+        experiments_by_id[exp_id] = _experiment(e, variable_usages, group, extra)
         yield
     experiments_by_key = {e.key: e for e in experiments_by_id.values()}
     for exp_id, extra in fr_extra.items():
