@@ -28,21 +28,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from _common import NoOpDispatcher, compare, official_settle, row
+from _common import NoOpDispatcher, NullSink, compare, official_settle, row
 
 from _cmab_odp_server import Reply, serve_stand_in
 from _cmab_support import small_datafile
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
+from optimizely_async import AsyncOptimizely
 
 TARGET_RATIO = 2.0
 USERS = 300
 #: Seconds of CPU used by this thread: what a decide costs, whatever else the machine runs.
 CLOCK = time.thread_time
-
-
-class NullSink:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 def bench_datafile() -> dict[str, Any]:

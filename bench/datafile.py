@@ -37,15 +37,12 @@ import anyio.lowlevel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _common import NullSink  # noqa: E402
+
 from bigdatafile import build_datafile  # noqa: E402
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest  # noqa: E402
+from optimizely_async import AsyncOptimizely  # noqa: E402
 
 _checkpoint = anyio.lowlevel.checkpoint  # the real one: the load tasks use it, and Holds wraps it
-
-
-class NullSink:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 def rss_mb() -> float:

@@ -9,16 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from _common import bench_users, compare, datafiles, official_client, official_settle, row
+from _common import NullSink, bench_users, compare, datafiles, official_client, official_settle, row
 
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
+from optimizely_async import AsyncOptimizely
 
 TARGET = 15.0
-
-
-class NullSink:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 async def main() -> None:

@@ -31,9 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
-from _common import ROOT, bench_users, compare, datafiles, example_datafile
+from _common import ROOT, NullSink, bench_users, compare, datafiles, example_datafile
 
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
+from optimizely_async import AsyncOptimizely
 
 TARGET = 8.0
 EVENT_KEY = "bench_purchase"
@@ -136,13 +136,6 @@ class Sink:
 
 
 # ------------------------------------------------------------------------------------------------ clients
-
-
-class NullSink:
-    """Our in-memory dispatcher: accepts every request at once."""
-
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 class NoOpDispatcher:

@@ -17,16 +17,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
-from _common import bench_users, example_datafile, median
+from _common import NullSink, bench_users, example_datafile, median
 
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
+from optimizely_async import AsyncOptimizely
 
 ROUNDS = 15
-
-
-class NullSink:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 Round = Callable[[], Awaitable[int]]

@@ -27,19 +27,14 @@ sys.path[:] = _saved
 
 import anyio  # noqa: E402
 import anyio.to_thread  # noqa: E402
-from _common import bench_users, datafiles, official_client, official_settle  # noqa: E402
+from _common import NullSink, bench_users, datafiles, official_client, official_settle  # noqa: E402
 from _rounds import alternate, ratio  # noqa: E402
 
-from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest, SyncOptimizely  # noqa: E402
+from optimizely_async import AsyncOptimizely, SyncOptimizely  # noqa: E402
 from optimizely_async.openfeature import OptimizelyProvider  # noqa: E402
 
 TARGET = 2.0
 ROUNDS = 11
-
-
-class NullSink:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 async def main() -> None:

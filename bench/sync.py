@@ -17,18 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _common import bench_users, datafiles, official_client, official_settle, row
+from _common import NullSink, bench_users, datafiles, official_client, official_settle, row
 
-from optimizely_async import DispatchResult, EventRequest, SyncOptimizely
+from optimizely_async import SyncOptimizely
 from optimizely_async.events.factory import now_ms
 
 TARGET = 1.0  # "a sync call must cost no more than the official SDK's"
 THREADS = 4
-
-
-class NullSink:
-    async def dispatch(self, request: EventRequest) -> DispatchResult:
-        return DispatchResult(delivered=True, status=200)
 
 
 def compare(
