@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
+from .._ctrl_c import start_background
 from .._logging import logger
 from .pending import PendingEvent, materialize
 
@@ -254,7 +255,7 @@ class Ledger:
         if pending is None:
             return None
         if self.hooks is not None:
-            self.hooks.start_soon(run_hook, pending, "on_drop")
+            start_background(self.hooks, run_hook, pending, "on_drop")
             return None
         if await_inline:
             return pending

@@ -39,6 +39,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from .. import defaults
+from .._ctrl_c import start_background
 from .._logging import logger
 from .._validation import number
 from ..errors import ConfigurationError
@@ -421,7 +422,7 @@ class EventQueue:
                 self._slots.release()
                 continue
             deadline = anyio.current_time() + self._flush_interval if buffer else math.inf
-            senders.start_soon(self._deliver, batch)
+            start_background(senders, self._deliver, batch)
 
     async def _sleep(self, deadline: float, *, wake_at: int) -> None:
         self._wakeup = anyio.Event()
