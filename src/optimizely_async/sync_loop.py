@@ -32,6 +32,7 @@ import anyio
 import anyio.lowlevel
 
 from ._logging import sdk_logger
+from ._owned_threads import owned_thread
 from .client import AsyncOptimizely
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .stats import ClientStats
@@ -312,7 +313,10 @@ class LoopThread:
         try:
             # A fresh context: on Pythons where threads inherit their starter's context, the starter's async
             # library (sniffio's context variable, set by anyio) would make anyio.run() refuse to start.
-            contextvars.Context().run(lambda: anyio.run(self._serve, backend="asyncio"))
+            # The thread is the SDK's: a SystemExit or KeyboardInterrupt from the user's code run here (a listener,
+            # the dispatcher, on_drop) is logged like any other exception instead of ending it (_owned_threads).
+            with owned_thread():
+                contextvars.Context().run(lambda: anyio.run(self._serve, backend="asyncio"))
         except BaseException as exc:  # raised by start(wait=True), or logged below
             self._error = exc
             if not self._starter_waits or self._entered.is_set():

@@ -41,6 +41,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from .. import defaults
 from .._ctrl_c import start_background
 from .._logging import logger
+from .._owned_threads import user_code_errors
 from .._validation import number
 from ..errors import ConfigurationError
 from .dispatcher import Dispatcher, DispatchResult, EventRequest, retry_delay
@@ -540,7 +541,7 @@ class EventQueue:
                 outcome: Any = self._dispatcher.dispatch(request)
                 if inspect.isawaitable(outcome):
                     outcome = await outcome
-        except Exception:
+        except user_code_errors():
             self._complain(
                 "raised", "The event dispatcher raised; each batch it raises for is dropped (dispatch_error).", True
             )

@@ -1,0 +1,126 @@
+"""SyncOptimizely: ``SystemExit`` or ``KeyboardInterrupt`` raised by the user's code on the client's loop thread.
+
+A LOG_EVENT listener, a custom dispatcher and ``on_drop`` run on the loop thread the client
+owns. There, ``sys.exit()`` could only end that thread (Python never exits the process from another thread),
+so the SDK treats it as it treats any other exception from the user's code: logged, and the loop thread goes
+on. Before, the exception ended the loop thread: queued events were lost (``shutdown_cancelled``), later calls
+waited for a thread that was gone and the events they produced were never sent. Each case runs in a child
+process, since a dead loop thread would leave the test process waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from _lifecycle_kit import datafile
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _script(raise_: str) -> str:
+    """Five events, one request each. The first LOG_EVENT reaches a listener that raises ``raise_``; the
+    dispatcher raises it for the second request; ``on_drop`` raises it when told about that drop. The child
+    prints one JSON line: what was sent, the close report, how long it all took."""
+    return textwrap.dedent(
+        f"""
+        import json, logging, sys, time
+        from optimizely_async import DispatchResult, NotificationType, SyncOptimizely
+
+        logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+
+        def boom():
+            raise {raise_}
+
+        sent, dispatches, told = [], [], []
+
+        class Out:
+            def dispatch(self, request):
+                dispatches.append(1)
+                if len(dispatches) == 2:
+                    boom()
+                sent.extend(v["visitor_id"] for v in request.payload["visitors"])
+                return DispatchResult(delivered=True, status=200)
+
+        def on_drop(events, reason):
+            told.append(reason)
+            boom()
+
+        heard = []
+
+        def listener(event):
+            heard.append("sync")
+            if heard.count("sync") == 1:
+                boom()
+
+        started = time.monotonic()
+        client = SyncOptimizely(
+            datafile={json.dumps(datafile())}, event_dispatcher=Out(), batch_size=1, on_drop=on_drop
+        )
+        client.notification_center.add_notification_listener(NotificationType.LOG_EVENT, listener)
+        for i in range(4):
+            client.track("buy", f"u{{i}}")
+        client.flush(timeout=20)
+        client.track("buy", "u9")  # after the exceptions: still sent
+        client.flush(timeout=20)
+        report = client.close(timeout=20)
+        print(json.dumps({{
+            "sent": sorted(sent),
+            "told": told,
+            "heard": heard.count("sync"),
+            "delivered": report.delivered,
+            "dropped": report.dropped,
+            "submitted": report.submitted,
+            "timed_out": report.timed_out,
+            "seconds": time.monotonic() - started,
+        }}), flush=True)
+        """
+    )
+
+
+@pytest.mark.parametrize("raise_", ["SystemExit(3)", "KeyboardInterrupt()"])
+def test_the_loop_thread_survives_exits_raised_by_the_users_code(raise_: str) -> None:
+    process = subprocess.run(
+        [sys.executable, "-c", _script(raise_)],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result["sent"] == ["u0", "u2", "u3", "u9"], process.stderr
+    assert result["told"] == ["dispatch_error"]
+    assert result["heard"] == 5  # one LOG_EVENT per request
+    assert (result["submitted"], result["delivered"], result["dropped"]) == (5, 4, {"dispatch_error": 1})
+    assert result["timed_out"] is False
+    # Nothing waited for a flush or close timeout (20 s each): the thread answered every call.
+    assert result["seconds"] < 15, result
+    # Each exception was logged, with its traceback, as the user's code's failure.
+    name = raise_.split("(")[0]
+    assert process.stderr.count(f"\n{name}") >= 3, process.stderr
+    assert "loop thread failed" not in process.stderr
+
+
+def test_on_the_calling_thread_an_exit_from_a_listener_passes_through() -> None:
+    """A DECISION listener runs in the calling thread: there ``sys.exit()`` means what the user meant."""
+    from optimizely_async import NotificationType, SyncOptimizely
+
+    client = SyncOptimizely(datafile=datafile())
+
+    def listener(*args: object) -> None:
+        raise SystemExit(4)
+
+    client.notification_center.add_notification_listener(NotificationType.DECISION, listener)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            client.is_feature_enabled("flag", "u1")
+        assert caught.value.code == 4
+    finally:
+        client.close()
