@@ -124,3 +124,75 @@ def test_on_the_calling_thread_an_exit_from_a_listener_passes_through() -> None:
         assert caught.value.code == 4
     finally:
         client.close()
+
+
+def test_an_exit_from_the_users_code_run_for_a_call_on_the_loop_thread_reaches_the_caller() -> None:
+    """With CMAB experiments in the datafile, decisions run on the loop thread, with the user profile service and
+    DECISION listeners: an exit they raise reaches the caller, as in the caller's own thread, and the loop thread
+    goes on (before, it ended: later calls hung or their events were lost)."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from _cmab_support import small_datafile
+        from optimizely_async import DispatchResult, NotificationType, SyncOptimizely
+
+        class Profiles:
+            calls = 0
+            def lookup(self, user_id):
+                Profiles.calls += 1
+                if Profiles.calls == 1:
+                    raise SystemExit(5)
+            def save(self, profile):
+                pass
+
+        class Out:
+            sent = []
+            def dispatch(self, request):
+                Out.sent.extend(v["visitor_id"] for v in request.payload["visitors"])
+                return DispatchResult(delivered=True, status=200)
+
+        heard = []
+        def listener(*args):
+            heard.append(1)
+            if len(heard) == 1:
+                raise KeyboardInterrupt
+
+        client = SyncOptimizely(
+            datafile=json.dumps(small_datafile()), user_profile_service=Profiles(), event_dispatcher=Out(),
+            cmab_prediction_endpoint="http://127.0.0.1:9/{{}}", cmab_request_timeout=0.5,
+        )
+        assert client.config.has_cmab
+        client.notification_center.add_notification_listener(NotificationType.DECISION, listener)
+        user = client.create_user_context("u1")
+        caught = []
+        started = time.monotonic()
+        for expected in (SystemExit, KeyboardInterrupt):
+            try:
+                user.decide("odp_flag")
+            except expected:
+                caught.append(expected.__name__)
+        decision = user.decide("odp_flag")  # no exit this time: an ordinary decision
+        client.track("purchase", "u2")
+        report = client.close(timeout=20)
+        print(json.dumps({{
+            "caught": caught, "decided": decision.flag_key, "heard": len(heard), "sent": sorted(set(Out.sent)),
+            "delivered": report.delivered, "dropped": report.dropped, "timed_out": report.timed_out,
+            "seconds": time.monotonic() - started,
+        }}), flush=True)
+        """
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result["caught"] == ["SystemExit", "KeyboardInterrupt"], process.stderr
+    assert (result["decided"], result["heard"]) == ("odp_flag", 2)
+    assert result["sent"] == ["u1", "u2"] and not result["dropped"] and result["timed_out"] is False, result
+    assert result["seconds"] < 15, result
+    assert "loop thread failed" not in process.stderr
