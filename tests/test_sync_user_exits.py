@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,18 +85,24 @@ def _script(raise_: str) -> str:
     )
 
 
-@pytest.mark.parametrize("raise_", ["SystemExit(3)", "KeyboardInterrupt()"])
-def test_the_loop_thread_survives_exits_raised_by_the_users_code(raise_: str) -> None:
+def run_child(script: str) -> tuple[dict[str, Any], str]:
+    """Run ``script`` in a child Python (the SDK's src on its path); its last stdout line (JSON) and its stderr.
+    The child must exit with status 0."""
     process = subprocess.run(
-        [sys.executable, "-c", _script(raise_)],
+        [sys.executable, "-c", script],
         env={**os.environ, "PYTHONPATH": SRC},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert process.returncode == 0, process.stderr
-    result = json.loads(process.stdout.strip().splitlines()[-1])
-    assert result["sent"] == ["u0", "u2", "u3", "u9"], process.stderr
+    return json.loads(process.stdout.strip().splitlines()[-1]), process.stderr
+
+
+@pytest.mark.parametrize("raise_", ["SystemExit(3)", "KeyboardInterrupt()"])
+def test_the_loop_thread_survives_exits_raised_by_the_users_code(raise_: str) -> None:
+    result, stderr = run_child(_script(raise_))
+    assert result["sent"] == ["u0", "u2", "u3", "u9"], stderr
     assert result["told"] == ["dispatch_error"]
     assert result["heard"] == 5  # one LOG_EVENT per request
     assert (result["submitted"], result["delivered"], result["dropped"]) == (5, 4, {"dispatch_error": 1})
@@ -104,8 +111,8 @@ def test_the_loop_thread_survives_exits_raised_by_the_users_code(raise_: str) ->
     assert result["seconds"] < 15, result
     # Each exception was logged, with its traceback, as the user's code's failure.
     name = raise_.split("(")[0]
-    assert process.stderr.count(f"\n{name}") >= 3, process.stderr
-    assert "loop thread failed" not in process.stderr
+    assert stderr.count(f"\n{name}") >= 3, stderr
+    assert "loop thread failed" not in stderr
 
 
 def test_on_the_calling_thread_an_exit_from_a_listener_passes_through() -> None:
@@ -182,17 +189,9 @@ def test_an_exit_from_the_users_code_run_for_a_call_on_the_loop_thread_reaches_t
         }}), flush=True)
         """
     )
-    process = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": SRC},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert process.returncode == 0, process.stderr
-    result = json.loads(process.stdout.strip().splitlines()[-1])
-    assert result["caught"] == ["SystemExit", "KeyboardInterrupt"], process.stderr
+    result, stderr = run_child(script)
+    assert result["caught"] == ["SystemExit", "KeyboardInterrupt"], stderr
     assert (result["decided"], result["heard"]) == ("odp_flag", 2)
     assert result["sent"] == ["u1", "u2"] and not result["dropped"] and result["timed_out"] is False, result
     assert result["seconds"] < 15, result
-    assert "loop thread failed" not in process.stderr
+    assert "loop thread failed" not in stderr
