@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
+from ._ctrl_c import keep_ctrl_c_out
 from .errors import ClientStateError
 
 if TYPE_CHECKING:
@@ -67,17 +68,6 @@ def spawn_runner(run: Callable[[Started], Coroutine[Any, Any, None]]) -> tuple[a
     task = loop.create_task(run(status), name="optimizely_async background work")
     task.add_done_callback(lambda _: status.event.set())  # wakes start() if the runner ended before starting
     return task, status
-
-
-def keep_ctrl_c_out(function: Callable[..., Any]) -> None:
-    """On trio, have a Ctrl-C that arrives while ``function`` (or what it calls) runs raised in the main task at
-    its next checkpoint instead, as trio does for its own machinery: inside the client's background work it
-    would fail the runner's task group and cancel the drain on the way out. Uses trio's public
-    ``enable_ki_protection``; nothing to do on asyncio, whose ``run()`` turns Ctrl-C into a cancellation of
-    the main task."""
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        trio.lowlevel.enable_ki_protection(function)
 
 
 class _Forkable(Protocol):

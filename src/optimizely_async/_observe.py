@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
+from ._ctrl_c import start_background
 from ._logging import sdk_logger
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def spawn(client: object, func: Callable[..., Coroutine[Any, Any, Any]], *args: 
     task_group = getattr(client, "_task_group", None)
     if task_group is None or getattr(getattr(client, "_state", None), "value", None) != "open":
         return False
-    task_group.start_soon(func, *args)
+    start_background(task_group, func, *args)
     return True
 
 

@@ -22,6 +22,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import defaults
+from ._ctrl_c import start_background
 from ._decisions import DecisionMethods
 from ._fork_copy import drop_in_children
 from ._lazy_http import LazyHttpClient
@@ -696,7 +697,7 @@ class AsyncOptimizely(DecisionMethods):
         if pending is None:
             return
         if self._task_group is not None and self._state is _State.OPEN:
-            self._task_group.start_soon(run_hook, pending, "on_drop")
+            start_background(self._task_group, run_hook, pending, "on_drop")
         else:
             with anyio.move_on_after(self._close_timeout):
                 await run_hook(pending, "on_drop")

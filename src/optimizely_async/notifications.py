@@ -21,6 +21,7 @@ from typing import Any
 from . import defaults
 from ._listener_queue import AsyncListenerQueue
 from ._logging import sdk_logger
+from ._owned_threads import user_code_errors
 
 __all__ = ["NotificationCenter", "NotificationType"]
 
@@ -158,5 +159,5 @@ class NotificationCenter:
                 result = callback(*args)
                 if inspect.isawaitable(result) and not self.background.submit(result, kind.value):
                     await result
-            except Exception:
+            except user_code_errors():
                 _log.exception('Unknown problem when sending "%s" type notification.', kind.value)

@@ -68,7 +68,9 @@ class SyncOptimizely:
     for room: when the queue is full the event is dropped at once and counted, as in the official SDK). An
     option it does not take raises ``ConfigurationError``. ``user_profile_service`` and listeners must be
     plain functions and methods; ``on_drop`` and a custom ``event_dispatcher`` run on the loop thread and may
-    be ``async``.
+    be ``async``. An exception from those on the loop thread is logged and the thread goes on, ``SystemExit`` and
+    ``KeyboardInterrupt`` included (there they could only end the thread, and event delivery with it); from the
+    user's code run there for a call (a CMAB decision's user profile service or listeners), the call raises them.
 
     With a datafile that has CMAB experiments, decisions run on the loop thread (the calling thread waits for
     them): a prediction may have to be fetched. ``fetch_qualified_segments`` and ``send_odp_event`` run there

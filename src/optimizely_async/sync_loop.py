@@ -32,6 +32,7 @@ import anyio
 import anyio.lowlevel
 
 from ._logging import sdk_logger
+from ._owned_threads import for_caller, owned_thread
 from .client import AsyncOptimizely
 from .events.queue import DeliveryReport, EventQueue, QueueStats
 from .stats import ClientStats
@@ -63,6 +64,15 @@ _JOIN_MARGIN: Final = 5.0
 class OwnThreadError(Exception):
     """A blocking call was made from the loop thread itself (a LOG_EVENT or CONFIG_UPDATE listener): it could
     never complete, since it waits for that very thread."""
+
+
+class _Exit:
+    """A ``SystemExit`` or ``KeyboardInterrupt`` carried from the loop thread to the caller of ``call()``."""
+
+    __slots__ = ("exception",)
+
+    def __init__(self, exception: SystemExit | KeyboardInterrupt) -> None:
+        self.exception = exception
 
 
 class LoopClient(AsyncOptimizely):
@@ -168,20 +178,29 @@ class LoopThread:
         if loop is None or self._finished.is_set():
             raise RuntimeError("the client's loop thread is not running")
 
-        async def run() -> _T:
-            return await make()
+        async def run() -> _T | _Exit:
+            with for_caller():
+                try:
+                    return await make()
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    # From the user's code the call ran (a CMAB decision's user profile service or listener): the
+                    # caller gets it, as in its own thread. Let out of this task, it would end the loop thread.
+                    return _Exit(exc)
 
         # Scheduled from a copy of the loop thread's context, not of the caller's: run_coroutine_threadsafe
         # would give the task a copy of this thread's context, and with it whatever async library runs here (a
         # trio task under anyio sets sniffio's context variable, which anyio on the loop thread would obey).
         future = self._context.copy().run(asyncio.run_coroutine_threadsafe, run(), loop)
         try:
-            return future.result(timeout)
+            result = future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError from None
         except concurrent.futures.CancelledError:  # the loop shut down before it ran
             raise RuntimeError("the client's loop thread stopped") from None
+        if isinstance(result, _Exit):
+            raise result.exception
+        return result
 
     def stats(self) -> ClientStats:
         """The client's counters with the events still in the hand-off deque and the refused ones folded in."""
@@ -312,7 +331,10 @@ class LoopThread:
         try:
             # A fresh context: on Pythons where threads inherit their starter's context, the starter's async
             # library (sniffio's context variable, set by anyio) would make anyio.run() refuse to start.
-            contextvars.Context().run(lambda: anyio.run(self._serve, backend="asyncio"))
+            # The thread is the SDK's: a SystemExit or KeyboardInterrupt from the user's code run here (a listener,
+            # the dispatcher, on_drop) is logged like any other exception instead of ending it (_owned_threads).
+            with owned_thread():
+                contextvars.Context().run(lambda: anyio.run(self._serve, backend="asyncio"))
         except BaseException as exc:  # raised by start(wait=True), or logged below
             self._error = exc
             if not self._starter_waits or self._entered.is_set():

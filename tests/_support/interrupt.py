@@ -11,12 +11,16 @@ from pathlib import Path
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def interrupt_when_ready(*args: str, timeout: float = 60) -> tuple[str, str]:
+def interrupt_when_ready(*args: str, timeout: float = 60, then_send: str | None = None) -> tuple[str, str]:
     """Run ``python *args`` (the SDK's src on PYTHONPATH), send SIGINT once its first stdout line is "ready",
-    and return its (stdout after that line, stderr). The child is killed if it outlives ``timeout``."""
+    and return its (stdout after that line, stderr). The child is killed if it outlives ``timeout``.
+
+    With ``then_send``, that text is written to the child's stdin after the SIGINT (so a child blocked reading
+    stdin is sure to be interrupted while it waits)."""
     process = subprocess.Popen(
         [sys.executable, *args],
         env={**os.environ, "PYTHONPATH": SRC},
+        stdin=subprocess.PIPE if then_send is not None else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -25,7 +29,7 @@ def interrupt_when_ready(*args: str, timeout: float = 60) -> tuple[str, str]:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
         process.send_signal(signal.SIGINT)
-        return process.communicate(timeout=timeout)
+        return process.communicate(then_send, timeout=timeout)
     finally:
         if process.poll() is None:
             process.kill()

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
+from .._ctrl_c import start_background
 from .._logging import logger
+from .._owned_threads import user_code_errors
 from .pending import PendingEvent, materialize
 
 if TYPE_CHECKING:
@@ -254,7 +256,7 @@ class Ledger:
         if pending is None:
             return None
         if self.hooks is not None:
-            self.hooks.start_soon(run_hook, pending, "on_drop")
+            start_background(self.hooks, run_hook, pending, "on_drop")
             return None
         if await_inline:
             return pending
@@ -268,7 +270,7 @@ def call_hook(hook: Callable[..., Any], name: str, *args: Any) -> Awaitable[Any]
     """Call a user hook, isolating its errors; return its awaitable when it is async."""
     try:
         result = hook(*args)
-    except Exception:
+    except user_code_errors():
         logger.exception("The %s callback raised; ignored.", name)
         return None
     return result if inspect.isawaitable(result) else None
@@ -280,5 +282,5 @@ async def run_hook(pending: Awaitable[Any] | None, name: str) -> None:
         return
     try:
         await pending
-    except Exception:
+    except user_code_errors():
         logger.exception("The %s callback raised; ignored.", name)

@@ -39,7 +39,9 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from .. import defaults
+from .._ctrl_c import start_background
 from .._logging import logger
+from .._owned_threads import user_code_errors
 from .._validation import number
 from ..errors import ConfigurationError
 from .dispatcher import Dispatcher, DispatchResult, EventRequest, retry_delay
@@ -421,7 +423,7 @@ class EventQueue:
                 self._slots.release()
                 continue
             deadline = anyio.current_time() + self._flush_interval if buffer else math.inf
-            senders.start_soon(self._deliver, batch)
+            start_background(senders, self._deliver, batch)
 
     async def _sleep(self, deadline: float, *, wake_at: int) -> None:
         self._wakeup = anyio.Event()
@@ -539,7 +541,7 @@ class EventQueue:
                 outcome: Any = self._dispatcher.dispatch(request)
                 if inspect.isawaitable(outcome):
                     outcome = await outcome
-        except Exception:
+        except user_code_errors():
             self._complain(
                 "raised", "The event dispatcher raised; each batch it raises for is dropped (dispatch_error).", True
             )

@@ -100,10 +100,13 @@ class OdpManager:
 
     def identify_user(self, config: ProjectConfig | None, user_id: str) -> None:
         """What ``create_user_context`` asks for. The official 5.7.0 queue sends an identify event only with two
-        or more identifiers and it is given one, so none is ever sent; the same here, with its debug line."""
+        or more identifiers and it is given one, so none is ever sent; the same here, with its debug line.
+
+        It runs in the caller's thread (SyncOptimizely's calling threads too), so it only reads: the settings
+        of ``config`` without :meth:`settings`'s cache reset, which is the loop's to do on its next use."""
         if self.disabled:
             _log.debug("ODP identify event is not dispatched (ODP disabled).")
-        elif config is not None and not self.settings(config).integrated:
+        elif config is not None and not odp_settings(config).integrated:
             _log.debug("ODP identify event is not dispatched (ODP not integrated).")
         else:
             _log.debug("ODP identify event is not dispatched (fewer than 2 valid identifiers).")

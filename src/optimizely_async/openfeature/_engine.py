@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..decide import OptimizelyDecision
     from ..sync import SyncOptimizely
 
-__all__ = ["AsyncEngine", "Engine", "LoopThreadError", "LoopUnknownError", "SyncEngine"]
+__all__ = ["AsyncEngine", "Engine", "LoopThreadError", "LoopUnknownError", "SyncEngine", "loop_running"]
 
 _log = sdk_logger()
 
@@ -51,7 +51,7 @@ class LoopUnknownError(RuntimeError):
     """A blocking call was made before the provider has seen the client's event loop, or after it ended."""
 
 
-def _loop_running() -> bool:
+def loop_running() -> bool:
     """Whether an event loop runs in this thread (the client's may have ended, leaving a plain thread)."""
     try:
         anyio.lowlevel.current_token()
@@ -182,7 +182,7 @@ class AsyncEngine:
         return await user.decide(flag_key)
 
     def _checked_token(self) -> anyio.lowlevel.EventLoopToken:
-        if self.on_loop_thread() and _loop_running():
+        if self.on_loop_thread() and loop_running():
             raise LoopThreadError
         if self._token is None:
             raise LoopUnknownError
@@ -301,7 +301,7 @@ class SyncEngine:
         return user.decide(flag_key)
 
     def track(self, event_key: str, user_id: str, attributes: dict[str, Any], tags: dict[str, Any] | None) -> None:
-        if self.client.config is None and _loop_running():
+        if self.client.config is None and loop_running():
             # SyncOptimizely.track would wait for the first datafile, holding this thread's event loop.
             _log.error(
                 'track("%s") through OpenFeature was not recorded: no datafile yet, and waiting for one would '

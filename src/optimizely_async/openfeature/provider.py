@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +31,7 @@ from openfeature.track import TrackingEventDetails
 from .._logging import sdk_logger
 from ..client import AsyncOptimizely
 from ..errors import ConfigurationError
-from ._engine import AsyncEngine, Engine, LoopThreadError, LoopUnknownError, SyncEngine
+from ._engine import AsyncEngine, Engine, LoopThreadError, LoopUnknownError, SyncEngine, loop_running
 from ._mapping import PICKERS, Outcome, RuleReasons, error, metadata_of, user_of
 
 if TYPE_CHECKING:
@@ -106,6 +105,7 @@ class OptimizelyProvider(AbstractProvider):
         self._revision: str | None = None
         self._reasons = RuleReasons()
         self._warned_loop = False
+        self._datafile = threading.Event()  # set once the client has a datafile (_on_config)
         self._engine.bind()
         self._engine.watch(self._on_config, self._check_health, float(health_check_interval))
 
@@ -115,17 +115,20 @@ class OptimizelyProvider(AbstractProvider):
         return Metadata(name="optimizely-async")
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
-        """Wait (up to ``ready_timeout``) for the first datafile.
+        """Wait (up to ``ready_timeout``) for the first datafile: until the client's OPTIMIZELY_CONFIG_UPDATE
+        reaches the provider.
 
-        On an ``AsyncOptimizely``'s own loop thread it cannot wait: it returns if a datafile is loaded, else
-        raises ``ProviderNotReadyError`` (READY follows when the datafile arrives).
+        In a thread that runs an event loop it does not wait: the wait would stall that loop (and on an
+        ``AsyncOptimizely``'s own loop it could never end, since the datafile comes through that loop). There it
+        returns if a datafile is loaded, else raises ``ProviderNotReadyError``; READY follows when the datafile
+        arrives.
+        OpenFeature's ``set_provider`` runs ``initialize`` in a thread of its own; from async code, use it (and
+        the READY event) rather than ``set_provider_and_wait``, or call the latter through
+        ``anyio.to_thread.run_sync``.
         """
         ready = self._engine.config() is not None
-        if not ready and not self._engine.on_loop_thread():
-            deadline = time.monotonic() + self._ready_timeout
-            while not ready and time.monotonic() < deadline:
-                time.sleep(0.02)
-                ready = self._engine.config() is not None
+        if not ready and not self._engine.on_loop_thread() and not loop_running():
+            ready = self._datafile.wait(self._ready_timeout) or self._engine.config() is not None
         with self._lock:
             self._initialized = True
             if ready:
@@ -150,6 +153,8 @@ class OptimizelyProvider(AbstractProvider):
     def _on_config(self) -> None:
         """A new datafile revision (on the client's side)."""
         config = self._engine.config()
+        if config is not None:
+            self._datafile.set()  # wakes initialize()
         with self._lock:
             if not self._initialized or config is None or config.revision == self._revision:
                 return
