@@ -52,6 +52,8 @@ T = TypeVar("T")
 
 DUMMY_AUDIENCE_ID = "$opt_dummy_audience"
 _OPERATORS = ("and", "or", "not")
+#: How a flat list of audiences joins them, by its operator.
+_JOINERS = {"and": " AND ", "or": " OR ", "not": " NOT "}
 
 #: Objects a build step makes at most, about (a step ends after the flag or experiment that passes it).
 STEP_OBJECTS = 200
@@ -260,29 +262,35 @@ def _stringify(conditions: Sequence[Any], names: Mapping[str, str]) -> str:
     return out
 
 
-def _flat(conditions: Sequence[Any], names: Mapping[str, str]) -> str | None:
+def _flat(conditions: Sequence[Any], quoted: Mapping[str, str]) -> str | None:
     """The common shape at a fraction of the cost: an operator, then audience ids (``("or", "1", "2")``). For it
     :func:`_stringify` renders the names quoted and joined by the operator (``NOT`` before a single one); None
-    for any other shape."""
+    for any other shape. ``quoted``: each audience id's name in double quotes (:func:`_quoted_names`)."""
     if len(conditions) < 2:
         return None
     first = conditions[0]
-    if type(first) is not str or first not in _OPERATORS:
+    joiner = _JOINERS.get(first) if type(first) is str else None
+    if joiner is None:
         return None
-    quoted = []
+    parts = []
     for item in conditions[1:]:
-        if type(item) is not str or item in _OPERATORS:
+        if type(item) is not str or item in _JOINERS:
             return None
-        quoted.append(f'"{names.get(item, item)}"')
-    if len(quoted) == 1:
-        return ("NOT " if first == "not" else "") + quoted[0]
-    return f" {first.upper()} ".join(quoted)
+        part = quoted.get(item)
+        parts.append(f'"{item}"' if part is None else part)
+    if len(parts) == 1:
+        return "NOT " + parts[0] if first == "not" else parts[0]
+    return joiner.join(parts)
 
 
-def _audiences_string(conditions: Any, names: Mapping[str, str]) -> str:
+def _quoted_names(names: Mapping[str, str]) -> dict[str, str]:
+    return {audience_id: f'"{name}"' for audience_id, name in names.items()}
+
+
+def _audiences_string(conditions: Any, names: Mapping[str, str], quoted: Mapping[str, str] | None = None) -> str:
     # A string is walked character by character, as the official SDK does; other shapes render as "".
     if type(conditions) is tuple or type(conditions) is list:
-        flat = _flat(conditions, names)
+        flat = _flat(conditions, _quoted_names(names) if quoted is None else quoted)
         if flat is not None:
             return flat
     return _stringify(conditions, names) if isinstance(conditions, (list, tuple, str)) else ""
@@ -301,6 +309,7 @@ class _Builder:
         self.config = config
         self.flags = config.flags_by_key
         self.names: dict[str, str] = {}
+        self.quoted: dict[str, str] = {}
         # Per flag key: its variables at their default values, by key (the feature's variables_map, shared by
         # every variation that shows the defaults) and, made on first use, by id.
         self.defaults: dict[str, dict[str, OptimizelyVariable]] = {}
@@ -315,6 +324,7 @@ class _Builder:
         "everyone else" variation a feature-rollout (``type: "fr"``) experiment also offers."""
         config = self.config
         self.names = {audience_id: name for audience_id, name, _ in config.listed_audiences}
+        self.quoted = _quoted_names(self.names)
         experiments = config.experiments_by_id
         variable, defaults = _variable, self.defaults
         made = 0
@@ -351,11 +361,11 @@ class _Builder:
         try:
             text = self.rendered.get(tree)
         except TypeError:  # a condition dict in the tree: not hashable, and not flat
-            return _audiences_string(tree, self.names)
+            return _stringify(tree, self.names) if isinstance(tree, (list, tuple, str)) else ""
         if text is None:
-            text = _flat(tree, self.names) if type(tree) is tuple else None
+            text = _flat(tree, self.quoted) if type(tree) is tuple else None
             if text is None:
-                return _audiences_string(tree, self.names)
+                return _stringify(tree, self.names) if isinstance(tree, (list, tuple, str)) else ""
             self.rendered[tree] = text  # a tuple of strings only: equal keys render alike
         return text
 
