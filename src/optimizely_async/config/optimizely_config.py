@@ -56,7 +56,7 @@ _OPERATORS = ("and", "or", "not")
 _JOINERS = {"and": " AND ", "or": " OR ", "not": " NOT "}
 
 #: Objects a build step makes at most, about (a step ends after the flag or experiment that passes it).
-STEP_OBJECTS = 200
+STEP_OBJECTS = 100
 
 
 # The build makes thousands of variables, variations and experiments. A frozen dataclass's own __init__ sets
@@ -412,7 +412,7 @@ class _Builder:
         """The flags, with their delivery rules, whose variations always show the flag's default values (as in
         the official SDK)."""
         variation, experiment, audiences = _variation, _experiment, self._audiences
-        extra = self.extra
+        extra, by_id = self.extra, self.defaults_by_id
         made = 0
         for key, flag in self.flags.items():
             defaults = self.defaults[key]
@@ -433,6 +433,7 @@ class _Builder:
                     rules.append(exp)
                     experiments_map[exp.key] = exp
             out[key] = OptimizelyFeature(flag.id, key, experiments_map, defaults, tuple(delivery), tuple(rules))
+            by_id.pop(key, None)  # only experiments used it: freed a flag at a time, not all in the last step
             made += 2 * len(delivery) + 1
             if made >= STEP_OBJECTS:
                 made = 0
@@ -453,10 +454,17 @@ class _Builder:
         features: dict[str, OptimizelyFeature] = {}
         yield from self._features(experiments_by_id, features)
         yield
+        # The look-ups are done with: freed here, in a step of their own, not with the projection's last step.
+        del experiments_by_id
+        self.defaults, self.defaults_by_id, self.rendered = {}, {}, {}
+        yield
         config = self.config
-        attributes = tuple([OptimizelyAttribute(*a) for a in config.listed_attributes])
-        events = tuple([OptimizelyEvent(*e) for e in config.listed_events])
-        audiences = tuple([OptimizelyAudience(*a) for a in config.listed_audiences])
+        attributes: list[OptimizelyAttribute] = []
+        yield from _in_chunks(OptimizelyAttribute, config.listed_attributes, attributes)
+        events: list[OptimizelyEvent] = []
+        yield from _in_chunks(OptimizelyEvent, config.listed_events, events)
+        audiences: list[OptimizelyAudience] = []
+        yield from _in_chunks(OptimizelyAudience, config.listed_audiences, audiences)
         return OptimizelyConfig(
             revision=config.revision,
             experiments_map=experiments_by_key,
@@ -464,10 +472,17 @@ class _Builder:
             _datafile=config.raw,
             sdk_key=config.sdk_key or "",
             environment_key=config.environment_key or "",
-            attributes=attributes,
-            events=events,
-            audiences=audiences,
+            attributes=tuple(attributes),
+            events=tuple(events),
+            audiences=tuple(audiences),
         )
+
+
+def _in_chunks(make: Callable[..., T], items: Sequence[Sequence[Any]], out: list[T]) -> Steps[None]:
+    """Append ``make(*item)`` for each of ``items`` to ``out``, :data:`STEP_OBJECTS` items per step."""
+    for start in range(0, len(items), STEP_OBJECTS):
+        out.extend([make(*item) for item in items[start : start + STEP_OBJECTS]])
+        yield
 
 
 # --------------------------------------------------------------------------------------------------- cache
