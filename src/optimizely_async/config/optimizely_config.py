@@ -512,9 +512,10 @@ def optimizely_config_for(config: ProjectConfig) -> OptimizelyConfig:
 class ProjectionBuild:
     """The projection of one config, built a step at a time by whoever needs it first.
 
-    A client makes one for each config it uses. A task of the client runs the steps on the event loop, about
-    0.5 ms of them between two checkpoints (:meth:`run_in_steps`); a caller that needs the projection before
-    that is over (:meth:`finish`) runs only the steps that are left. Either way each step runs once, and the
+    A client makes one for each config it uses and runs the steps on the event loop, about 0.5 ms of them
+    between two checkpoints (:meth:`run_in_steps`): a static datafile's while the client is entered, a polled
+    revision's before the switch. A caller that needs the projection before that is over (:meth:`finish`: a
+    client not started yet) runs only the steps that are left. Either way each step runs once, and the
     result is the one object :func:`optimizely_config_for` also returns for this config. A build of a config
     the client has replaced is simply dropped, with whatever it had done.
 
