@@ -60,7 +60,7 @@ STEP_OBJECTS = 100
 
 
 # The build makes thousands of variables, variations and experiments. A frozen dataclass's own __init__ sets
-# each field through object.__setattr__ (0.45 us for four fields, most of a build's time); the build fills a
+# each field through object.__setattr__ (0.45 us for four fields, a large part of a build); the build fills a
 # plain slotted object instead (attribute stores the interpreter makes fast) and then makes it the frozen
 # class with a ``__class__`` assignment, which Python allows between classes of the same layout: 0.13 us.
 # The frozen classes therefore keep their fields in these bases (same names, same objects, equality, hash and
@@ -287,10 +287,10 @@ def _quoted_names(names: Mapping[str, str]) -> dict[str, str]:
     return {audience_id: f'"{name}"' for audience_id, name in names.items()}
 
 
-def _audiences_string(conditions: Any, names: Mapping[str, str], quoted: Mapping[str, str] | None = None) -> str:
+def _audiences_string(conditions: Any, names: Mapping[str, str]) -> str:
     # A string is walked character by character, as the official SDK does; other shapes render as "".
     if type(conditions) is tuple or type(conditions) is list:
-        flat = _flat(conditions, _quoted_names(names) if quoted is None else quoted)
+        flat = _flat(conditions, _quoted_names(names))
         if flat is not None:
             return flat
     return _stringify(conditions, names) if isinstance(conditions, (list, tuple, str)) else ""
@@ -302,8 +302,8 @@ def _audiences_string(conditions: Any, names: Mapping[str, str], quoted: Mapping
 class _Builder:
     """Builds the projection from the config's indexes: no JSON is parsed or validated again, and what shows
     the same values is shared (a flag's default variables: one map for every variation that shows them; one
-    audiences string for identical conditions). The loops are written out (no helper call per variation or
-    rule): calls are most of what a build of thousands of small objects costs."""
+    audiences string for identical conditions). The loops are written out (no helper method per variation or
+    rule): in a build of thousands of small objects, calls are a large part of the cost."""
 
     def __init__(self, config: ProjectConfig) -> None:
         self.config = config
