@@ -1,17 +1,18 @@
 """The OptimizelyConfig projection on the generated ~1 MB datafile (``tests/bigdatafile.py``): what building it
-costs the event loop, how soon after ready it is complete, and what ``get_optimizely_config()`` costs.
+costs, what it costs the event loop while a client is entered, and what ``get_optimizely_config()`` costs.
 
 Run from the repository root: ``python bench/projection.py`` (about 20 s; ``--rounds N``).
 
 1. **Steps.** The build run one step at a time, each step timed in CPU time (``time.thread_time``) and in wall
    time, with the interpreter's GC pauses (``gc.callbacks``) left out; the official SDK's eager build of its
    projection (one go, inside its constructor and at every update) for comparison.
-2. **On the loop.** A client entered with the datafile builds the projection in the background. A task that
-   does nothing but checkpoint measures the longest time it waits for its next turn while that build runs
-   (wall, GC pauses in it shown apart; and the thread's CPU time, GC left out: the SDK's own longest hold),
-   and when the projection is complete, counted from the entry.
-3. **First call.** ``get_optimizely_config()`` right after entry (it runs the steps the background build has
-   not run yet) and once the background build is over.
+2. **Entry.** A client with the datafile builds the projection while it is entered, in steps on the loop,
+   before ``async with`` returns. Timed: construction, entry, and the two together (construction to entered).
+   A task that does nothing but checkpoint runs meanwhile and measures the longest time it waits for its next
+   turn during entry (wall, GC pauses in it shown apart; and the thread's CPU time, GC left out: the SDK's own
+   longest hold).
+3. **Calls.** ``get_optimizely_config()`` right after entry (the projection is built: it returns it) and on a
+   client that was never started (it builds the whole projection at once, synchronously).
 
 Every round uses a fresh config; medians over rounds, with the range. RSS: ``bench/startup.py``.
 """
@@ -91,35 +92,66 @@ def official_build(text: str) -> float:
     return elapsed
 
 
+class Turns:
+    """A task that only checkpoints, noting for every wait between two of its turns the wall time, the GC
+    pauses in it and the thread's CPU time without them."""
+
+    def __init__(self, pauses: GcPauses) -> None:
+        self.pauses = pauses
+        self.longest = self.longest_gc = self.longest_cpu = 0.0
+        self.turns = 0
+        self._last = (0.0, 0.0)
+
+    def restart(self) -> None:
+        """Count the next wait from now (what ran before is not measured)."""
+        self.pauses.reset()
+        self._last = (time.perf_counter(), time.thread_time())
+
+    def mark(self) -> None:
+        now, now_cpu = time.perf_counter(), time.thread_time()
+        if self.turns:
+            wall, cpu = now - self._last[0], now_cpu - self._last[1] - self.pauses.cpu
+            if wall > self.longest:
+                self.longest, self.longest_gc = wall, self.pauses.wall
+            self.longest_cpu = max(self.longest_cpu, cpu)
+        self.turns += 1
+        self.pauses.reset()
+        self._last = (now, time.thread_time())
+
+    async def run(self, stop: anyio.Event) -> None:
+        while not stop.is_set():
+            self.mark()
+            await anyio.lowlevel.checkpoint()
+
+
 async def on_the_loop(text: str, pauses: GcPauses) -> dict[str, float]:
     out: dict[str, float] = {}
-    async with AsyncOptimizely(datafile=text, event_dispatcher=NullSink()) as client:
-        entered = time.perf_counter()
-        assert client.config is not None
-        build = client._projection_for(client.config)  # the one its background task runs
-        longest = longest_gc = longest_cpu = 0.0
-        last, last_cpu = time.perf_counter(), time.thread_time()
-        pauses.reset()
-        while not build.done:
-            await anyio.lowlevel.checkpoint()
-            now, now_cpu = time.perf_counter(), time.thread_time()
-            if now - last > longest:
-                longest, longest_gc = now - last, pauses.wall
-            longest_cpu = max(longest_cpu, now_cpu - last_cpu - pauses.cpu)
-            last, last_cpu = now, now_cpu
-            pauses.reset()
-        out["complete_after"] = time.perf_counter() - entered
-        out["hold"], out["hold_gc"], out["hold_cpu"] = longest, longest_gc, longest_cpu
-        cpu, wall = time.thread_time(), time.perf_counter()
-        assert client.get_optimizely_config() is not None
-        out["call_built_cpu"], out["call_built_wall"] = time.thread_time() - cpu, time.perf_counter() - wall
-    async with AsyncOptimizely(datafile=text, event_dispatcher=NullSink()) as client:
-        assert client.config is not None
-        build = client._projection_for(client.config)
-        out["steps_before_call"] = build.steps_run
-        cpu, wall = time.thread_time(), time.perf_counter()
-        assert client.get_optimizely_config() is not None
-        out["call_first_cpu"], out["call_first_wall"] = time.thread_time() - cpu, time.perf_counter() - wall
+    turns = Turns(pauses)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(turns.run, stop)
+        await anyio.lowlevel.checkpoint()
+        start = time.perf_counter()
+        client = AsyncOptimizely(datafile=text, event_dispatcher=NullSink())
+        constructed = time.perf_counter()
+        turns.restart()  # the construction (one go, before any await) is not the entry's hold
+        async with client:
+            turns.mark()  # the last stretch of the entry, up to its return
+            entered = time.perf_counter()
+            stop.set()
+            assert client.config is not None
+            build = client._projection_for(client.config)
+            out["done_at_entry"] = float(build.done)
+            cpu, wall = time.thread_time(), time.perf_counter()
+            assert client.get_optimizely_config() is not None
+            out["call_entered_cpu"], out["call_entered_wall"] = time.thread_time() - cpu, time.perf_counter() - wall
+    out["construct"], out["entry"], out["ready"] = constructed - start, entered - constructed, entered - start
+    out["hold"], out["hold_gc"], out["hold_cpu"] = turns.longest, turns.longest_gc, turns.longest_cpu
+    out["turns"] = turns.turns
+    client = AsyncOptimizely(datafile=text, event_dispatcher=NullSink())
+    cpu, wall = time.thread_time(), time.perf_counter()
+    assert client.get_optimizely_config() is not None
+    out["call_unstarted_cpu"], out["call_unstarted_wall"] = time.thread_time() - cpu, time.perf_counter() - wall
     return out
 
 
@@ -152,17 +184,19 @@ def main() -> None:
     show("longest step, wall", samples["step_wall"])
     show("all steps, CPU", samples["total_cpu"])
     show("official SDK: its eager build in one go, CPU", samples["official"])
-    print("on the loop, a client entered with the datafile (idle loop):")
-    show("projection complete after entry", samples["complete_after"])
-    show("another task's longest wait for its turn meanwhile, wall", samples["hold"])
+    print("entry: a client with the datafile, entered on an idle loop (the build runs in it):")
+    show("construction", samples["construct"])
+    show("entry (async with, up to its body)", samples["entry"])
+    show("construction to entered", samples["ready"])
+    show("projection complete when entry returns (1 = yes)", samples["done_at_entry"], 1, "{:.0f}")
+    show("another task's turns during entry", samples["turns"], 1, "{:.0f}")
+    show("another task's longest wait for its turn during entry, wall", samples["hold"])
     show("  of which GC pauses", samples["hold_gc"])
     show("the SDK's longest hold between two turns, CPU, GC left out", samples["hold_cpu"])
     print("get_optimizely_config():")
-    show("right after entry, CPU (runs the steps not run yet)", samples["call_first_cpu"])
-    show("right after entry, wall", samples["call_first_wall"])
-    show("steps the background had run by then", [float(v) for v in samples["steps_before_call"]], 1, "{:.0f}")
-    show("once the background build is over, CPU", samples["call_built_cpu"], 1e6, "{:.1f} us")
-    show("once the background build is over, wall", samples["call_built_wall"], 1e6, "{:.1f} us")
+    show("right after entry, CPU (returns the built projection)", samples["call_entered_cpu"], 1e6, "{:.1f} us")
+    show("right after entry, wall", samples["call_entered_wall"], 1e6, "{:.1f} us")
+    show("on a client never started, CPU (the whole build at once)", samples["call_unstarted_cpu"])
 
 
 if __name__ == "__main__":

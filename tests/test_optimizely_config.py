@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import gc
 import json
+import pickle
 import threading
 from typing import Any
 
@@ -441,3 +442,35 @@ def test_projection_is_frozen() -> None:
     assert isinstance(ours.events, tuple) and isinstance(ours.events[0].experiment_ids, tuple)
     copy.deepcopy(ours)  # copyable (e.g. by user code that wants a mutable snapshot)
     assert dataclasses.asdict(ours)["features_map"]["flag"]["key"] == "flag"
+
+
+def test_built_objects_are_the_public_frozen_classes() -> None:
+    """The build fills variables, variations and experiments in plain slotted bases and makes them the frozen
+    classes: each is exactly the public class, frozen, compares as the class's constructor's objects do
+    (variables by value, variations and experiments by identity), and copies, pickles and replaces alike."""
+    ours = optimizely_config_for(parse_config(rich_datafile()))
+    feature = ours.features_map["flag"]
+    experiments = [*ours.experiments_map.values(), *feature.delivery_rules]
+    variations = [v for e in experiments for v in e.variations_map.values()]
+    variables = [x for v in variations for x in v.variables_map.values()]
+    assert experiments and variations and variables
+    for objects, cls in (
+        (experiments, oc.OptimizelyExperiment),
+        (variations, oc.OptimizelyVariation),
+        (variables, oc.OptimizelyVariable),
+    ):
+        for obj in objects:
+            assert type(obj) is cls
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                obj.id = "changed"  # type: ignore[misc]
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                del obj.key  # type: ignore[misc]
+            values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}
+            made = cls(**values)
+            assert (obj == made) is (cls is oc.OptimizelyVariable)  # the others compare by identity
+            assert dataclasses.replace(obj) == made or cls is not oc.OptimizelyVariable
+            assert repr(pickle.loads(pickle.dumps(obj))) == repr(obj) == repr(made)
+            assert repr(copy.copy(obj)) == repr(obj)
+    variable = variables[0]
+    same = oc.OptimizelyVariable(variable.id, variable.key, variable.type, variable.value)
+    assert hash(variable) == hash(same) and {variable: 1}[same] == 1

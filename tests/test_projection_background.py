@@ -1,9 +1,10 @@
-"""The OptimizelyConfig projection is built in the background, in bounded steps, for every config a client uses.
+"""The OptimizelyConfig projection is built on the loop, in bounded steps, for every config a client uses.
 
-A running client builds the projection of its config on the loop (a task of its runner for a static
-datafile's config, the poller for each update before CONFIG_UPDATE), so ``get_optimizely_config()`` finds it
-ready; a call before that build is over runs only the steps it has left, and both end with one object. Steps
-are counted by the build itself (``ProjectionBuild.steps_run``); nothing here asserts a timing.
+A client builds its static datafile's projection while it is entered (``async with`` / ``start()``), and
+each polled revision's before it switches to it, so ``get_optimizely_config()`` on a started client finds it
+ready; a call before that (a client not started, another task during entry) runs only the steps left, and
+both end with one object. Steps are counted by the build itself (``ProjectionBuild.steps_run``); nothing here
+asserts a timing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
 import json
+import os
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -24,7 +29,6 @@ import anyio.lowlevel
 import pytest
 
 from _datafile_server import DatafileServer
-from _support.interrupt import interrupt_when_ready
 from bigdatafile import build_datafile
 from optimizely_async import AsyncOptimizely, NotificationType, SyncOptimizely
 from optimizely_async.config import optimizely_config as oc
@@ -34,7 +38,7 @@ from optimizely_async.testing import RecordingDispatcher
 GUARD = 20.0  # seconds; only stops a broken test from hanging
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
-#: 250 flags: a build of thousands of steps (over 10 ms), long enough to catch it half done.
+#: 250 flags: a build of tens of steps (several ms), long enough to catch it half done.
 BIG = json.dumps(build_datafile("1", flags=250))
 BIG2 = json.dumps(build_datafile("2", flags=250))
 
@@ -76,9 +80,13 @@ def same_as_fresh(
 
 
 def least_steps(config: ProjectConfig) -> int:
-    """The steps a build of ``config`` takes at least if each flag, experiment and delivery rule is a step."""
+    """The steps a build of ``config`` takes at least: a step ends once it has made ``oc.STEP_OBJECTS``
+    objects, after the flag or experiment that passes it, and making the flags' default variables and the
+    delivery rules (two objects each) are parts of their own."""
     flags = config.flags_by_key.values()
-    return 2 * len(flags) + len(config.listed_experiment_ids) + sum(len(f.rollout_rules) for f in flags)
+    variables = [len(f.variables) + 1 for f in flags]
+    rules = [2 * len(f.rollout_rules) + 1 for f in flags]
+    return sum(variables) // (oc.STEP_OBJECTS + max(variables)) + sum(rules) // (oc.STEP_OBJECTS + max(rules))
 
 
 def client_build(client: AsyncOptimizely) -> oc.ProjectionBuild | None:
@@ -94,53 +102,156 @@ async def until(predicate: Callable[[], bool]) -> None:
 # ------------------------------------------------------------------------------------------- async client
 
 
+@functools.cache
+def huge() -> str:
+    """1,000 flags: a build of a few hundred steps, tens of checkpoints of the loop."""
+    return json.dumps(build_datafile("1", flags=1000))
+
+
+async def checkpointing(seen: list[int], client: AsyncOptimizely, stop: anyio.Event) -> None:
+    """Take a turn at every checkpoint until ``stop``, noting how many build steps had run at each."""
+    while not stop.is_set():
+        build = client_build(client)
+        seen.append(build.steps_run if build is not None else 0)
+        await anyio.lowlevel.checkpoint()
+
+
 @pytest.mark.anyio
-async def test_the_projection_is_ready_once_the_client_settles_without_a_call() -> None:
-    turns = 0
-    async with AsyncOptimizely(datafile=BIG, event_dispatcher=RecordingDispatcher()) as client:
-        with anyio.fail_after(GUARD):
-            while (build := client_build(client)) is None or not build.done:
-                turns += 1  # this task ran while the build went on: it did not hold the loop throughout
-                await anyio.lowlevel.checkpoint()
-        config = client.config
-        assert config is not None and build.config is config
-        assert build.steps_run >= least_steps(config) > 1_500  # bounded steps, not one long go
-        assert turns > 10
-        steps = build.steps_run
-        projection = client.get_optimizely_config()
-        assert build.steps_run == steps  # the first call took no build step
-        assert projection is not None and client.get_optimizely_config() is projection
-        assert oc.optimizely_config_for(config) is projection
+@pytest.mark.parametrize("how", ["async with", "start(task_group)", "start()"])
+async def test_entry_returns_with_the_projection_built_in_steps_while_other_tasks_run(how: str) -> None:
+    """A static datafile's projection is complete when entry returns; meanwhile another task had turns, and
+    between two of them the build ran only a small part of its steps (it held the loop for a step budget, not
+    for the whole build). Counted in steps, not timed."""
+    if how == "start()" and not _on_asyncio():
+        pytest.skip("start() without a task group is asyncio's (a task of its own)")
+    client = AsyncOptimizely(datafile=huge(), event_dispatcher=RecordingDispatcher())
+    assert client_build(client) is None  # nothing built at construction
+    seen: list[int] = []
+    entered = anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(checkpointing, seen, client, entered)
+        await anyio.lowlevel.checkpoint()
+        if how == "async with":
+            async with client:
+                entered.set()
+                build, projection = _built(client)
+        else:
+            await (client.start(group) if how == "start(task_group)" else client.start())
+            entered.set()
+            build, projection = _built(client)
+            await client.close()
+    config = client.config
+    assert config is not None
+    steps = build.steps_run
+    assert steps >= least_steps(config) > 50
+    during = [s for s in seen if 0 < s < steps]
+    assert len(during) >= 10  # the other task ran while the build went on
+    most = max(later - earlier for earlier, later in itertools.pairwise(seen))
+    assert 0 < most * 4 <= steps  # and never waited for more than a quarter of it
+    assert oc.optimizely_config_for(config) is projection
     assert same_as_fresh(projection, config)
 
 
+def _built(client: AsyncOptimizely) -> tuple[oc.ProjectionBuild, oc.OptimizelyConfig]:
+    """The client's build, right after entry: complete, and the first call runs no step of it."""
+    build = client_build(client)
+    assert build is not None and build.done and build.config is client.config
+    steps = build.steps_run
+    projection = client.get_optimizely_config()
+    assert projection is not None and build.steps_run == steps
+    assert client.get_optimizely_config() is projection
+    return build, projection
+
+
 @pytest.mark.anyio
-async def test_a_call_during_the_background_build_runs_only_the_steps_left() -> None:
-    async with AsyncOptimizely(datafile=BIG, event_dispatcher=RecordingDispatcher()) as client:
+async def test_a_call_before_entry_builds_at_once_and_entry_adds_no_step() -> None:
+    client = AsyncOptimizely(datafile=BIG, event_dispatcher=RecordingDispatcher())
+    projection = client.get_optimizely_config()  # not started: the whole build, at once
+    build = client_build(client)
+    assert projection is not None and build is not None and build.done
+    steps = build.steps_run
+    assert steps == rebuilt(build.config).steps_run
+    async with client:
+        assert client_build(client) is build and build.steps_run == steps
+        assert client.get_optimizely_config() is projection
+
+
+@pytest.mark.anyio
+async def test_a_call_from_another_task_during_entry_runs_only_the_steps_left() -> None:
+    client = AsyncOptimizely(datafile=BIG, event_dispatcher=RecordingDispatcher())
+    caught: list[tuple[int, int, oc.OptimizelyConfig | None]] = []
+
+    async def call_mid_build() -> None:
         await until(lambda: (b := client_build(client)) is not None and b.steps_run > 0)
         build = client_build(client)
-        assert build is not None and not build.done  # caught half done
+        assert build is not None
         before = build.steps_run
-        projection = client.get_optimizely_config()
-        assert projection is not None and build.done
-        config = client.config
-        assert config is not None
-        whole = rebuilt(config)
-        assert 0 < before < build.steps_run == whole.steps_run  # each step ran once
-        for _ in range(20):  # the background task sees the build done and ends; it runs no step again
-            await anyio.lowlevel.checkpoint()
-        assert build.steps_run == whole.steps_run
-        assert client.get_optimizely_config() is projection
-        assert build.finish() is projection and oc.optimizely_config_for(config) is projection
+        caught.append((before, int(build.done), client.get_optimizely_config()))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call_mid_build)
+        async with client:
+            build = client_build(client)
+            assert build is not None and build.done
+            assert len(caught) == 1
+            before, was_done, projection = caught[0]
+            assert not was_done and projection is not None  # caught half done, and finished by the call
+            config = client.config
+            assert config is not None
+            whole = rebuilt(config)
+            assert 0 < before < build.steps_run == whole.steps_run  # each step ran once
+            assert client.get_optimizely_config() is projection
     assert same_as_fresh(projection, config, whole)
 
 
 @pytest.mark.anyio
-async def test_a_revision_replaced_mid_build_is_dropped() -> None:
+async def test_cancelling_the_entry_stops_the_build_and_a_later_entry_finishes_it() -> None:
+    before = set(asyncio.all_tasks()) if _on_asyncio() else set()
+    client = AsyncOptimizely(datafile=BIG, event_dispatcher=RecordingDispatcher())
+    with anyio.CancelScope() as scope:
+
+        async def cancel_mid_build() -> None:
+            await until(lambda: (b := client_build(client)) is not None and b.steps_run > 0)
+            scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancel_mid_build)
+            async with client:
+                pytest.fail("entered although cancelled")
+    assert scope.cancelled_caught
+    build = client_build(client)
+    assert build is not None and not build.done  # stopped half way through
+    stopped_at = build.steps_run
+    await anyio.sleep(0.05)
+    for _ in range(50):
+        await anyio.lowlevel.checkpoint()
+    assert build.steps_run == stopped_at  # nothing goes on building in the background
+    if _on_asyncio():
+        assert set(asyncio.all_tasks()) == before
+    assert client.stats().state == "unopened"
+    async with client:  # a later entry runs the steps left
+        assert client_build(client) is build and build.done
+        projection = client.get_optimizely_config()
+    config = client.config
+    assert config is not None and projection is not None
+    assert build.steps_run == rebuilt(config).steps_run
+    assert same_as_fresh(projection, config)
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.anyio
+async def test_a_polled_revision_is_built_before_the_switch_and_the_old_build_is_left_as_it_was() -> None:
     async with AsyncOptimizely(datafile=BIG, event_dispatcher=RecordingDispatcher()) as client:
-        await until(lambda: (b := client_build(client)) is not None and b.steps_run > 0)
         old = client_build(client)
-        assert old is not None and not old.done
+        assert old is not None and old.done
+        old_steps = old.steps_run
         updated = parse_config(BIG2)
         # What the poller does with a new revision: build its projection in steps, switch, then CONFIG_UPDATE.
         seen: list[oc.ProjectionBuild | None] = []
@@ -151,44 +262,11 @@ async def test_a_revision_replaced_mid_build_is_dropped() -> None:
         new = client_build(client)
         assert new is not None and new is not old and new.config is updated
         assert seen == [new] and new.done  # built before CONFIG_UPDATE was sent
-        stopped_at = old.steps_run
-        for _ in range(50):
-            await anyio.lowlevel.checkpoint()
-        assert old.steps_run == stopped_at and not old.done  # dropped, not finished
+        assert old.steps_run == old_steps
         projection = client.get_optimizely_config()
         assert projection is not None and projection.revision == "2"
         assert new.steps_run >= least_steps(updated)
     assert same_as_fresh(projection, updated)
-
-
-@pytest.mark.anyio
-async def test_no_build_step_runs_after_close() -> None:
-    before = set(asyncio.all_tasks()) if _on_asyncio() else set()
-    client = AsyncOptimizely(datafile=BIG, event_dispatcher=RecordingDispatcher())
-    async with client:
-        await until(lambda: (b := client_build(client)) is not None and b.steps_run > 0)
-    build = client_build(client)
-    assert build is not None and not build.done  # closed half way through the build
-    stopped_at = build.steps_run
-    await anyio.sleep(0.05)
-    for _ in range(50):
-        await anyio.lowlevel.checkpoint()
-    assert build.steps_run == stopped_at  # no task outlived close()
-    if _on_asyncio():
-        assert set(asyncio.all_tasks()) == before
-    projection = client.get_optimizely_config()  # still answers after close: the rest, at once
-    assert projection is not None and build.done
-    config = client.config
-    assert config is not None
-    assert same_as_fresh(projection, config)
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 @pytest.mark.anyio
@@ -218,17 +296,26 @@ async def test_each_polled_revision_is_built_in_the_background() -> None:
                     await until(functools.partial(lambda old: client.config is not old, config))
 
 
-def test_ctrl_c_during_the_background_build_on_trio_still_drains() -> None:
-    """SIGINT while the projection is being built: on trio it goes to the main task, and close() drains."""
+def test_ctrl_c_during_the_entry_build_on_trio_goes_to_the_main_task() -> None:
+    """A real SIGINT, raised by the process itself in the middle of a build step of a client being entered:
+    on trio it is raised in the main task (where the entry is awaited), not inside the client's background
+    work; the entry stops, and another client open meanwhile still drains its queue as the program ends."""
     script = textwrap.dedent(
         """
-        import json, sys
+        import json, signal, sys
         import anyio
         sys.path.insert(0, sys.argv[1])
         from bigdatafile import build_datafile
         from optimizely_async import AsyncOptimizely, DispatchResult
+        from optimizely_async.config.optimizely_config import ProjectionBuild
 
-        text = json.dumps(build_datafile("1", flags=1500))
+        big = json.dumps(build_datafile("1", flags=250))
+        step = ProjectionBuild._step
+
+        def interrupting_step(self):
+            if self.steps_run == 5:
+                signal.raise_signal(signal.SIGINT)
+            return step(self)
 
         class Out:
             async def dispatch(self, request):
@@ -236,18 +323,32 @@ def test_ctrl_c_during_the_background_build_on_trio_still_drains() -> None:
                 return DispatchResult(delivered=True, status=200)
 
         async def main():
-            async with AsyncOptimizely(datafile=text, event_dispatcher=Out(), flush_interval=60) as client:
-                await client.track(next(iter(client.config.events_by_key)), "u1")
-                print("ready", flush=True)
-                await anyio.sleep_forever()
+            small = json.dumps(build_datafile("1", flags=5))
+            async with AsyncOptimizely(datafile=small, event_dispatcher=Out(), flush_interval=60) as open_one:
+                await open_one.track(next(iter(open_one.config.events_by_key)), "u1")
+                ProjectionBuild._step = interrupting_step
+                entering = AsyncOptimizely(datafile=big, event_dispatcher=Out())
+                try:
+                    async with entering:
+                        print("entered", flush=True)
+                except KeyboardInterrupt:
+                    build = entering._projection
+                    print("interrupted", build.steps_run > 5, build.done, entering.stats().state, flush=True)
+                    raise
 
         anyio.run(main, backend="trio")
         """
     )
     tests = str(Path(__file__).resolve().parent)
-    out, err = interrupt_when_ready("-c", script, tests)
-    assert out.split() == ["sent", "1"], err
-    assert "KeyboardInterrupt" in err  # it still stops the program
+    done = subprocess.run(
+        [sys.executable, "-c", script, tests],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["interrupted", "True", "False", "unopened", "sent", "1"], done.stderr
+    assert "KeyboardInterrupt" in done.stderr and done.returncode != 0  # it still stops the program
 
 
 # -------------------------------------------------------------------------------------------- sync client

@@ -290,7 +290,7 @@ class AsyncOptimizely(DecisionMethods):
         self._pending_dropped: dict[str, int] = {}
         self._report: DeliveryReport | None = None
         self._warned_unopened = False
-        #: The OptimizelyConfig projection of the current config, built in the background (_build_projection).
+        #: The OptimizelyConfig projection of the current config, built on the loop in steps (_build_projection).
         self._projection: ProjectionBuild | None = None
         #: A polled config whose projection is being built before the switch: the current one's build stops.
         self._incoming: ProjectConfig | None = None
@@ -434,6 +434,9 @@ class AsyncOptimizely(DecisionMethods):
         keep_ctrl_c_out(_guarded)
         keep_ctrl_c_out(AsyncOptimizely._build_projection)
         try:
+            # A static datafile's projection, in steps on the loop, before the client counts as started: a call
+            # after entry never runs build steps itself. Outside the shield, so cancelling the entry stops it.
+            await self._build_projection()
             with anyio.CancelScope(shield=shielded) as scope:
                 self._run_scope = scope
                 async with anyio.create_task_group() as task_group:
@@ -444,7 +447,6 @@ class AsyncOptimizely(DecisionMethods):
                         await task_group.start(_guarded, self._source.run, "The datafile poller")
                     listeners = self.notification_center.background
                     await task_group.start(_guarded, listeners.run, "The async listener queue")
-                    task_group.start_soon(self._build_projection)  # of a static datafile's config
                     self._task_group = task_group
                     task_status.started()
         except Exception:  # not expected: every part is guarded
@@ -703,8 +705,10 @@ class AsyncOptimizely(DecisionMethods):
                 await run_hook(pending, "on_drop")
 
     def get_optimizely_config(self) -> OptimizelyConfig | None:
-        """The OptimizelyConfig projection of the current datafile (built once per revision, in the background
-        once the client runs; a call before that build is over runs the steps it has left)."""
+        """The OptimizelyConfig projection of the current datafile, built once per revision on the loop in
+        bounded steps: a static datafile's while the client is entered (``async with`` / ``start()``), each
+        polled revision's before the client switches to it. A call on a started client returns the built object;
+        a call before the client is started (or after it closed mid-build) builds what is left at once."""
         config = self._usable_config("get_optimizely_config")
         if config is None:
             return None
@@ -739,9 +743,9 @@ class AsyncOptimizely(DecisionMethods):
         return build
 
     async def _build_projection(self) -> None:
-        """Build the current config's projection on the loop in steps, as the official SDK builds it at every
-        update, so that get_optimizely_config() finds it ready; stop if the config is replaced meanwhile or the
-        client closes (a later call runs the steps left)."""
+        """Build the current config's projection (a static datafile's, at entry) on the loop in steps, as the
+        official SDK builds it at every update, so that get_optimizely_config() finds it ready; stop if the config
+        is replaced meanwhile or the client closes (a later call runs the steps left)."""
         config = self._config
         if config is None:
             return

@@ -25,13 +25,13 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .._logging import sdk_logger
 from .loader import STEP_BUDGET, Steps, run_at_once
-from .project_config import ExperimentInfo, ProjectConfig, VariationInfo
+from .project_config import ExperimentInfo, FlagInfo, ProjectConfig, VariationInfo
 
 __all__ = [
     "OptimizelyAttribute",
@@ -49,14 +49,50 @@ __all__ = [
 _log = sdk_logger()
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 DUMMY_AUDIENCE_ID = "$opt_dummy_audience"
 _OPERATORS = ("and", "or", "not")
+#: How a flat list of audiences joins them, by its operator.
+_JOINERS = {"and": " AND ", "or": " OR ", "not": " NOT "}
+
+#: Objects a build step makes at most, about (a step ends after the flag or experiment that passes it).
+STEP_OBJECTS = 100
+
+
+# The build makes thousands of variables, variations and experiments. A frozen dataclass's own __init__ sets
+# each field through object.__setattr__ (0.45 us for four fields, a large part of a build); the build fills a
+# plain slotted object instead (attribute stores the interpreter makes fast) and then makes it the frozen
+# class with a ``__class__`` assignment, which Python allows between classes of the same layout: 0.13 us.
+# The frozen classes therefore keep their fields in these bases (same names, same objects, equality, hash and
+# immutability as before); users never see an instance of a base.
+
+
+class _VariableFields:
+    __slots__ = ("id", "key", "type", "value")
+    id: str
+    key: str
+    type: str
+    value: str
+
+
+class _VariationFields:
+    __slots__ = ("feature_enabled", "id", "key", "variables_map")
+    id: str
+    key: str
+    feature_enabled: bool | None
+    variables_map: Mapping[str, OptimizelyVariable]
+
+
+class _ExperimentFields:
+    __slots__ = ("audiences", "id", "key", "variations_map")
+    id: str
+    key: str
+    variations_map: Mapping[str, OptimizelyVariation]
+    audiences: str
 
 
 @dataclass(frozen=True, slots=True)
-class OptimizelyVariable:
+class OptimizelyVariable(_VariableFields):
     id: str
     key: str
     #: boolean, double, integer, string or json.
@@ -66,7 +102,7 @@ class OptimizelyVariable:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class OptimizelyVariation:
+class OptimizelyVariation(_VariationFields):
     id: str
     key: str
     #: ``None`` when the datafile leaves ``featureEnabled`` out (legacy A/B experiments).
@@ -75,12 +111,52 @@ class OptimizelyVariation:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class OptimizelyExperiment:
+class OptimizelyExperiment(_ExperimentFields):
     id: str
     key: str
     variations_map: Mapping[str, OptimizelyVariation]
     #: The audience conditions with names, e.g. ``'"us" OR "female"'``; empty without conditions.
     audiences: str = ""
+
+
+def _variable(id: str, key: str, type: str, value: str) -> OptimizelyVariable:
+    obj = _VariableFields()
+    obj.id = id
+    obj.key = key
+    obj.type = type
+    obj.value = value
+    obj.__class__ = OptimizelyVariable
+    return obj  # type: ignore[return-value]
+
+
+def _variation(
+    id: str,
+    key: str,
+    feature_enabled: bool | None,
+    variables_map: Mapping[str, OptimizelyVariable],
+) -> OptimizelyVariation:
+    obj = _VariationFields()
+    obj.id = id
+    obj.key = key
+    obj.feature_enabled = feature_enabled
+    obj.variables_map = variables_map
+    obj.__class__ = OptimizelyVariation
+    return obj  # type: ignore[return-value]
+
+
+def _experiment(
+    id: str,
+    key: str,
+    variations_map: Mapping[str, OptimizelyVariation],
+    audiences: str,
+) -> OptimizelyExperiment:
+    obj = _ExperimentFields()
+    obj.id = id
+    obj.key = key
+    obj.variations_map = variations_map
+    obj.audiences = audiences
+    obj.__class__ = OptimizelyExperiment
+    return obj  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -186,8 +262,37 @@ def _stringify(conditions: Sequence[Any], names: Mapping[str, str]) -> str:
     return out
 
 
+def _flat(conditions: Sequence[Any], quoted: Mapping[str, str]) -> str | None:
+    """The common shape at a fraction of the cost: an operator, then audience ids (``("or", "1", "2")``). For it
+    :func:`_stringify` renders the names quoted and joined by the operator (``NOT`` before a single one); None
+    for any other shape. ``quoted``: each audience id's name in double quotes (:func:`_quoted_names`)."""
+    if len(conditions) < 2:
+        return None
+    first = conditions[0]
+    joiner = _JOINERS.get(first) if type(first) is str else None
+    if joiner is None:
+        return None
+    parts = []
+    for item in conditions[1:]:
+        if type(item) is not str or item in _JOINERS:
+            return None
+        part = quoted.get(item)
+        parts.append(f'"{item}"' if part is None else part)
+    if len(parts) == 1:
+        return "NOT " + parts[0] if first == "not" else parts[0]
+    return joiner.join(parts)
+
+
+def _quoted_names(names: Mapping[str, str]) -> dict[str, str]:
+    return {audience_id: f'"{name}"' for audience_id, name in names.items()}
+
+
 def _audiences_string(conditions: Any, names: Mapping[str, str]) -> str:
     # A string is walked character by character, as the official SDK does; other shapes render as "".
+    if type(conditions) is tuple or type(conditions) is list:
+        flat = _flat(conditions, _quoted_names(names))
+        if flat is not None:
+            return flat
     return _stringify(conditions, names) if isinstance(conditions, (list, tuple, str)) else ""
 
 
@@ -195,116 +300,171 @@ def _audiences_string(conditions: Any, names: Mapping[str, str]) -> str:
 
 
 class _Builder:
-    """Builds the projection from the config's indexes: no JSON is parsed or validated again, and objects that
-    show the same values (the default variables of a flag) are shared."""
+    """Builds the projection from the config's indexes: no JSON is parsed or validated again, and what shows
+    the same values is shared (a flag's default variables: one map for every variation that shows them; one
+    audiences string for identical conditions). The loops are written out (no helper method per variation or
+    rule): in a build of thousands of small objects, calls are a large part of the cost."""
 
     def __init__(self, config: ProjectConfig) -> None:
         self.config = config
         self.flags = config.flags_by_key
         self.names: dict[str, str] = {}
-        # Per flag key: its variables at their default values, by key and by id.
+        self.quoted: dict[str, str] = {}
+        # Per flag key: its variables at their default values, by key (the feature's variables_map, shared by
+        # every variation that shows the defaults) and, made on first use, by id.
         self.defaults: dict[str, dict[str, OptimizelyVariable]] = {}
         self.defaults_by_id: dict[str, dict[str, OptimizelyVariable]] = {}
         # Per feature-rollout experiment id: the "everyone else" variations of the flags that list it.
         self.extra: dict[str, list[VariationInfo]] = {}
+        # The audiences strings of flat conditions (a tuple of strings), by the conditions.
+        self.rendered: dict[Any, str] = {}
 
     def _prepare(self) -> Steps[None]:
-        """The look-ups the experiments need, one flag per step: audience names, each flag's default variables,
-        and the "everyone else" variation a feature-rollout (``type: "fr"``) experiment also offers."""
+        """The look-ups the experiments need: audience names, each flag's default variables, and the
+        "everyone else" variation a feature-rollout (``type: "fr"``) experiment also offers."""
         config = self.config
         self.names = {audience_id: name for audience_id, name, _ in config.listed_audiences}
-        yield
+        self.quoted = _quoted_names(self.names)
         experiments = config.experiments_by_id
+        variable, defaults = _variable, self.defaults
+        made = 0
         for key, flag in self.flags.items():
-            by_key = {v.key: OptimizelyVariable(v.id, v.key, v.type, v.default_value) for v in flag.variables.values()}
-            self.defaults[key] = by_key
-            self.defaults_by_id[key] = {v.id: v for v in by_key.values()}
-            rules = flag.rollout_rules
-            if rules and rules[-1].variations:
-                ev = rules[-1].variations[0]
-                everyone_else = VariationInfo(ev.id, ev.key, bool(ev.feature_enabled), bool(ev.feature_enabled))
-                for exp_id in flag.experiment_ids:
-                    exp = experiments.get(exp_id)
-                    if exp is not None and exp.type == "fr":
-                        self.extra.setdefault(exp_id, []).append(everyone_else)
-            yield
+            variables = flag.variables.values()
+            defaults[key] = {v.key: variable(v.id, v.key, v.type, v.default_value) for v in variables}
+            for exp_id in flag.experiment_ids:
+                exp = experiments.get(exp_id)
+                if exp is not None and exp.type == "fr":
+                    self._everyone_else(flag, exp_id)
+            made += len(variables) + 1
+            if made >= STEP_OBJECTS:
+                made = 0
+                yield
 
-    def _variables(self, exp: ExperimentInfo, variation: VariationInfo) -> Mapping[str, OptimizelyVariable]:
-        flag_key = self.config.experiment_flags.get(exp.id)
-        if flag_key is None or flag_key not in self.defaults:
-            return {}
-        defaults = self.defaults[flag_key]
-        if not variation.listed_enabled:
-            return defaults
-        usages = self.config.variable_usages.get(variation.id)
-        if not usages:
-            return defaults
-        by_id = self.defaults_by_id[flag_key]
-        out = dict(defaults)
-        for variable_id, value in usages.items():
-            var = by_id.get(variable_id)
-            if var is not None:
-                out[var.key] = OptimizelyVariable(var.id, var.key, var.type, value)
-        return out
+    def _everyone_else(self, flag: FlagInfo, exp_id: str) -> None:
+        rules = flag.rollout_rules
+        if rules and rules[-1].variations_by_id:
+            ev = next(iter(rules[-1].variations_by_id.values()))
+            enabled = bool(ev.feature_enabled)
+            self.extra.setdefault(exp_id, []).append(VariationInfo(ev.id, ev.key, enabled, enabled))
 
-    def experiment(self, exp: ExperimentInfo, flag_key: str | None = None) -> OptimizelyExperiment:
-        variations = list(exp.variations[:-1] if exp.fr_extra else exp.variations)
-        variations.extend(self.extra.get(exp.id, ()))
-        delivery_defaults = self.defaults.get(flag_key) if flag_key is not None else None
-        variations_map = {
-            v.key: OptimizelyVariation(
-                v.id,
-                v.key,
-                v.listed_enabled,
-                delivery_defaults if delivery_defaults is not None else self._variables(exp, v),
-            )
-            for v in variations
-        }
-        audiences = _audiences_string(exp.audience_tree, self.names) if exp.has_conditions else ""
-        return OptimizelyExperiment(exp.id, exp.key, variations_map, audiences)
+    def _variations(self, exp: ExperimentInfo) -> Iterable[VariationInfo]:
+        """The variations the projection lists for ``exp``: its own, and a feature rollout's extra ones."""
+        variations: Iterable[VariationInfo] = exp.variations_by_id.values()
+        if exp.fr_extra:
+            variations = tuple(variations)[:-1]
+        extra = self.extra.get(exp.id)
+        return [*variations, *extra] if extra else variations
+
+    def _audiences(self, exp: ExperimentInfo) -> str:
+        """The audiences string of ``exp``, which has ``audienceConditions``; flat ones rendered once each."""
+        tree = exp.audience_tree
+        try:
+            text = self.rendered.get(tree)
+        except TypeError:  # a condition dict in the tree: not hashable, and not flat
+            return _stringify(tree, self.names) if isinstance(tree, (list, tuple, str)) else ""
+        if text is None:
+            text = _flat(tree, self.quoted) if type(tree) is tuple else None
+            if text is None:
+                return _stringify(tree, self.names) if isinstance(tree, (list, tuple, str)) else ""
+            self.rendered[tree] = text  # a tuple of strings only: equal keys render alike
+        return text
+
+    def _experiments(self, out_by_key: dict[str, OptimizelyExperiment], out_by_id: dict[str, Any]) -> Steps[None]:
+        """The top-level and grouped experiments: a feature test's enabled variations show their own values."""
+        config = self.config
+        experiments, flag_of, usages_of = config.experiments_by_id, config.experiment_flags, config.variable_usages
+        all_defaults, all_by_id, extra = self.defaults, self.defaults_by_id, self.extra
+        variable, variation = _variable, _variation
+        made = 0
+        for exp_id in config.listed_experiment_ids:
+            exp = experiments[exp_id]
+            flag_key = flag_of.get(exp_id)
+            defaults = all_defaults.get(flag_key) if flag_key is not None else None
+            variations_map: dict[str, OptimizelyVariation] = {}
+            listed = self._variations(exp) if exp.fr_extra or extra else exp.variations_by_id.values()
+            for v in listed:
+                variables: Mapping[str, OptimizelyVariable]
+                if defaults is None:
+                    variables = {}
+                elif v.listed_enabled and (usages := usages_of.get(v.id)):
+                    by_id = all_by_id.get(flag_key)  # type: ignore[arg-type]
+                    if by_id is None:
+                        by_id = all_by_id[flag_key] = {d.id: d for d in defaults.values()}  # type: ignore[index]
+                    variables = dict(defaults)
+                    for variable_id, value in usages.items():
+                        var = by_id.get(variable_id)
+                        if var is not None and var.value != value:  # else the (equal) default object
+                            variables[var.key] = variable(variable_id, var.key, var.type, value)
+                    made += len(usages)
+                else:
+                    variables = defaults
+                variations_map[v.key] = variation(v.id, v.key, v.listed_enabled, variables)
+            if exp.key in out_by_key:
+                _log.warning("Duplicate experiment keys found in datafile: %s", exp.key)
+            audiences = self._audiences(exp) if exp.has_conditions else ""
+            out_by_key[exp.key] = out_by_id[exp_id] = _experiment(exp_id, exp.key, variations_map, audiences)
+            made += len(variations_map) + 1
+            if made >= STEP_OBJECTS:
+                made = 0
+                yield
+
+    def _features(self, experiments_by_id: Mapping[str, OptimizelyExperiment], out: dict[str, Any]) -> Steps[None]:
+        """The flags, with their delivery rules, whose variations always show the flag's default values (as in
+        the official SDK)."""
+        variation, experiment, audiences = _variation, _experiment, self._audiences
+        extra, by_id = self.extra, self.defaults_by_id
+        made = 0
+        for key, flag in self.flags.items():
+            defaults = self.defaults[key]
+            delivery = []
+            for rule in flag.rollout_rules:
+                variations_map = {}
+                listed = self._variations(rule) if rule.fr_extra or extra else rule.variations_by_id.values()
+                for v in listed:
+                    variations_map[v.key] = variation(v.id, v.key, v.listed_enabled, defaults)
+                text = audiences(rule) if rule.has_conditions else ""
+                delivery.append(experiment(rule.id, rule.key, variations_map, text))
+            # The official SDK raises KeyError on an id that is not a top-level or grouped experiment.
+            rules = []
+            experiments_map = {}
+            for exp_id in flag.experiment_ids:
+                exp = experiments_by_id.get(exp_id)
+                if exp is not None:
+                    rules.append(exp)
+                    experiments_map[exp.key] = exp
+            out[key] = OptimizelyFeature(flag.id, key, experiments_map, defaults, tuple(delivery), tuple(rules))
+            by_id.pop(key, None)  # only experiments used it: freed a flag at a time, not all in the last step
+            made += 2 * len(delivery) + 1
+            if made >= STEP_OBJECTS:
+                made = 0
+                yield
 
     def build(self) -> OptimizelyConfig:
         return run_at_once(self.steps())
 
     def steps(self) -> Steps[OptimizelyConfig]:
-        """The build, one flag, experiment or delivery rule per step (each a few to a few hundred microseconds)."""
+        """The build: a step ends once it has made about :data:`STEP_OBJECTS` objects and at the end of each
+        part; a single flag or experiment is never split."""
         yield from self._prepare()
-        config = self.config
-        experiments = config.experiments_by_id
+        yield
         experiments_by_key: dict[str, OptimizelyExperiment] = {}
         experiments_by_id: dict[str, OptimizelyExperiment] = {}
-        for exp_id in config.listed_experiment_ids:
-            exp = experiments[exp_id]
-            if exp.key in experiments_by_key:
-                _log.warning("Duplicate experiment keys found in datafile: %s", exp.key)
-            experiments_by_key[exp.key] = experiments_by_id[exp_id] = self.experiment(exp)
-            yield
-
+        yield from self._experiments(experiments_by_key, experiments_by_id)
+        yield
         features: dict[str, OptimizelyFeature] = {}
-        for key, flag in self.flags.items():
-            delivery: list[OptimizelyExperiment] = []
-            for rule in flag.rollout_rules:
-                delivery.append(self.experiment(rule, key))
-                yield
-            # The official SDK raises KeyError on an id that is not a top-level or grouped experiment.
-            rules = tuple(experiments_by_id[i] for i in flag.experiment_ids if i in experiments_by_id)
-            features[key] = OptimizelyFeature(
-                id=flag.id,
-                key=key,
-                experiments_map={e.key: e for e in rules},
-                variables_map=self.defaults[key],
-                delivery_rules=tuple(delivery),
-                experiment_rules=rules,
-            )
-            self.defaults_by_id.pop(key, None)  # only experiments used it: freed a flag per step, not all at the end
-            yield
-
+        yield from self._features(experiments_by_id, features)
+        yield
+        # The look-ups are done with: freed here, in a step of their own, not with the projection's last step.
+        del experiments_by_id
+        self.defaults, self.defaults_by_id, self.rendered = {}, {}, {}
+        yield
+        config = self.config
         attributes: list[OptimizelyAttribute] = []
-        yield from _in_chunks(config.listed_attributes, lambda a: OptimizelyAttribute(*a), attributes)
+        yield from _in_chunks(OptimizelyAttribute, config.listed_attributes, attributes)
         events: list[OptimizelyEvent] = []
-        yield from _in_chunks(config.listed_events, lambda e: OptimizelyEvent(e.id, e.key, e.experiment_ids), events)
+        yield from _in_chunks(OptimizelyEvent, config.listed_events, events)
         audiences: list[OptimizelyAudience] = []
-        yield from _in_chunks(config.listed_audiences, lambda a: OptimizelyAudience(*a), audiences)
+        yield from _in_chunks(OptimizelyAudience, config.listed_audiences, audiences)
         return OptimizelyConfig(
             revision=config.revision,
             experiments_map=experiments_by_key,
@@ -318,10 +478,10 @@ class _Builder:
         )
 
 
-def _in_chunks(items: Sequence[T], make: Callable[[T], R], out: list[R], size: int = 100) -> Steps[None]:
-    """Append ``make(item)`` for each of ``items`` to ``out``, ``size`` items per step."""
-    for start in range(0, len(items), size):
-        out.extend(make(item) for item in items[start : start + size])
+def _in_chunks(make: Callable[..., T], items: Sequence[Sequence[Any]], out: list[T]) -> Steps[None]:
+    """Append ``make(*item)`` for each of ``items`` to ``out``, :data:`STEP_OBJECTS` items per step."""
+    for start in range(0, len(items), STEP_OBJECTS):
+        out.extend([make(*item) for item in items[start : start + STEP_OBJECTS]])
         yield
 
 
@@ -352,9 +512,10 @@ def optimizely_config_for(config: ProjectConfig) -> OptimizelyConfig:
 class ProjectionBuild:
     """The projection of one config, built a step at a time by whoever needs it first.
 
-    A client makes one for each config it uses. A task of the client runs the steps on the event loop, about
-    0.5 ms of them between two checkpoints (:meth:`run_in_steps`); a caller that needs the projection before
-    that is over (:meth:`finish`) runs only the steps that are left. Either way each step runs once, and the
+    A client makes one for each config it uses and runs the steps on the event loop, about 0.5 ms of them
+    between two checkpoints (:meth:`run_in_steps`): a static datafile's while the client is entered, a polled
+    revision's before the switch. A caller that needs the projection before that is over (:meth:`finish`: a
+    client not started yet) runs only the steps that are left. Either way each step runs once, and the
     result is the one object :func:`optimizely_config_for` also returns for this config. A build of a config
     the client has replaced is simply dropped, with whatever it had done.
 
