@@ -59,40 +59,8 @@ _JOINERS = {"and": " AND ", "or": " OR ", "not": " NOT "}
 STEP_OBJECTS = 100
 
 
-# The build makes thousands of variables, variations and experiments. A frozen dataclass's own __init__ sets
-# each field through object.__setattr__ (0.45 us for four fields, a large part of a build); the build fills a
-# plain slotted object instead (attribute stores the interpreter makes fast) and then makes it the frozen
-# class with a ``__class__`` assignment, which Python allows between classes of the same layout: 0.13 us.
-# The frozen classes therefore keep their fields in these bases (same names, same objects, equality, hash and
-# immutability as before); users never see an instance of a base.
-
-
-class _VariableFields:
-    __slots__ = ("id", "key", "type", "value")
-    id: str
-    key: str
-    type: str
-    value: str
-
-
-class _VariationFields:
-    __slots__ = ("feature_enabled", "id", "key", "variables_map")
-    id: str
-    key: str
-    feature_enabled: bool | None
-    variables_map: Mapping[str, OptimizelyVariable]
-
-
-class _ExperimentFields:
-    __slots__ = ("audiences", "id", "key", "variations_map")
-    id: str
-    key: str
-    variations_map: Mapping[str, OptimizelyVariation]
-    audiences: str
-
-
 @dataclass(frozen=True, slots=True)
-class OptimizelyVariable(_VariableFields):
+class OptimizelyVariable:
     id: str
     key: str
     #: boolean, double, integer, string or json.
@@ -102,7 +70,7 @@ class OptimizelyVariable(_VariableFields):
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class OptimizelyVariation(_VariationFields):
+class OptimizelyVariation:
     id: str
     key: str
     #: ``None`` when the datafile leaves ``featureEnabled`` out (legacy A/B experiments).
@@ -111,52 +79,12 @@ class OptimizelyVariation(_VariationFields):
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class OptimizelyExperiment(_ExperimentFields):
+class OptimizelyExperiment:
     id: str
     key: str
     variations_map: Mapping[str, OptimizelyVariation]
     #: The audience conditions with names, e.g. ``'"us" OR "female"'``; empty without conditions.
     audiences: str = ""
-
-
-def _variable(id: str, key: str, type: str, value: str) -> OptimizelyVariable:
-    obj = _VariableFields()
-    obj.id = id
-    obj.key = key
-    obj.type = type
-    obj.value = value
-    obj.__class__ = OptimizelyVariable
-    return obj  # type: ignore[return-value]
-
-
-def _variation(
-    id: str,
-    key: str,
-    feature_enabled: bool | None,
-    variables_map: Mapping[str, OptimizelyVariable],
-) -> OptimizelyVariation:
-    obj = _VariationFields()
-    obj.id = id
-    obj.key = key
-    obj.feature_enabled = feature_enabled
-    obj.variables_map = variables_map
-    obj.__class__ = OptimizelyVariation
-    return obj  # type: ignore[return-value]
-
-
-def _experiment(
-    id: str,
-    key: str,
-    variations_map: Mapping[str, OptimizelyVariation],
-    audiences: str,
-) -> OptimizelyExperiment:
-    obj = _ExperimentFields()
-    obj.id = id
-    obj.key = key
-    obj.variations_map = variations_map
-    obj.audiences = audiences
-    obj.__class__ = OptimizelyExperiment
-    return obj  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -326,7 +254,7 @@ class _Builder:
         self.names = {audience_id: name for audience_id, name, _ in config.listed_audiences}
         self.quoted = _quoted_names(self.names)
         experiments = config.experiments_by_id
-        variable, defaults = _variable, self.defaults
+        variable, defaults = OptimizelyVariable, self.defaults
         made = 0
         for key, flag in self.flags.items():
             variables = flag.variables.values()
@@ -374,7 +302,7 @@ class _Builder:
         config = self.config
         experiments, flag_of, usages_of = config.experiments_by_id, config.experiment_flags, config.variable_usages
         all_defaults, all_by_id, extra = self.defaults, self.defaults_by_id, self.extra
-        variable, variation = _variable, _variation
+        variable, variation = OptimizelyVariable, OptimizelyVariation
         made = 0
         for exp_id in config.listed_experiment_ids:
             exp = experiments[exp_id]
@@ -402,7 +330,7 @@ class _Builder:
             if exp.key in out_by_key:
                 _log.warning("Duplicate experiment keys found in datafile: %s", exp.key)
             audiences = self._audiences(exp) if exp.has_conditions else ""
-            out_by_key[exp.key] = out_by_id[exp_id] = _experiment(exp_id, exp.key, variations_map, audiences)
+            out_by_key[exp.key] = out_by_id[exp_id] = OptimizelyExperiment(exp_id, exp.key, variations_map, audiences)
             made += len(variations_map) + 1
             if made >= STEP_OBJECTS:
                 made = 0
@@ -411,7 +339,7 @@ class _Builder:
     def _features(self, experiments_by_id: Mapping[str, OptimizelyExperiment], out: dict[str, Any]) -> Steps[None]:
         """The flags, with their delivery rules, whose variations always show the flag's default values (as in
         the official SDK)."""
-        variation, experiment, audiences = _variation, _experiment, self._audiences
+        variation, experiment, audiences = OptimizelyVariation, OptimizelyExperiment, self._audiences
         extra, by_id = self.extra, self.defaults_by_id
         made = 0
         for key, flag in self.flags.items():
