@@ -1,10 +1,10 @@
 """What importing the SDK loads, and where the deferred imports are paid instead.
 
 ``import optimizely_async`` and ``from optimizely_async import AsyncOptimizely`` load neither httpx (nor ssl),
-pydantic, the event models nor asyncio. A client pays for pydantic and the event models at construction, and
-for httpx too when its event dispatcher or datafile poller will make an HTTP client; that client is then made
-in a worker thread at the first request, not on the event loop. Each check runs in a fresh interpreter, since
-this test process has imported everything already.
+pydantic, the event models nor asyncio. A client pays for pydantic and the event models at construction; a
+datafile poller for httpx too (it checks its URL with it). The event dispatcher imports httpx only when it makes
+its HTTP client, at the first event, in a worker thread (see tests/test_first_use.py). Each check runs in a
+fresh interpreter, since this test process has imported everything already.
 """
 
 from __future__ import annotations
@@ -70,53 +70,21 @@ def test_a_client_with_its_own_dispatcher_imports_pydantic_at_construction_and_n
     assert loaded_after(statement) == ["optimizely_async.events.models", "pydantic", "pydantic_core"]
 
 
-@pytest.mark.parametrize("options", [f"datafile=open({str(DATAFILE)!r}).read()", "sdk_key='some-key'"])
-def test_a_client_imports_at_construction_what_its_first_request_and_config_need(options: str) -> None:
-    """The default dispatcher and the poller make their HTTP clients in a worker thread, which must import
-    nothing (a fork meanwhile would leave a child with the import's locks held); the first polled config is
-    built on the loop, which must import nothing either."""
-    statement = f"from optimizely_async import AsyncOptimizely\nAsyncOptimizely({options})"
+def test_a_client_with_a_static_datafile_imports_no_http_stack_at_construction() -> None:
+    """Its event dispatcher imports httpx at the first event; until then there is nothing to send."""
+    statement = (
+        f"from optimizely_async import AsyncOptimizely\nAsyncOptimizely(datafile=open({str(DATAFILE)!r}).read())"
+    )
+    code = f"import json\n{statement}\n" + LOADED.format(deferred=(*DEFERRED, *HTTP_STACK))
+    assert run_child(code) == ["optimizely_async.events.models", "pydantic", "pydantic_core"]
+
+
+def test_a_polling_client_imports_at_construction_what_its_first_fetch_and_config_need() -> None:
+    """The poller checks its URL with httpx; its HTTP client is made in a worker thread, which must then import
+    nothing more; the first polled config is built on the loop, which must import nothing either."""
+    statement = "from optimizely_async import AsyncOptimizely\nAsyncOptimizely(sdk_key='some-key')"
     code = f"import json\n{statement}\n" + LOADED.format(deferred=(*DEFERRED, *HTTP_STACK))
     assert run_child(code) == [*HTTP_STACK, "optimizely_async.events.models", "pydantic", "pydantic_core", "ssl"]
-
-
-FIRST_REQUEST = r"""
-import json, sys, threading
-sys.path.insert(0, sys.argv[1])
-datafile, backend = open(sys.argv[2]).read(), sys.argv[3]
-
-import anyio
-from _sink_server import serve_sink
-from optimizely_async import AsyncOptimizely
-
-async def main():
-    async with serve_sink() as sink:
-        client = AsyncOptimizely(datafile=datafile, event_endpoint=sink.url, batch_size=1)
-        import httpx  # imported by the construction above
-
-        made_on_loop_thread = []
-
-        class Observed(httpx.AsyncClient):
-            def __init__(self, *args, **kwargs):
-                made_on_loop_thread.append(threading.current_thread() is threading.main_thread())
-                super().__init__(*args, **kwargs)
-
-        httpx.AsyncClient = Observed
-        before = set(sys.modules)
-        async with client:
-            await client.track("purchase", "user-1")
-            await client.flush()
-        imported = [m for m in sorted(set(sys.modules) - before) if m.split(".")[0] in ("httpx", "certifi")]
-        print(json.dumps([len(sink.received), made_on_loop_thread, imported]))
-
-anyio.run(main, backend=backend)
-"""
-
-
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_the_first_event_request_makes_its_http_client_off_the_loop(backend: str) -> None:
-    """(httpcore still imports its network backend on the loop at the first connection.)"""
-    assert run_child(FIRST_REQUEST, str(TESTS), str(DATAFILE), backend) == [1, [False], []]
 
 
 TRIO_APP = r"""

@@ -2,7 +2,9 @@
 
 The CMAB and ODP requests use it, so a client that never predicts or talks to ODP opens no connection pool. The
 SDK's own clients (this one, the event dispatcher's, the datafile poller's) are made in a worker thread by
-:func:`made_off_loop`: building one holds its thread for the length of an SSL context (about 20 ms).
+:func:`made_off_loop`, which first imports the HTTP stack if nothing has yet (about 100 ms when trio is installed,
+since httpcore then imports it too) and then builds the client and its SSL context (about 20 ms). A client with a
+static datafile pays for neither until its first event is sent; one with its own event dispatcher never does.
 """
 
 from __future__ import annotations
@@ -30,34 +32,43 @@ __all__ = ["LazyHttpClient", "import_http_stack", "made_off_loop", "new_client"]
 T = TypeVar("T")
 
 
-def import_http_stack() -> None:
-    """Import httpx now, with httpcore and certifi, which httpx imports only when it makes its first client.
+#: What the first HTTP client needs imported: httpx, the two modules it imports only when it makes a client, and
+#: the IDNA codec, which trio's name resolution imports at the first connection (on the loop otherwise).
+_HTTP_STACK = ("httpx", "httpcore", "certifi", "encodings.idna")
 
-    A client whose event dispatcher or datafile poller will make its own HTTP client calls this at construction,
-    so the import (about 40 ms) happens in the constructing thread, before any request: not on the event loop,
-    and not in a worker thread, where a ``fork()`` from another thread could catch it halfway (the child would
-    inherit the import's locks held, and hang at its own first import of those modules).
+
+def import_http_stack() -> None:
+    """Import the HTTP stack now (a no-op once imported): httpx, httpcore (with trio, when it is installed:
+    httpcore imports it unconditionally, and offers no way not to), certifi and the IDNA codec.
+
+    :func:`made_off_loop` calls it in its worker thread before the first client is made, under the lock a
+    ``fork()`` waits for; a datafile poller calls it at construction, where it needs httpx to check its URL.
     """
-    for name in ("httpx", "httpcore", "certifi"):
+    for name in _HTTP_STACK:
         importlib.import_module(name)
 
 
-#: Held while a worker thread makes an HTTP client, and by a fork() for its duration (see :func:`made_off_loop`).
+#: Held while a worker thread imports the HTTP stack and makes an HTTP client, and by a fork() for its duration
+#: (see :func:`made_off_loop`).
 _making = threading.Lock()
 
 
 def _made(make: Callable[[], T]) -> T:
     with _making:
+        import_http_stack()
         return make()
 
 
 async def made_off_loop(make: Callable[[], T]) -> T:
-    """``make()`` (an HTTP client) run in a worker thread: each client builds an SSL context (about 20 ms on a
-    quiet machine), blocking work that no bounded step on the loop can split.
+    """``make()`` (an HTTP client) run in a worker thread, after the HTTP stack is imported there if it was not:
+    the import (about 100 ms the first time) and each client's SSL context (about 20 ms on a quiet machine) are
+    blocking work that no bounded step on the loop can split.
 
-    A ``fork()`` waits until no such build is under way: a child forked while another thread was inside
-    OpenSSL making a context inherits OpenSSL's locks held, and its own first SSL context then hangs for good
-    (seen with a ``SyncOptimizely`` forked right after construction). The wait is at most one build.
+    A ``fork()`` waits until no such import or build is under way: a child forked while another thread was
+    halfway through an import inherits that module's import lock held, and one forked while it was inside
+    OpenSSL making a context inherits OpenSSL's locks held; either child would hang for good at its own first
+    import or SSL context (seen with a ``SyncOptimizely`` forked right after construction). The wait is at most
+    one import and one build.
     """
     return await anyio.to_thread.run_sync(_made, make)
 

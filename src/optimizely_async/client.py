@@ -12,6 +12,7 @@ import enum
 import functools
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from .config.sources import PollingConfigSource
     from .decide import DecideOption
     from .events.models import ConversionEvent, EventContext, QueuedEvent, UserEvent
+    from .metrics import ClientMetrics
 
 __all__ = ["AsyncOptimizely", "HeldTrack"]
 
@@ -331,9 +333,11 @@ class AsyncOptimizely(DecisionMethods):
                 initial_config=self._config,
             )
 
-        from .metrics import attach as attach_metrics
+        self._metrics: ClientMetrics | None = None  # unless OpenTelemetry's API is installed and a provider set
+        if "opentelemetry.metrics" in sys.modules:  # else no provider can have been set: skip importing .metrics
+            from .metrics import attach as attach_metrics
 
-        self._metrics = attach_metrics(self)  # None unless OpenTelemetry's API is installed and a provider set
+            self._metrics = attach_metrics(self)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,0 +1,190 @@
+"""The HTTP stack (httpx, httpcore, certifi; trio too, which httpcore imports when it is installed) is imported
+when the SDK makes its first HTTP client, in the worker thread that makes it, not at construction and not on
+the event loop; a ``fork()`` meanwhile waits for it. Each check runs in a fresh interpreter (this test process
+has imported everything already).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+SRC = str(TESTS.parent / "src")
+DATAFILE = TESTS.parent / "src" / "optimizely_async" / "example_datafile.json"
+
+#: An import observer for the child processes: a finder first on ``sys.meta_path`` that finds nothing and
+#: records which thread asked for each module not imported yet (it changes no import).
+OBSERVER = r"""
+import sys, threading
+
+class Observer:
+    def __init__(self):
+        self.seen = []  # (module, imported on the main thread)
+
+    def find_spec(self, name, path=None, target=None):
+        self.seen.append((name, threading.current_thread() is threading.main_thread()))
+        return None
+
+observer = Observer()
+sys.meta_path.insert(0, observer)
+"""
+
+
+def run_child(code: str, *args: str) -> Any:
+    """Run ``code`` in a fresh interpreter with tests/ on the path; its last output line is JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(TESTS)])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+FIRST_EVENT = (
+    OBSERVER
+    + r"""
+import json
+datafile, backend = open(sys.argv[1]).read(), sys.argv[2]
+
+import anyio
+from _sink_server import serve_sink
+from optimizely_async import AsyncOptimizely
+
+STACK = ("httpx", "httpcore", "certifi", "h11", "trio")
+
+def stack():
+    return sorted(m for m in STACK if m in sys.modules)
+
+async def main():
+    facts = {}
+    async with serve_sink() as sink:
+        client = AsyncOptimizely(datafile=datafile, event_endpoint=sink.url, batch_size=1)
+        facts["constructed"] = stack()
+        async with client:
+            await client.wait_until_ready(5)
+            decision = await client.create_user_context("user-1").decide("new_checkout", ["DISABLE_DECISION_EVENT"])
+            await client.get_variation("checkout_test", "user-1")  # no event either
+            facts["ready, no event yet"] = stack()
+            mark = len(observer.seen)
+            await client.track("purchase", "user-1")
+            await client.flush()
+            facts["on the loop at the first event"] = sorted({m for m, main in observer.seen[mark:] if main})
+            facts["off the loop at the first event"] = sorted(
+                {m.split(".")[0] for m, main in observer.seen[mark:] if not main} & set(STACK)
+            )
+        facts["delivered"] = len(sink.received)
+        facts["decided"] = decision.flag_key
+    print(json.dumps(facts))
+
+anyio.run(main, backend=backend)
+"""
+)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_http_stack_is_imported_off_the_loop_at_the_first_event(backend: str) -> None:
+    """Before the first event: nothing of it (on asyncio not even trio, which httpcore would import). At the
+    first event: all of it, in the worker thread that makes the dispatcher's HTTP client; the loop imports
+    nothing at all while the event is sent."""
+    facts = run_child(FIRST_EVENT, str(DATAFILE), backend)
+    expected_stack = ["certifi", "h11", "httpcore", "httpx"] + (["trio"] if backend == "asyncio" else [])
+    assert facts == {
+        "constructed": [] if backend == "asyncio" else ["trio"],
+        "ready, no event yet": [] if backend == "asyncio" else ["trio"],
+        "on the loop at the first event": [],
+        "off the loop at the first event": sorted(expected_stack),
+        "delivered": 1,
+        "decided": "new_checkout",
+    }
+
+
+OWN_DISPATCHER = r"""
+import json, sys
+datafile, backend = open(sys.argv[1]).read(), sys.argv[2]
+
+import anyio
+from optimizely_async import AsyncOptimizely, DispatchResult
+
+class Sink:
+    def __init__(self):
+        self.events = 0
+
+    async def dispatch(self, request):
+        self.events += request.event_count
+        return DispatchResult(delivered=True, status=200)
+
+async def main():
+    sink = Sink()
+    async with AsyncOptimizely(datafile=datafile, event_dispatcher=sink, batch_size=1) as client:
+        await client.create_user_context("user-1").decide("new_checkout")
+        await client.track("purchase", "user-1")
+        await client.flush()
+    print(json.dumps([sink.events, sorted(m for m in ("httpx", "httpcore", "certifi", "h11") if m in sys.modules)]))
+
+anyio.run(main, backend=backend)
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_client_with_its_own_dispatcher_never_imports_httpx(backend: str) -> None:
+    assert run_child(OWN_DISPATCHER, str(DATAFILE), backend) == [2, []]
+
+
+FORK_DURING_IMPORT = r"""
+import json, os, sys, time
+datafile = open(sys.argv[1]).read()
+
+import anyio
+from _sink_server import serve_sink
+from optimizely_async import AsyncOptimizely
+
+CHILD = "import httpx, certifi; httpx.AsyncClient(); print('ok')"
+
+async def main():
+    async with serve_sink() as sink:
+        async with AsyncOptimizely(datafile=datafile, event_endpoint=sink.url, batch_size=1) as client:
+            await client.track("purchase", "user-1")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.flush)  # the worker thread starts importing the HTTP stack
+                with anyio.fail_after(10):
+                    while "httpx" not in sys.modules:  # put there as its import begins
+                        await anyio.sleep(0.0005)
+                pid = os.fork()  # waits until the worker has imported it and made the client
+                if pid == 0:
+                    code = 0
+                    try:  # the child imports and makes a client of its own: never hangs on a held lock
+                        exec(CHILD)
+                    except BaseException:
+                        code = 1
+                    os._exit(code)
+                deadline = time.monotonic() + 20
+                while True:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done or time.monotonic() > deadline:
+                        break
+                    await anyio.sleep(0.01)
+                if not done:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+        print(json.dumps([bool(done), os.waitstatus_to_exitcode(status) if done else None, len(sink.received)]))
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_the_worker_imports_the_http_stack_leaves_a_working_child() -> None:
+    """A child forked halfway through another thread's import would inherit that module's import lock held
+    and hang at its own import of it; the fork waits for the import instead."""
+    assert run_child(FORK_DURING_IMPORT, str(DATAFILE)) == [True, 0, 1]
