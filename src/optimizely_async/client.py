@@ -27,7 +27,7 @@ from ._ctrl_c import start_background
 from ._decisions import DecisionMethods
 from ._fork_copy import drop_in_children
 from ._lazy_http import LazyHttpClient
-from ._lifecycle import FORKED_MESSAGE, keep_ctrl_c_out, spawn_runner, watch_forks
+from ._lifecycle import FORKED_MESSAGE, Started, keep_ctrl_c_out, spawn_runner, watch_forks
 from ._logging import sdk_logger
 from ._logroute import logs_to_its_logger, starts_background_work
 from ._validation import (
@@ -353,15 +353,31 @@ class AsyncOptimizely(DecisionMethods):
         self._check_startable()
         host = anyio.create_task_group()
         await host.__aenter__()
+        # Shielded: the outer cancellation that ends the body must not end the drain with it. Started with
+        # start_soon, not host.start(): a start() whose caller is cancelled cancels the new task and waits for it,
+        # which a shielded task never obliges (an entry cancelled halfway hung for good).
+        status = Started()
+        host.start_soon(self._run_in_host, status)
         try:
-            # Shielded: the outer cancellation that ends the body must not end the drain with it.
-            await self._start(functools.partial(host.start, functools.partial(self._run, shielded=True)))
+            await self._start(status.event.wait)
         except BaseException:
+            if self._run_scope is not None:
+                # The background work runs, shielded: cancelling the group would not end it, and leaving the group
+                # would wait for it for good. Closing the client ends it. (Before that point the cancellation
+                # reaches it: the client is left unopened, and may be entered again.)
+                with anyio.CancelScope(shield=True):
+                    await self.close()
             host.cancel_scope.cancel()
             await host.__aexit__(None, None, None)
             raise
         self._host = host
         return self
+
+    async def _run_in_host(self, status: Started) -> None:
+        try:
+            await self._run(shielded=True, task_status=status)
+        finally:
+            status.event.set()  # wakes the entry if the runner ended before it started
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -441,8 +457,11 @@ class AsyncOptimizely(DecisionMethods):
             # A static datafile's projection, in steps on the loop, before the client counts as started: a call
             # after entry never runs build steps itself. Outside the shield, so cancelling the entry stops it.
             await self._build_projection()
+            await anyio.lowlevel.checkpoint()  # an entry cancelled by now ends the run here, not in the shield
             with anyio.CancelScope(shield=shielded) as scope:
                 self._run_scope = scope
+                if self._state is _State.CLOSED:  # closed while this task was on its way here
+                    scope.cancel()
                 async with anyio.create_task_group() as task_group:
                     await task_group.start(_guarded, self._queue.run, "The event queue")
                     if not self._odp.disabled:
