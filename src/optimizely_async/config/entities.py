@@ -173,9 +173,10 @@ class EventInfo(NamedTuple):
     experiment_ids: tuple[str, ...]
 
 
-#: An audience as the OptimizelyConfig projection lists it: (id, name, conditions as JSON text). A plain tuple
-#: of strings, which the cyclic collector stops tracking.
-AudienceEntry = tuple[str, str, str]
+#: An audience as the OptimizelyConfig projection lists it: (id, name, conditions). The conditions are JSON text,
+#: or a typed audience's tree (the config's own, lists made tuples), which the projection writes as JSON text in
+#: its own build (in steps, in the background) rather than the load of the datafile.
+AudienceEntry = tuple[str, str, Any]
 
 
 #: The official SDK's ``Experiment.get_default()``: what ACTIVATE listeners get for an impression with no rule.

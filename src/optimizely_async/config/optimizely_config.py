@@ -304,7 +304,11 @@ class _Builder:
         events: list[OptimizelyEvent] = []
         yield from _in_chunks(config.listed_events, lambda e: OptimizelyEvent(e.id, e.key, e.experiment_ids), events)
         audiences: list[OptimizelyAudience] = []
-        yield from _in_chunks(config.listed_audiences, lambda a: OptimizelyAudience(*a), audiences)
+        yield from _in_chunks(
+            config.listed_audiences,
+            lambda a: OptimizelyAudience(a[0], a[1], a[2] if type(a[2]) is str else json.dumps(a[2])),
+            audiences,
+        )
         return OptimizelyConfig(
             revision=config.revision,
             experiments_map=experiments_by_key,

@@ -234,8 +234,9 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     typed_audiences = d.get("typedAudiences", [])
     typed_ids = {a["id"] for a in typed_audiences}
     for index, a in enumerate(typed_audiences):
-        audiences[a["id"]] = _load_conditions(a, index, typed=True)
-        listed_audiences.append((a["id"], a.get("name", ""), json.dumps(a["conditions"])))
+        tree = audiences[a["id"]] = _load_conditions(a, index, typed=True)
+        # Listed with the tree: the projection writes it as JSON text when it is built (a string is written now).
+        listed_audiences.append((a["id"], a.get("name", ""), json.dumps(tree) if type(tree) is str else tree))
         yield
     for index, a in enumerate(d["audiences"]):
         if a["id"] not in typed_ids:
