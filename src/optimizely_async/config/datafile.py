@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 from typing_extensions import NotRequired, TypedDict
 
-from .depth import TOO_DEEP, too_deep
+from .depth import TOO_DEEP, bounded_tree, too_deep
 from .entities import RuleEntry, VariableInfo, rule_entry, variable_infos
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Rollout",
     "Rule",
     "TrafficAllocation",
+    "TypedAudience",
     "Variable",
     "VariableUsage",
     "Variation",
@@ -55,6 +56,10 @@ def _bounded_conditions(value: Any) -> Any:
     """A string is left as it is: an audience's ``conditions`` is JSON text in ``audiences`` (the config build
     parses it once, and checks its depth there) and a plain value in ``typedAudiences``."""
     return value if isinstance(value, str) else _bounded(value)
+
+
+def _typed_conditions(value: Any) -> Any:
+    return value if isinstance(value, str) else bounded_tree(value)
 
 
 def _supported_version(value: str) -> str:
@@ -99,6 +104,8 @@ class _Built:
 #: A JSON value kept as the datafile gave it, nested at most MAX_CONDITION_DEPTH deep.
 JsonValue = Annotated[Any, _After(_bounded)]
 ConditionTree = Annotated[Any, _After(_bounded_conditions)]
+#: A condition tree as the decisions read it: bounded as JsonValue, with its lists made tuples (dicts kept).
+AudienceTree = Annotated[Any, _After(bounded_tree)]
 
 
 # The datafile is validated into plain dicts and lists (TypedDicts): pydantic-core builds them straight from the
@@ -114,8 +121,15 @@ class Attribute(TypedDict):
 class Audience(TypedDict):
     id: str
     name: NotRequired[str]
-    #: A JSON string in ``audiences``; a JSON value in ``typedAudiences``.
+    #: JSON text (the config build parses it).
     conditions: ConditionTree
+
+
+class TypedAudience(TypedDict):
+    id: str
+    name: NotRequired[str]
+    #: A JSON value (a tree: lists made tuples), or a string kept as it is.
+    conditions: Annotated[Any, _After(_typed_conditions)]
 
 
 class Event(TypedDict):
@@ -151,7 +165,7 @@ class Experiment(TypedDict):
     trafficAllocation: list[TrafficAllocation]
     audienceIds: list[str]
     forcedVariations: dict[str, str]
-    audienceConditions: NotRequired[JsonValue]
+    audienceConditions: NotRequired[AudienceTree]
     type: NotRequired[str | None]
     cmab: NotRequired[dict[str, JsonValue] | None]
 
@@ -203,7 +217,7 @@ class Holdout(TypedDict):
     variations: NotRequired[list[Variation]]
     trafficAllocation: NotRequired[list[TrafficAllocation]]
     audienceIds: NotRequired[list[str]]
-    audienceConditions: NotRequired[JsonValue]
+    audienceConditions: NotRequired[AudienceTree]
     includedRules: NotRequired[list[str] | None]
     excludeTargetedDeliveries: NotRequired[bool]
 
@@ -224,7 +238,7 @@ class Datafile(TypedDict):
     sendFlagDecisions: NotRequired[JsonValue]
     attributes: list[Attribute]
     audiences: list[Audience]
-    typedAudiences: NotRequired[list[Audience]]
+    typedAudiences: NotRequired[list[TypedAudience]]
     events: list[Event]
     experiments: list[Rule]
     groups: list[Group]

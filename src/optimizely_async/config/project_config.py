@@ -21,7 +21,7 @@ from typing import Any
 from .. import defaults
 from ..errors import InvalidDatafileError
 from . import datafile as df
-from .depth import MAX_CONDITION_DEPTH, TOO_DEEP, too_deep
+from .depth import MAX_CONDITION_DEPTH, TOO_DEEP, bounded_tree, too_deep
 from .entities import (
     EMPTY_EXPERIMENT,
     AudienceEntry,
@@ -152,22 +152,22 @@ def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
     )
 
 
-def _load_conditions(audience: df.Audience, index: int, *, typed: bool) -> Any:
+def _load_conditions(audience: df.Audience, index: int) -> Any:
+    """A legacy audience's conditions: JSON text, parsed and checked here."""
     conditions = audience["conditions"]
-    if typed:
-        return tuples(conditions) if type(conditions) is list else conditions
-    where = f"audiences[{index}].conditions"
     if not isinstance(conditions, str):
+        where = f"audiences[{index}].conditions"
         raise InvalidDatafileError(f"{where}: expected a JSON string, got {type(conditions).__name__}")
     try:
         tree = json.loads(conditions)
     except RecursionError:
-        raise InvalidDatafileError(f"{where}: {TOO_DEEP}") from None
+        raise InvalidDatafileError(f"audiences[{index}].conditions: {TOO_DEEP}") from None
     except ValueError as exc:
-        raise InvalidDatafileError(f"{where}: invalid JSON ({exc})") from exc
-    if too_deep(tree):
-        raise InvalidDatafileError(f"{where}: {TOO_DEEP}")
-    return tuples(tree) if type(tree) is list else tree
+        raise InvalidDatafileError(f"audiences[{index}].conditions: invalid JSON ({exc})") from exc
+    try:
+        return bounded_tree(tree)
+    except ValueError:
+        raise InvalidDatafileError(f"audiences[{index}].conditions: {TOO_DEEP}") from None
 
 
 def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> str | bytes:
@@ -233,18 +233,18 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     listed_audiences: list[AudienceEntry] = []
     typed_audiences = d.get("typedAudiences", [])
     typed_ids = {a["id"] for a in typed_audiences}
-    for index, a in enumerate(typed_audiences):
-        tree = audiences[a["id"]] = _load_conditions(a, index, typed=True)
+    for a in typed_audiences:
+        tree = audiences[a["id"]] = a["conditions"]  # lists made tuples by its shape (df.TypedAudience)
         # Listed with the tree: the projection writes it as JSON text when it is built (a string is written now).
         listed_audiences.append((a["id"], a.get("name", ""), json.dumps(tree) if type(tree) is str else tree))
         yield
     for index, a in enumerate(d["audiences"]):
         if a["id"] not in typed_ids:
-            audiences[a["id"]] = _load_conditions(a, index, typed=False)
+            audiences[a["id"]] = _load_conditions(a, index)
             if a["id"] != "$opt_dummy_audience":
                 listed_audiences.append((a["id"], a.get("name", ""), a["conditions"]))
         else:
-            _load_conditions(a, index, typed=False)  # still checked, as every legacy audience is
+            _load_conditions(a, index)  # still checked, as every legacy audience is
         yield
 
     groups = {g["id"]: GroupInfo(g["id"], g["policy"], allocation(g["trafficAllocation"])) for g in d["groups"]}
@@ -257,7 +257,7 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     for flag in feature_flags:
         rollout = rollouts.get(flag.get("rolloutId", "")) if flag.get("rolloutId") else None
         last = rollout.get("experiments") if rollout is not None else None
-        ev = last[-1].first if last else None
+        ev = last[-1][2] if last else None
         if ev is None:
             continue
         enabled = bool(ev.feature_enabled)
@@ -269,25 +269,24 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     # The same overwrite order as the official config: top-level experiments, rollout rules, group members.
     raw_experiments: dict[str, tuple[RuleEntry, GroupInfo | None]] = {}
     for e in d["experiments"]:
-        raw_experiments[e.info.id] = (e, None)
+        raw_experiments[e[0].id] = (e, None)
     for r in d.get("rollouts", []):
         for e in r.get("experiments", ()):
-            raw_experiments[e.info.id] = (e, None)
-    listed_experiment_ids = [e.info.id for e in d["experiments"]]
+            raw_experiments[e[0].id] = (e, None)
+    listed_experiment_ids = [e[0].id for e in d["experiments"]]
     for g in d["groups"]:
         for e in g["experiments"]:
-            raw_experiments[e.info.id] = (e, groups[g["id"]])
-            listed_experiment_ids.append(e.info.id)
+            raw_experiments[e[0].id] = (e, groups[g["id"]])
+            listed_experiment_ids.append(e[0].id)
     yield
 
     experiments_by_id: dict[str, ExperimentInfo] = {}
     #: variation id -> {variable id: value}, the last rule of an id winning as in ``experiments_by_id``
     variable_usages: dict[str, dict[str, str]] = {}
-    for exp_id, (e, group) in raw_experiments.items():
-        rule = e.info
+    for exp_id, ((rule, usages, _), group) in raw_experiments.items():
         extra = fr_extra.get(exp_id) if rule.type == "fr" else None
         experiments_by_id[exp_id] = rule if group is None and extra is None else placed(rule, group, extra)
-        variable_usages.update(e.usages)
+        variable_usages.update(usages)
         yield
     experiments_by_key = {e.key: e for e in experiments_by_id.values()}
     for exp_id, extra in fr_extra.items():
@@ -318,7 +317,7 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
                 raise InvalidDatafileError(
                     f'featureFlags[key={flag_key}].rolloutId: rollout "{rollout_id}" is not in the datafile'
                 )
-            rollout_rules = tuple([experiments_by_id[e.info.id] for e in rollout.get("experiments", ())])
+            rollout_rules = tuple([experiments_by_id[e[0].id] for e in rollout.get("experiments", ())])
             rules.extend(rollout_rules)
         by_id: dict[str, VariationInfo] = {}
         for rule in rules:
