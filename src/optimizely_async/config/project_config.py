@@ -302,13 +302,16 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
         variables: dict[str, VariableInfo] = flag.get("variables", {})
         rules: list[ExperimentInfo] = []
         experiment_ids = flag.get("experimentIds", [])
+        has_cmab = False
         for exp_id in experiment_ids:
             experiment_flags[exp_id] = flag_key
-            if exp_id not in experiments_by_id:
+            test = experiments_by_id.get(exp_id)
+            if test is None:
                 raise InvalidDatafileError(
                     f'featureFlags[key={flag_key}].experimentIds: experiment "{exp_id}" is not in the datafile'
                 )
-            rules.append(experiments_by_id[exp_id])
+            rules.append(test)
+            has_cmab = has_cmab or bool(test.cmab)
         rollout_rules: tuple[ExperimentInfo, ...] = ()
         rollout_id = flag.get("rolloutId", "")
         if rollout_id:
@@ -321,8 +324,9 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
             rules.extend(rollout_rules)
         by_id: dict[str, VariationInfo] = {}
         for rule in rules:
-            for info in rule.variations_by_id.values():
-                by_id.setdefault(info.id, info)
+            for variation_id, info in rule.variations_by_id.items():  # keyed by their ids
+                if variation_id not in by_id:
+                    by_id[variation_id] = info
         flags[flag_key] = FlagInfo(
             id=flag["id"],
             key=flag_key,
@@ -331,7 +335,7 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
             variables=variables,
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
-            has_cmab=any(experiments_by_id[exp_id].cmab for exp_id in experiment_ids),
+            has_cmab=has_cmab,
         )
         yield
 
