@@ -5,8 +5,9 @@ pydantic-core into plain dicts and lists; unknown keys are ignored. Two kinds of
 do not stay dicts: an experiment or rollout rule (:data:`Rule`) and a flag's variables become their indexed
 forms (:mod:`.entities`) as soon as each is validated, while its dicts are still in the processor's cache: on a
 1 MB datafile that saves about 3 of the 28 ms that indexing the whole validated tree afterwards took, and halves
-the garbage collections of a parse. Everything that needs more than one element lives in
-:class:`~optimizely_async.config.project_config.ProjectConfig`.
+the garbage collections of a parse. Condition trees (a rule's ``audienceConditions``, a typed audience's
+``conditions``) come out with their lists made tuples, as the decisions read them. Everything that needs more
+than one element lives in :class:`~optimizely_async.config.project_config.ProjectConfig`.
 
 The shapes also refuse what the SDK could not use later (an error names the field): an unsupported
 ``version``, and free-form values (condition trees, ``cmab``, the flags kept as the JSON gave them) nested
