@@ -2,7 +2,7 @@
 one validated datafile element becomes one.
 
 Experiments and rollout rules are the bulk of a datafile: the datafile shapes (:mod:`.datafile`) turn each one
-into its :class:`RuleEntry` the moment pydantic has validated it (:func:`rule_entry`), and a flag's variables
+into its :data:`RuleEntry` the moment pydantic has validated it (:func:`rule_entry`), and a flag's variables
 into their :class:`VariableInfo` (:func:`variable_infos`), so that the validated dicts and lists of one element
 are freed while they are still in the processor's cache, and a parse never holds two copies of the bulk at once.
 Everything that needs the whole datafile (groups, feature-rollout variations, flags' rules) is put together
