@@ -229,7 +229,12 @@ def rule_entry(e: df.Experiment) -> RuleEntry:
         if first is None:
             first = info
         by_id[variation_id] = info
-        usages[variation_id] = {u["id"]: u["value"] for u in v.get("variables", ())}
+        values = usages[variation_id] = {}
+        for u in v.get("variables", ()):  # loops here, not comprehensions: each of those is a call (Python 3.11)
+            values[u["id"]] = u["value"]
+    ranges = []
+    for t in e["trafficAllocation"]:
+        ranges.append((t["entityId"], t["endOfRange"]))
     conditions = e.get("audienceConditions")
     has_conditions = conditions is not None
     if not has_conditions:
@@ -242,7 +247,7 @@ def rule_entry(e: df.Experiment) -> RuleEntry:
             e["layerId"],
             e.get("type"),
             by_id,
-            tuple([(t["entityId"], t["endOfRange"]) for t in e["trafficAllocation"]]),
+            tuple(ranges),
             tuples(conditions) if type(conditions) is list else conditions,
             e["forcedVariations"],
             None,
