@@ -48,9 +48,9 @@ STEP_BUDGET: Final = 0.0005
 _SECTIONS: Final[Mapping[str, Any]] = {
     "attributes": df.Attribute,
     "audiences": df.Audience,
-    "typedAudiences": df.Audience,
+    "typedAudiences": df.TypedAudience,
     "events": df.Event,
-    "experiments": df.Experiment,
+    "experiments": df.Rule,
     "groups": df.Group,
     "featureFlags": df.FeatureFlag,
     "rollouts": df.Rollout,

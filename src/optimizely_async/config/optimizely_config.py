@@ -392,7 +392,7 @@ class _Builder:
         events: list[OptimizelyEvent] = []
         yield from _in_chunks(OptimizelyEvent, config.listed_events, events)
         audiences: list[OptimizelyAudience] = []
-        yield from _in_chunks(OptimizelyAudience, config.listed_audiences, audiences)
+        yield from _in_chunks(_audience, config.listed_audiences, audiences)
         return OptimizelyConfig(
             revision=config.revision,
             experiments_map=experiments_by_key,
@@ -404,6 +404,12 @@ class _Builder:
             events=tuple(events),
             audiences=tuple(audiences),
         )
+
+
+def _audience(audience_id: str, name: str, conditions: Any) -> OptimizelyAudience:
+    """A typed audience is listed with its condition tree, written as JSON text here (only when the projection
+    is built, not at every load); a legacy one with its text as the datafile gives it."""
+    return OptimizelyAudience(audience_id, name, conditions if type(conditions) is str else json.dumps(conditions))
 
 
 def _in_chunks(make: Callable[..., T], items: Sequence[Sequence[Any]], out: list[T]) -> Steps[None]:

@@ -6,7 +6,8 @@ use and never change a result), so any number of tasks can share one, and a conf
 of the reference.
 
 A config keeps few objects the cyclic collector must track: variations, groups, events and variables are
-tuples (named), audience trees are nested tuples, and the models of the datafile are dropped once indexed.
+tuples (named), audience trees are nested tuples, and the validated datafile is dropped once indexed. The
+pieces (:mod:`.entities`) are re-exported here.
 This module imports nothing from ``decision/`` or ``events/``: they read the config, not the reverse.
 """
 
@@ -15,16 +16,33 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import defaults
 from ..errors import InvalidDatafileError
 from . import datafile as df
-from .depth import MAX_CONDITION_DEPTH, TOO_DEEP, too_deep
+from .depth import MAX_CONDITION_DEPTH, TOO_DEEP, bounded_tree, too_deep
+from .entities import (
+    EMPTY_EXPERIMENT,
+    AudienceEntry,
+    EventInfo,
+    ExperimentInfo,
+    FlagInfo,
+    GroupInfo,
+    HoldoutInfo,
+    RuleEntry,
+    VariableInfo,
+    VariationInfo,
+    allocation,
+    placed,
+    tuples,
+    variation,
+)
 from .loader import Steps, run_at_once, run_in_steps, sections, validate_at_once, validate_in_steps
-from .variables import VariableSet, typed_value, variable_set
+from .variables import typed_value, variable_set
 
 __all__ = [
+    "EMPTY_EXPERIMENT",
     "EventInfo",
     "ExperimentInfo",
     "FlagInfo",
@@ -41,147 +59,6 @@ __all__ = [
 
 
 VARIABLE_TYPES = frozenset({"boolean", "double", "integer", "string", "json"})
-
-
-class VariationInfo(NamedTuple):
-    id: str
-    key: str
-    #: The raw ``featureEnabled`` value (``None`` when the datafile says null).
-    feature_enabled: bool | None
-    #: What the OptimizelyConfig projection shows: as ``feature_enabled``, but None when the key is absent.
-    listed_enabled: bool | None = None
-
-
-class GroupInfo(NamedTuple):
-    id: str
-    policy: str
-    allocation: tuple[tuple[str, int | None], ...]
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ExperimentInfo:
-    """An A/B experiment, a feature test or a rollout rule, with its look-ups precomputed.
-
-    Compared and hashed by identity: the decision layer keys its compiled audience checks by the rule.
-    """
-
-    id: str
-    key: str
-    status: str
-    layer_id: str
-    type: str | None
-    #: The variations by id, in datafile order (a feature rollout's appended "everyone else" last).
-    variations_by_id: Mapping[str, VariationInfo]
-    allocation: tuple[tuple[str, int | None], ...]
-    #: ``audienceConditions`` when it is not null, else ``audienceIds`` (lists made tuples).
-    audience_tree: Any
-    forced_variations: Mapping[str, str]
-    group: GroupInfo | None = None
-    cmab: Mapping[str, Any] | None = None
-    #: Whether the datafile gave ``audienceConditions`` (the projection renders only those).
-    has_conditions: bool = False
-    #: Whether the last of ``variations`` is the flag's "everyone else" variation, appended to a feature
-    #: rollout (``type: "fr"``); the datafile lists the others.
-    fr_extra: bool = False
-
-    @property
-    def running(self) -> bool:
-        return self.status == "Running"
-
-    @property
-    def campaign_id(self) -> str:
-        """The id sent as ``campaign_id``: the layer id when set, else the experiment id."""
-        return self.layer_id or self.id
-
-    @property
-    def audience_label(self) -> str:
-        """How audience messages name it: ``experiment "<key>"``."""
-        return f'experiment "{self.key}"'
-
-    @property
-    def variations(self) -> tuple[VariationInfo, ...]:
-        return tuple(self.variations_by_id.values())
-
-    @property
-    def variations_by_key(self) -> Mapping[str, VariationInfo]:
-        """The variations by key (built on each use: only forced variations and whitelists look them up)."""
-        return {v.key: v for v in self.variations_by_id.values()}
-
-
-#: The official SDK's ``Experiment.get_default()``: what ACTIVATE listeners get for an impression with no rule.
-EMPTY_EXPERIMENT: ExperimentInfo
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class HoldoutInfo:
-    id: str
-    key: str
-    status: str
-    variations_by_id: Mapping[str, VariationInfo]
-    allocation: tuple[tuple[str, int | None], ...]
-    audience_tree: Any
-    included_rules: tuple[str, ...]
-    exclude_targeted_deliveries: bool
-
-    @property
-    def running(self) -> bool:
-        return self.status == "Running"
-
-    @property
-    def campaign_id(self) -> str:
-        return self.id
-
-    @property
-    def audience_label(self) -> str:
-        return f'experiment "{self.key}"'
-
-    @property
-    def variations_by_key(self) -> Mapping[str, VariationInfo]:
-        return {v.key: v for v in self.variations_by_id.values()}
-
-
-class VariableInfo(NamedTuple):
-    id: str
-    key: str
-    #: One of boolean, double, integer, string, json (``string`` + subType ``json`` is ``json``).
-    type: str
-    default_value: str
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class FlagInfo:
-    id: str
-    key: str
-    experiment_ids: tuple[str, ...]
-    rollout_id: str
-    variables: Mapping[str, VariableInfo]
-    #: Rollout rules in order (the last one is "Everyone Else"); empty without a rollout.
-    rollout_rules: tuple[ExperimentInfo, ...]
-    #: Every variation of every rule, deduplicated by id, in rule order (forced decisions, impressions).
-    variations_by_id: Mapping[str, VariationInfo]
-    #: Typed variable values per enabled variation id (None: the defaults), cast on first use.
-    typed_variables: dict[str | None, VariableSet] = field(default_factory=dict)
-    #: Whether a feature test of the flag is a CMAB experiment (its decision may need an awaited prediction).
-    has_cmab: bool = False
-
-    @property
-    def variations_by_key(self) -> Mapping[str, VariationInfo]:
-        """By key, the first of each key in rule order (built on each use: only forced decisions need it)."""
-        by_key: dict[str, VariationInfo] = {}
-        for info in self.variations_by_id.values():
-            by_key.setdefault(info.key, info)
-        return by_key
-
-
-class EventInfo(NamedTuple):
-    id: str
-    key: str
-    experiment_ids: tuple[str, ...]
-
-
-#: An audience as the OptimizelyConfig projection lists it: (id, name, conditions as JSON text). A plain tuple
-#: of strings, which the cyclic collector stops tracking.
-AudienceEntry = tuple[str, str, str]
 
 
 class _WeakReferenceable:
@@ -260,104 +137,37 @@ class ProjectConfig(_WeakReferenceable):
         return usages.get(variable.id, variable.default_value)
 
 
-EMPTY_EXPERIMENT = ExperimentInfo(
-    id="",
-    key="",
-    status="",
-    layer_id="",
-    type=None,
-    variations_by_id={},
-    allocation=(),
-    audience_tree=(),
-    forced_variations={},
-)
-
-
-def _tuples(tree: Any) -> Any:
-    """An audience tree with its lists made tuples (leaves, the condition dicts, are kept as they are)."""
-    if type(tree) is list:
-        return tuple([_tuples(node) if type(node) is list else node for node in tree])
-    return tree
-
-
-def _allocation(items: list[df.TrafficAllocation]) -> tuple[tuple[str, int | None], ...]:
-    return tuple([(t["entityId"], t["endOfRange"]) for t in items])
-
-
-def _variation(v: df.Variation) -> VariationInfo:
-    listed = v.get("featureEnabled")  # None when absent: the projection does not list it
-    return VariationInfo(v["id"], v["key"], v.get("featureEnabled", False), listed)
-
-
-def _experiment(
-    e: df.Experiment,
-    usages: dict[str, dict[str, str]],
-    group: GroupInfo | None = None,
-    extra: VariationInfo | None = None,
-) -> ExperimentInfo:
-    """The rule's info; its variations' variable values are added to ``usages`` (variation id -> values)."""
-    by_id: dict[str, VariationInfo] = {}
-    for v in e["variations"]:
-        variation_id = v["id"]
-        listed = v.get("featureEnabled")  # None when absent (the projection does not list it); the same when null
-        by_id[variation_id] = VariationInfo(variation_id, v["key"], listed if "featureEnabled" in v else False, listed)
-        usages[variation_id] = {u["id"]: u["value"] for u in v.get("variables", ())}
-    allocation = tuple([(t["entityId"], t["endOfRange"]) for t in e["trafficAllocation"]])
-    if extra is not None:
-        by_id[extra.id] = extra
-        allocation = (*allocation, (extra.id, defaults.MAX_TRAFFIC_VALUE))
-    conditions = e.get("audienceConditions")
-    has_conditions = conditions is not None
-    if not has_conditions:
-        conditions = e["audienceIds"]
-    return ExperimentInfo(
-        e["id"],
-        e["key"],
-        e["status"],
-        e["layerId"],
-        e.get("type"),
-        by_id,
-        allocation,
-        _tuples(conditions) if type(conditions) is list else conditions,
-        e["forcedVariations"],
-        group,
-        e.get("cmab"),
-        has_conditions,
-        extra is not None,
-    )
-
-
 def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
-    variations = [_variation(v) for v in h.get("variations", ())]
+    variations = [variation(v) for v in h.get("variations", ())]
     conditions = h.get("audienceConditions")
     return HoldoutInfo(
         id=h["id"],
         key=h["key"],
         status=h["status"],
         variations_by_id={v.id: v for v in variations},
-        allocation=_allocation(h.get("trafficAllocation", [])),
-        audience_tree=_tuples(conditions if conditions is not None else h.get("audienceIds", [])),
+        allocation=allocation(h.get("trafficAllocation", [])),
+        audience_tree=tuples(conditions if conditions is not None else h.get("audienceIds", [])),
         included_rules=tuple(h.get("includedRules") or ()) if local else (),
         exclude_targeted_deliveries=h.get("excludeTargetedDeliveries", False),
     )
 
 
-def _load_conditions(audience: df.Audience, index: int, *, typed: bool) -> Any:
+def _load_conditions(audience: df.Audience, index: int) -> Any:
+    """A legacy audience's conditions: JSON text, parsed and checked here."""
     conditions = audience["conditions"]
-    if typed:
-        return _tuples(conditions) if type(conditions) is list else conditions
-    where = f"audiences[{index}].conditions"
     if not isinstance(conditions, str):
+        where = f"audiences[{index}].conditions"
         raise InvalidDatafileError(f"{where}: expected a JSON string, got {type(conditions).__name__}")
     try:
         tree = json.loads(conditions)
     except RecursionError:
-        raise InvalidDatafileError(f"{where}: {TOO_DEEP}") from None
+        raise InvalidDatafileError(f"audiences[{index}].conditions: {TOO_DEEP}") from None
     except ValueError as exc:
-        raise InvalidDatafileError(f"{where}: invalid JSON ({exc})") from exc
-    if too_deep(tree):
-        raise InvalidDatafileError(f"{where}: {TOO_DEEP}")
-    return _tuples(tree) if type(tree) is list else tree
+        raise InvalidDatafileError(f"audiences[{index}].conditions: invalid JSON ({exc})") from exc
+    try:
+        return bounded_tree(tree)
+    except ValueError:
+        raise InvalidDatafileError(f"audiences[{index}].conditions: {TOO_DEEP}") from None
 
 
 def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> str | bytes:
@@ -423,20 +233,21 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     listed_audiences: list[AudienceEntry] = []
     typed_audiences = d.get("typedAudiences", [])
     typed_ids = {a["id"] for a in typed_audiences}
-    for index, a in enumerate(typed_audiences):
-        audiences[a["id"]] = _load_conditions(a, index, typed=True)
-        listed_audiences.append((a["id"], a.get("name", ""), json.dumps(a["conditions"])))
+    for a in typed_audiences:
+        tree = audiences[a["id"]] = a["conditions"]  # lists made tuples by its shape (df.TypedAudience)
+        # Listed with the tree: the projection writes it as JSON text when it is built (a string is written now).
+        listed_audiences.append((a["id"], a.get("name", ""), json.dumps(tree) if type(tree) is str else tree))
         yield
     for index, a in enumerate(d["audiences"]):
         if a["id"] not in typed_ids:
-            audiences[a["id"]] = _load_conditions(a, index, typed=False)
+            audiences[a["id"]] = _load_conditions(a, index)
             if a["id"] != "$opt_dummy_audience":
                 listed_audiences.append((a["id"], a.get("name", ""), a["conditions"]))
         else:
-            _load_conditions(a, index, typed=False)  # still checked, as every legacy audience is
+            _load_conditions(a, index)  # still checked, as every legacy audience is
         yield
 
-    groups = {g["id"]: GroupInfo(g["id"], g["policy"], _allocation(g["trafficAllocation"])) for g in d["groups"]}
+    groups = {g["id"]: GroupInfo(g["id"], g["policy"], allocation(g["trafficAllocation"])) for g in d["groups"]}
 
     # Rollout rules that belong to flags with a feature-rollout ("fr") experiment need the flag's
     # "everyone else" variation appended; find those first.
@@ -446,34 +257,36 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     for flag in feature_flags:
         rollout = rollouts.get(flag.get("rolloutId", "")) if flag.get("rolloutId") else None
         last = rollout.get("experiments") if rollout is not None else None
-        if not last or not last[-1]["variations"]:
+        ev = last[-1][2] if last else None
+        if ev is None:
             continue
-        ev = last[-1]["variations"][0]
-        enabled = bool(ev.get("featureEnabled", False))
-        fr_extra_var = VariationInfo(ev["id"], ev["key"], enabled, enabled)
+        enabled = bool(ev.feature_enabled)
+        fr_extra_var = VariationInfo(ev.id, ev.key, enabled, enabled)
         for exp_id in flag.get("experimentIds", ()):
             fr_extra[exp_id] = fr_extra_var
     yield
 
     # The same overwrite order as the official config: top-level experiments, rollout rules, group members.
-    raw_experiments: dict[str, tuple[df.Experiment, GroupInfo | None]] = {}
+    raw_experiments: dict[str, tuple[RuleEntry, GroupInfo | None]] = {}
     for e in d["experiments"]:
-        raw_experiments[e["id"]] = (e, None)
+        raw_experiments[e[0].id] = (e, None)
     for r in d.get("rollouts", []):
         for e in r.get("experiments", ()):
-            raw_experiments[e["id"]] = (e, None)
-    listed_experiment_ids = [e["id"] for e in d["experiments"]]
+            raw_experiments[e[0].id] = (e, None)
+    listed_experiment_ids = [e[0].id for e in d["experiments"]]
     for g in d["groups"]:
         for e in g["experiments"]:
-            raw_experiments[e["id"]] = (e, groups[g["id"]])
-            listed_experiment_ids.append(e["id"])
+            raw_experiments[e[0].id] = (e, groups[g["id"]])
+            listed_experiment_ids.append(e[0].id)
     yield
 
     experiments_by_id: dict[str, ExperimentInfo] = {}
+    #: variation id -> {variable id: value}, the last rule of an id winning as in ``experiments_by_id``
     variable_usages: dict[str, dict[str, str]] = {}
-    for exp_id, (e, group) in raw_experiments.items():
-        extra = fr_extra.get(exp_id) if e.get("type") == "fr" else None
-        experiments_by_id[exp_id] = _experiment(e, variable_usages, group, extra)
+    for exp_id, ((rule, usages, _), group) in raw_experiments.items():
+        extra = fr_extra.get(exp_id) if rule.type == "fr" else None
+        experiments_by_id[exp_id] = rule if group is None and extra is None else placed(rule, group, extra)
+        variable_usages.update(usages)
         yield
     experiments_by_key = {e.key: e for e in experiments_by_id.values()}
     for exp_id, extra in fr_extra.items():
@@ -486,21 +299,19 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
     experiment_flags: dict[str, str] = {}
     for flag in feature_flags:
         flag_key = flag["key"]
-        variables: dict[str, VariableInfo] = {}
-        for var in flag.get("variables", ()):
-            vtype = var["type"]
-            if vtype == "string" and var.get("subType") == "json":
-                vtype = "json"
-            variables[var["key"]] = VariableInfo(var["id"], var["key"], vtype, var["defaultValue"])
+        variables: dict[str, VariableInfo] = flag.get("variables", {})
         rules: list[ExperimentInfo] = []
         experiment_ids = flag.get("experimentIds", [])
+        has_cmab = False
         for exp_id in experiment_ids:
             experiment_flags[exp_id] = flag_key
-            if exp_id not in experiments_by_id:
+            test = experiments_by_id.get(exp_id)
+            if test is None:
                 raise InvalidDatafileError(
                     f'featureFlags[key={flag_key}].experimentIds: experiment "{exp_id}" is not in the datafile'
                 )
-            rules.append(experiments_by_id[exp_id])
+            rules.append(test)
+            has_cmab = has_cmab or bool(test.cmab)
         rollout_rules: tuple[ExperimentInfo, ...] = ()
         rollout_id = flag.get("rolloutId", "")
         if rollout_id:
@@ -509,12 +320,13 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
                 raise InvalidDatafileError(
                     f'featureFlags[key={flag_key}].rolloutId: rollout "{rollout_id}" is not in the datafile'
                 )
-            rollout_rules = tuple([experiments_by_id[e["id"]] for e in rollout.get("experiments", ())])
+            rollout_rules = tuple([experiments_by_id[e[0].id] for e in rollout.get("experiments", ())])
             rules.extend(rollout_rules)
         by_id: dict[str, VariationInfo] = {}
         for rule in rules:
-            for info in rule.variations_by_id.values():
-                by_id.setdefault(info.id, info)
+            for variation_id, info in rule.variations_by_id.items():  # keyed by their ids
+                if variation_id not in by_id:
+                    by_id[variation_id] = info
         flags[flag_key] = FlagInfo(
             id=flag["id"],
             key=flag_key,
@@ -523,7 +335,7 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
             variables=variables,
             rollout_rules=rollout_rules,
             variations_by_id=by_id,
-            has_cmab=any(experiments_by_id[exp_id].cmab for exp_id in experiment_ids),
+            has_cmab=has_cmab,
         )
         yield
 
