@@ -357,9 +357,13 @@ class AsyncOptimizely(DecisionMethods):
         # start_soon, not host.start(): a start() whose caller is cancelled cancels the new task and waits for it,
         # which a shielded task never obliges (an entry cancelled halfway hung for good).
         status = Started()
-        host.start_soon(self._run_in_host, status)
+
+        async def launch() -> None:  # run by _start, so that the runner copies what _start sets (the log route)
+            host.start_soon(self._run_in_host, status)
+            await status.event.wait()
+
         try:
-            await self._start(status.event.wait)
+            await self._start(launch)
         except BaseException:
             if self._run_scope is not None:
                 # The background work runs, shielded: cancelling the group would not end it, and leaving the group
