@@ -445,9 +445,9 @@ def test_projection_is_frozen() -> None:
 
 
 def test_built_objects_are_the_public_frozen_classes() -> None:
-    """The build fills variables, variations and experiments in plain slotted bases and makes them the frozen
-    classes: each is exactly the public class, frozen, compares as the class's constructor's objects do
-    (variables by value, variations and experiments by identity), and copies, pickles and replaces alike."""
+    """The variables, variations and experiments the build makes are exactly the public classes: frozen,
+    comparing as the constructor's objects do (variables by value, variations and experiments by identity),
+    and copying, pickling and replacing alike."""
     ours = optimizely_config_for(parse_config(rich_datafile()))
     feature = ours.features_map["flag"]
     experiments = [*ours.experiments_map.values(), *feature.delivery_rules]
