@@ -5,7 +5,7 @@
   first use, in time and in resident memory (ours: construction + entry + ready, the exit not counted; asyncio
   is imported beforehand, as an asyncio app has it; the official: construction);
 - resident memory: what the import and a first client with a tiny datafile add, then a client with a 1 MB one;
-- ours only: the first event, where the HTTP stack is imported and the SDK's HTTP client made (in a worker
+- ours only: the first event, where the SDK's HTTP client is made (in a worker
   thread): how late a 1 ms timer on the loop ran meanwhile, against the same timer before it.
 
 Both SDKs import from compiled bytecode, as an installed package does: the child processes keep theirs in a
@@ -215,7 +215,7 @@ def measure(rounds: int, datafile: str) -> None:
         print(f"  {label:<31} +{setup:5.1f} MB | +{client:5.1f} MB")
 
     print(
-        "ours, the first event (HTTP stack imported, HTTP client made, in a worker thread): worst lateness of a"
+        "ours, the first event (its HTTP client made in a worker thread): worst lateness of a"
         f" 1 ms timer on the loop, medians of {max(3, rounds // 3)} fresh processes"
     )
     for backend in ("asyncio", "trio"):

@@ -70,13 +70,14 @@ def test_a_client_with_its_own_dispatcher_imports_pydantic_at_construction_and_n
     assert loaded_after(statement) == ["optimizely_async.events.models", "pydantic", "pydantic_core"]
 
 
-def test_a_client_with_a_static_datafile_imports_no_http_stack_at_construction() -> None:
-    """Its event dispatcher imports httpx at the first event; until then there is nothing to send."""
+def test_a_client_with_a_static_datafile_imports_the_http_stack_at_construction() -> None:
+    """Its event dispatcher imports httpx in the constructing thread (not on the loop, not in a worker thread
+    at the first event); its HTTP client and SSL context wait for the first event."""
     statement = (
         f"from optimizely_async import AsyncOptimizely\nAsyncOptimizely(datafile=open({str(DATAFILE)!r}).read())"
     )
     code = f"import json\n{statement}\n" + LOADED.format(deferred=(*DEFERRED, *HTTP_STACK))
-    assert run_child(code) == ["optimizely_async.events.models", "pydantic", "pydantic_core"]
+    assert run_child(code) == [*HTTP_STACK, "optimizely_async.events.models", "pydantic", "pydantic_core", "ssl"]
 
 
 def test_a_polling_client_imports_at_construction_what_its_first_fetch_and_config_need() -> None:

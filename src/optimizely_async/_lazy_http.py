@@ -2,9 +2,9 @@
 
 The CMAB and ODP requests use it, so a client that never predicts or talks to ODP opens no connection pool. The
 SDK's own clients (this one, the event dispatcher's, the datafile poller's) are made in a worker thread by
-:func:`made_off_loop`, which first imports the HTTP stack if nothing has yet (about 100 ms when trio is installed,
-since httpcore then imports it too) and then builds the client and its SSL context (about 20 ms). A client with a
-static datafile pays for neither until its first event is sent; one with its own event dispatcher never does.
+:func:`made_off_loop`, which builds the client and its SSL context (about 20 ms). The HTTP stack itself is
+imported when the event dispatcher or the poller is made (:func:`import_http_stack`); a client with its own event
+dispatcher and a static datafile never imports it.
 """
 
 from __future__ import annotations
@@ -41,8 +41,11 @@ def import_http_stack() -> None:
     """Import the HTTP stack now (a no-op once imported): httpx, httpcore (with trio, when it is installed:
     httpcore imports it unconditionally, and offers no way not to), certifi and the IDNA codec.
 
-    :func:`made_off_loop` calls it in its worker thread before the first client is made, under the lock a
-    ``fork()`` waits for; a datafile poller calls it at construction, where it needs httpx to check its URL.
+    The event dispatcher and the datafile poller call it at construction, so the import (about 40-100 ms) is
+    paid in the constructing thread, with the datafile's parse, not while the app serves: imported in the worker
+    thread at the first event, it kept the loop from running for about 20 ms (the worker holds the interpreter
+    lock for most of an import). :func:`made_off_loop` still calls it, under the lock a ``fork()`` waits for,
+    for a client whose first HTTP client is another one (CMAB or ODP with a custom event dispatcher).
     """
     for name in _HTTP_STACK:
         importlib.import_module(name)

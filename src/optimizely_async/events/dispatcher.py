@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import defaults
-from .._lazy_http import new_client
+from .._lazy_http import import_http_stack, new_client
 from .._logging import logger
 from ..errors import ConfigurationError
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 else:
     from .._lazy_import import LazyModule
 
-    httpx = LazyModule("httpx")  # imported with the dispatcher's own client (new_client), at its first request
+    httpx = LazyModule("httpx")  # imported when a dispatcher is made: import optimizely_async does not pay for it
 
 __all__ = [
     "DispatchResult",
@@ -109,6 +109,8 @@ class HttpDispatcher:
         if isinstance(timeout, (int, float)) and not (math.isfinite(timeout) and timeout > 0):
             raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._owns_client = http_client is None
+        if http_client is None:
+            import_http_stack()  # here, not at the first request: see import_http_stack
         if http_client is None and timeout is None:
             timeout = defaults.EVENT_REQUEST_TIMEOUT
         self._client: httpx.AsyncClient | None = http_client
@@ -118,8 +120,7 @@ class HttpDispatcher:
 
     async def _http(self) -> httpx.AsyncClient | None:
         """The HTTP client (None once closed). The dispatcher's own is made at the first request, in a worker
-        thread: importing httpx (the first time) and building its SSL context would otherwise hold the event loop
-        for tens of milliseconds."""
+        thread: building its SSL context would otherwise hold the event loop for about 20 ms."""
         if self._client is None and not self._closed:
             made = await new_client()
             if self._client is not None or self._closed:  # another request made one meanwhile, or aclose() ran
