@@ -221,7 +221,13 @@ def test_ctrl_c_drains_the_queue_before_the_process_ends(backend: str) -> None:
     script = exit_script(backend, 'print("ready", flush=True)', "await anyio.sleep_forever()")
     out, err = interrupt_when_ready("-c", script)
     assert out.split() == ["sent", "1"], err
-    assert "KeyboardInterrupt" in err and "ExceptionGroup" not in err
+    assert "ExceptionGroup" not in err
+    if backend == "asyncio" and sys.version_info < (3, 11):
+        # Python 3.10's asyncio.run has no SIGINT handler of its own: the KeyboardInterrupt leaves the loop, which
+        # then cancels the main task, and the process ends with that CancelledError (the drain still ran).
+        assert "CancelledError" in err
+    else:
+        assert "KeyboardInterrupt" in err
 
 
 async def test_close_with_an_integer_beyond_a_float_drains_and_the_block_ends() -> None:
