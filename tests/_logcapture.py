@@ -18,6 +18,25 @@ class Collector(logging.Handler):
         self.records.append((record.levelno, record.getMessage()))
 
 
+class Records(logging.Handler):
+    """Every record a logger sees, kept whole (for the root logger: what uvicorn's or basicConfig's handler would
+    print)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.DEBUG) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+    def lines(self, top: str, level: int = logging.INFO) -> list[str]:
+        """Messages at ``level`` and above from the logger tree ``top`` ("optimizely" is the official SDK's)."""
+        return [r.getMessage() for r in self.records if r.name.split(".")[0] == top and r.levelno >= level]
+
+
 @contextmanager
 def capture(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[list[tuple[int, str]]]:
     """Collect (level, message) of everything ``logger`` emits at ``level`` and above."""

@@ -23,6 +23,7 @@ import pytest
 
 import datagen
 import optimizely_async
+from _support.datafiles import empty_datafile
 from bigdatafile import build_datafile
 from optimizely_async.config.loader import run_at_once
 from optimizely_async.config.project_config import ProjectConfig, build_config, config_steps, parse_config
@@ -105,19 +106,7 @@ def test_both_paths_build_the_same_config_from_a_large_datafile() -> None:
 
 
 def _minimal(**extra: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": "3",
-        "experiments": [],
-        "events": [],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-    }
-    d.update(extra)
-    return d
+    return empty_datafile(**{"revision": "3", **extra})
 
 
 BAD_EXPERIMENT = {"id": "e1", "key": "k", "status": "Running", "layerId": "l"}
@@ -253,6 +242,7 @@ import gc, json, os, sys
 import anyio
 sys.path.insert(0, sys.argv[1])
 from _datafile_server import DatafileServer
+from _support.datafiles import empty_datafile
 from bigdatafile import build_datafile
 from optimizely_async import AsyncOptimizely, DispatchResult
 import optimizely_async.config.project_config as pc

@@ -15,6 +15,7 @@ from _cmab_odp_server import serve_stand_in
 from _cmab_support import FLAG as CMAB_FLAG
 from _cmab_support import small_datafile
 from _datafile_server import DatafileServer, Status
+from _logcapture import Records
 from _sink_server import Reply, serve_sink
 from differential import make_official
 from optimizely_async import AsyncOptimizely, NotificationType
@@ -40,21 +41,6 @@ def datafile() -> dict[str, Any]:
         .ab_test("legacy_test", metrics=["purchase"])
         .build()
     )
-
-
-class Records(logging.Handler):
-    """Every record a logger sees (for the root logger: what uvicorn's or basicConfig's handler would print)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def lines(self, top: str, level: int = logging.INFO) -> list[str]:
-        """Messages at ``level`` and above from the logger tree ``top`` ("optimizely" is the official SDK's)."""
-        return [r.getMessage() for r in self.records if r.name.split(".")[0] == top and r.levelno >= level]
 
 
 @pytest.fixture

@@ -16,21 +16,10 @@ import pytest
 
 from _cmab_odp_server import Reply, StandIn, serve_stand_in
 from _cmab_support import FLAG, TIMEOUT, small_datafile
+from _logcapture import Records
 from optimizely_async import AsyncOptimizely, DispatchResult, EventRequest
 
 pytestmark = pytest.mark.anyio
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.DEBUG) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
 
 
 class Accept:

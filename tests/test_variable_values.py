@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from _logcapture import capture
+from _support.datafiles import empty_datafile
 from optimizely_async.config.project_config import VariationInfo, parse_config
 from optimizely_async.config.variables import CAST_FAILED, _copier, _parse_json
 
@@ -55,19 +56,11 @@ def _datafile() -> dict[str, Any]:
         {"id": i, "key": k, "type": t, "defaultValue": d, **({"subType": s} if s else {})}
         for i, k, t, s, d in VARIABLES
     ]
-    return {
-        "version": "4",
-        "accountId": "1",
-        "projectId": "2",
-        "revision": "3",
-        "experiments": [],
-        "events": [],
-        "audiences": [],
-        "attributes": [],
-        "groups": [],
-        "rollouts": [{"id": "R", "experiments": [rule]}],
-        "featureFlags": [{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "R", "variables": variables}],
-    }
+    return empty_datafile(
+        "3",
+        rollouts=[{"id": "R", "experiments": [rule]}],
+        featureFlags=[{"id": "F", "key": "flag", "experimentIds": [], "rolloutId": "R", "variables": variables}],
+    )
 
 
 def _reference(values: dict[str, str] | None) -> dict[str, Any]:
