@@ -294,8 +294,6 @@ class AsyncOptimizely(DecisionMethods):
         self._warned_unopened = False
         #: The OptimizelyConfig projection of the current config, built on the loop in steps (_build_projection).
         self._projection: ProjectionBuild | None = None
-        #: A polled config whose projection is being built before the switch: the current one's build stops.
-        self._incoming: ProjectConfig | None = None
         drop_in_children(self)  # held track() calls are the parent's in a forked child (._drop_inherited)
 
         if datafile is not None:
@@ -762,24 +760,19 @@ class AsyncOptimizely(DecisionMethods):
         from .config.optimizely_config import ProjectionBuild
 
         build = ProjectionBuild(config)
-        self._incoming = config  # the replaced config's build, if still running, stops (a call finishes it)
-        try:
-            await self._run_projection(build, lambda: self._state is not _State.CLOSED)
-        finally:
-            self._incoming = None
+        await self._run_projection(build, lambda: self._state is not _State.CLOSED)
         return build
 
     async def _build_projection(self) -> None:
         """Build the current config's projection (a static datafile's, at entry) on the loop in steps, as the
-        official SDK builds it at every update, so that get_optimizely_config() finds it ready; stop if the config
-        is replaced meanwhile or the client closes (a later call runs the steps left)."""
+        official SDK builds it at every update, so that get_optimizely_config() finds it ready; stop if the client
+        closes meanwhile (a later call runs the steps left). It runs before the poller starts, so no polled
+        revision can replace the config during it."""
         config = self._config
         if config is None:
             return
         build = self._projection_for(config)
-        await self._run_projection(
-            build, lambda: self._projection is build and self._incoming is None and self._state is not _State.CLOSED
-        )
+        await self._run_projection(build, lambda: self._state is not _State.CLOSED)
 
     @staticmethod
     async def _run_projection(build: ProjectionBuild, keep_going: Callable[[], bool]) -> None:
