@@ -12,7 +12,7 @@ import pytest
 import datagen
 import optimizely_async
 from _support.datafiles import empty_datafile
-from optimizely_async.config.loader import prepare
+from optimizely_async.config.loader import prepare, run_at_once
 from optimizely_async.config.project_config import config_steps, parse_config
 from optimizely_async.errors import InvalidDatafileError, OptimizelyError
 
@@ -96,6 +96,21 @@ def test_typed_audiences_replace_legacy_ones() -> None:
     }
     config = parse_config(minimal(audiences=[legacy], typedAudiences=[typed]))
     assert config.audiences["7"] == tuple(typed["conditions"])  # trees are kept as tuples
+
+
+@pytest.mark.parametrize("conditions", ["{not json", "[" * 5000, ["or", 1], None])
+def test_a_replaced_legacy_audience_is_not_read(conditions: Any) -> None:
+    """As in the official SDK: the conditions of a legacy audience that a typed one replaces are never read, so
+    bad JSON (or no text at all) there does not make the datafile invalid."""
+    from optimizely import optimizely
+
+    typed = {"id": "7", "name": "a", "conditions": ["or", {"name": "y", "type": "custom_attribute", "value": 2}]}
+    data = json.dumps(minimal(audiences=[{"id": "7", "name": "a", "conditions": conditions}], typedAudiences=[typed]))
+    official = optimizely.Optimizely(datafile=data)
+    assert official.is_valid
+    official.close()
+    assert parse_config(data).audiences["7"] == tuple(typed["conditions"])
+    assert run_at_once(config_steps(data)).audiences["7"] == tuple(typed["conditions"])
 
 
 def test_legacy_audience_conditions_must_be_a_json_string() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import defaults
+from .slots import slot_setters
 from .variables import VariableSet
 
 if TYPE_CHECKING:
@@ -56,11 +57,12 @@ class GroupInfo(NamedTuple):
     allocation: tuple[tuple[str, int | None], ...]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class ExperimentInfo:
     """An A/B experiment, a feature test or a rollout rule, with its look-ups precomputed.
 
-    Compared and hashed by identity: the decision layer keys its compiled audience checks by the rule.
+    Compared and hashed by identity: the decision layer keys its compiled audience checks by the rule. Filled
+    by its slots' setters (:mod:`.slots`): a datafile has hundreds of rules.
     """
 
     id: str
@@ -81,6 +83,51 @@ class ExperimentInfo:
     #: Whether the last of ``variations`` is the flag's "everyone else" variation, appended to a feature
     #: rollout (``type: "fr"``); the datafile lists the others.
     fr_extra: bool = False
+
+    def __init__(
+        self,
+        id: str,
+        key: str,
+        status: str,
+        layer_id: str,
+        type: str | None,
+        variations_by_id: Mapping[str, VariationInfo],
+        allocation: tuple[tuple[str, int | None], ...],
+        audience_tree: Any,
+        forced_variations: Mapping[str, str],
+        group: GroupInfo | None = None,
+        cmab: Mapping[str, Any] | None = None,
+        has_conditions: bool = False,
+        fr_extra: bool = False,
+    ) -> None:
+        (
+            s_id,
+            s_key,
+            s_status,
+            s_layer,
+            s_type,
+            s_variations,
+            s_allocation,
+            s_tree,
+            s_forced,
+            s_group,
+            s_cmab,
+            s_has,
+            s_fr,
+        ) = _EXPERIMENT_SETTERS
+        s_id(self, id)
+        s_key(self, key)
+        s_status(self, status)
+        s_layer(self, layer_id)
+        s_type(self, type)
+        s_variations(self, variations_by_id)
+        s_allocation(self, allocation)
+        s_tree(self, audience_tree)
+        s_forced(self, forced_variations)
+        s_group(self, group)
+        s_cmab(self, cmab)
+        s_has(self, has_conditions)
+        s_fr(self, fr_extra)
 
     @property
     def running(self) -> bool:
@@ -104,6 +151,9 @@ class ExperimentInfo:
     def variations_by_key(self) -> Mapping[str, VariationInfo]:
         """The variations by key (built on each use: only forced variations and whitelists look them up)."""
         return {v.key: v for v in self.variations_by_id.values()}
+
+
+_EXPERIMENT_SETTERS = slot_setters(ExperimentInfo)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

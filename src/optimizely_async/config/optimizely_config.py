@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from .._logging import sdk_logger
 from .loader import STEP_BUDGET, Steps, run_at_once
 from .project_config import ExperimentInfo, FlagInfo, ProjectConfig, VariationInfo
+from .slots import slot_setters
 
 __all__ = [
     "OptimizelyAttribute",
@@ -59,7 +60,10 @@ _JOINERS = {"and": " AND ", "or": " OR ", "not": " NOT "}
 STEP_OBJECTS = 100
 
 
-@dataclass(frozen=True, slots=True)
+# The three classes a projection has thousands of are filled by their slots' setters (see .slots).
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class OptimizelyVariable:
     id: str
     key: str
@@ -68,8 +72,15 @@ class OptimizelyVariable:
     #: The value as the datafile writes it (a string).
     value: str
 
+    def __init__(self, id: str, key: str, type: str, value: str) -> None:
+        set_id, set_key, set_type, set_value = _VARIABLE_SETTERS
+        set_id(self, id)
+        set_key(self, key)
+        set_type(self, type)
+        set_value(self, value)
 
-@dataclass(frozen=True, slots=True, eq=False)
+
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class OptimizelyVariation:
     id: str
     key: str
@@ -77,14 +88,37 @@ class OptimizelyVariation:
     feature_enabled: bool | None
     variables_map: Mapping[str, OptimizelyVariable]
 
+    def __init__(
+        self, id: str, key: str, feature_enabled: bool | None, variables_map: Mapping[str, OptimizelyVariable]
+    ) -> None:
+        set_id, set_key, set_enabled, set_variables = _VARIATION_SETTERS
+        set_id(self, id)
+        set_key(self, key)
+        set_enabled(self, feature_enabled)
+        set_variables(self, variables_map)
 
-@dataclass(frozen=True, slots=True, eq=False)
+
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class OptimizelyExperiment:
     id: str
     key: str
     variations_map: Mapping[str, OptimizelyVariation]
     #: The audience conditions with names, e.g. ``'"us" OR "female"'``; empty without conditions.
     audiences: str = ""
+
+    def __init__(
+        self, id: str, key: str, variations_map: Mapping[str, OptimizelyVariation], audiences: str = ""
+    ) -> None:
+        set_id, set_key, set_variations, set_audiences = _EXPERIMENT_SETTERS
+        set_id(self, id)
+        set_key(self, key)
+        set_variations(self, variations_map)
+        set_audiences(self, audiences)
+
+
+_VARIABLE_SETTERS = slot_setters(OptimizelyVariable)
+_VARIATION_SETTERS = slot_setters(OptimizelyVariation)
+_EXPERIMENT_SETTERS = slot_setters(OptimizelyExperiment)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

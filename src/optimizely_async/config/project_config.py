@@ -184,6 +184,8 @@ def _raw(data: str | bytes | bytearray | Mapping[str, Any]) -> str | bytes:
     if isinstance(data, bytearray):
         return bytes(data)
     if isinstance(data, str):
+        if str.isascii(data):  # nothing to check (and no copy of a megabyte made to find that out)
+            return data
         try:
             str.encode(data, "utf-8")  # a lone surrogate cannot be sent or hashed: refused here, not later
         except UnicodeEncodeError as exc:
@@ -243,8 +245,7 @@ def _build(d: df.Datafile, raw: str | bytes) -> Steps[ProjectConfig]:
             audiences[a["id"]] = _load_conditions(a, index)
             if a["id"] != "$opt_dummy_audience":
                 listed_audiences.append((a["id"], a.get("name", ""), a["conditions"]))
-        else:
-            _load_conditions(a, index)  # still checked, as every legacy audience is
+        # One that a typed audience replaces is never read, as in the official SDK (which accepts any value there).
         yield
 
     groups = {g["id"]: GroupInfo(g["id"], g["policy"], allocation(g["trafficAllocation"])) for g in d["groups"]}
