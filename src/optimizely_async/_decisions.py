@@ -455,7 +455,7 @@ class DecisionMethods:
     ) -> Any:
         variation = decision.variation
         enabled = _feature_enabled(variation)
-        raw: str | None = variable.default_value
+        raw: str | None = variable.value  # the default
         if variation is not None:
             if enabled:
                 raw = config.variable_value(variable, variation)

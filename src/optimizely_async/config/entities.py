@@ -30,6 +30,7 @@ __all__ = [
     "FlagInfo",
     "GroupInfo",
     "HoldoutInfo",
+    "OptimizelyVariable",
     "RuleEntry",
     "VariableInfo",
     "VariationInfo",
@@ -184,12 +185,30 @@ class HoldoutInfo:
         return {v.key: v for v in self.variations_by_id.values()}
 
 
-class VariableInfo(NamedTuple):
+@dataclass(frozen=True, slots=True, init=False)
+class OptimizelyVariable:
+    """A flag's variable. The config keeps one per variable, whose ``value`` is the default value; the
+    OptimizelyConfig projection (:mod:`.optimizely_config`, which exports the class) shows those same objects
+    wherever a variation keeps the default, and makes one per value a variation overrides."""
+
     id: str
     key: str
     #: One of boolean, double, integer, string, json (``string`` + subType ``json`` is ``json``).
     type: str
-    default_value: str
+    #: The value as the datafile writes it (a string).
+    value: str
+
+    def __init__(self, id: str, key: str, type: str, value: str) -> None:
+        set_id, set_key, set_type, set_value = _VARIABLE_SETTERS
+        set_id(self, id)
+        set_key(self, key)
+        set_type(self, type)
+        set_value(self, value)
+
+
+_VARIABLE_SETTERS = slot_setters(OptimizelyVariable)
+#: The config's name for a flag variable: its ``value`` is the default value.
+VariableInfo = OptimizelyVariable
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .._logging import sdk_logger
+from .entities import OptimizelyVariable
 from .loader import STEP_BUDGET, Steps, run_at_once
 from .project_config import ExperimentInfo, FlagInfo, ProjectConfig, VariationInfo
 from .slots import slot_setters
@@ -60,24 +61,8 @@ _JOINERS = {"and": " AND ", "or": " OR ", "not": " NOT "}
 STEP_OBJECTS = 100
 
 
-# The three classes a projection has thousands of are filled by their slots' setters (see .slots).
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class OptimizelyVariable:
-    id: str
-    key: str
-    #: boolean, double, integer, string or json.
-    type: str
-    #: The value as the datafile writes it (a string).
-    value: str
-
-    def __init__(self, id: str, key: str, type: str, value: str) -> None:
-        set_id, set_key, set_type, set_value = _VARIABLE_SETTERS
-        set_id(self, id)
-        set_key(self, key)
-        set_type(self, type)
-        set_value(self, value)
+# The classes a projection has thousands of are filled by their slots' setters (see .slots); OptimizelyVariable
+# (the config's own variable objects, shown as they are where a variation keeps the defaults) is in .entities.
 
 
 @dataclass(frozen=True, slots=True, eq=False, init=False)
@@ -116,7 +101,6 @@ class OptimizelyExperiment:
         set_audiences(self, audiences)
 
 
-_VARIABLE_SETTERS = slot_setters(OptimizelyVariable)
 _VARIATION_SETTERS = slot_setters(OptimizelyVariation)
 _EXPERIMENT_SETTERS = slot_setters(OptimizelyExperiment)
 
@@ -288,11 +272,11 @@ class _Builder:
         self.names = {audience_id: name for audience_id, name, _ in config.listed_audiences}
         self.quoted = _quoted_names(self.names)
         experiments = config.experiments_by_id
-        variable, defaults = OptimizelyVariable, self.defaults
+        defaults = self.defaults
         made = 0
         for key, flag in self.flags.items():
             variables = flag.variables.values()
-            defaults[key] = {v.key: variable(v.id, v.key, v.type, v.default_value) for v in variables}
+            defaults[key] = dict(flag.variables)  # the config's objects; a map of the projection's own
             for exp_id in flag.experiment_ids:
                 exp = experiments.get(exp_id)
                 if exp is not None and exp.type == "fr":

@@ -134,7 +134,7 @@ class ProjectConfig(_WeakReferenceable):
         usages = self.variable_usages.get(variation.id)
         if usages is None:
             return None
-        return usages.get(variable.id, variable.default_value)
+        return usages.get(variable.id, variable.value)
 
 
 def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:

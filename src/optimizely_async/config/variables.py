@@ -89,7 +89,7 @@ def variable_set(variables: Mapping[str, Any], raw_values: Mapping[str, str | No
     copies: list[tuple[str, Callable[[Any], Any], Any]] = []
     failures = 0
     for key, variable in variables.items():
-        raw = None if raw_values is None else raw_values.get(variable.id, variable.default_value)
+        raw = None if raw_values is None else raw_values.get(variable.id, variable.value)
         try:
             value = _cast(raw, variable.type)
         except Exception:
