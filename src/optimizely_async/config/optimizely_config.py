@@ -327,7 +327,7 @@ class _Builder:
             flag_key = flag_of.get(exp_id)
             defaults = all_defaults.get(flag_key) if flag_key is not None else None
             variations_map: dict[str, OptimizelyVariation] = {}
-            listed = self._variations(exp) if exp.fr_extra or extra else exp.variations_by_id.values()
+            listed = self._variations(exp) if exp.fr_extra or exp_id in extra else exp.variations_by_id.values()
             for v in listed:
                 variables: Mapping[str, OptimizelyVariable]
                 if defaults is None:
@@ -365,7 +365,7 @@ class _Builder:
             delivery = []
             for rule in flag.rollout_rules:
                 variations_map = {}
-                listed = self._variations(rule) if rule.fr_extra or extra else rule.variations_by_id.values()
+                listed = self._variations(rule) if rule.fr_extra or rule.id in extra else rule.variations_by_id.values()
                 for v in listed:
                     variations_map[v.key] = variation(v.id, v.key, v.listed_enabled, defaults)
                 text = audiences(rule) if rule.has_conditions else ""
