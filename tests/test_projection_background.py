@@ -81,12 +81,11 @@ def same_as_fresh(
 
 def least_steps(config: ProjectConfig) -> int:
     """The steps a build of ``config`` takes at least: a step ends once it has made ``oc.STEP_OBJECTS``
-    objects, after the flag or experiment that passes it, and making the flags' default variables and the
-    delivery rules (two objects each) are parts of their own."""
+    objects, after the flag or experiment that passes it, and the flags' maps of default variables (one each)
+    and the delivery rules (two objects each) are parts of their own."""
     flags = config.flags_by_key.values()
-    variables = [len(f.variables) + 1 for f in flags]
     rules = [2 * len(f.rollout_rules) + 1 for f in flags]
-    return sum(variables) // (oc.STEP_OBJECTS + max(variables)) + sum(rules) // (oc.STEP_OBJECTS + max(rules))
+    return len(flags) // oc.STEP_OBJECTS + sum(rules) // (oc.STEP_OBJECTS + max(rules))
 
 
 def client_build(client: AsyncOptimizely) -> oc.ProjectionBuild | None:

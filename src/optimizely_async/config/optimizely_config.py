@@ -275,13 +275,12 @@ class _Builder:
         defaults = self.defaults
         made = 0
         for key, flag in self.flags.items():
-            variables = flag.variables.values()
             defaults[key] = dict(flag.variables)  # the config's objects; a map of the projection's own
             for exp_id in flag.experiment_ids:
                 exp = experiments.get(exp_id)
                 if exp is not None and exp.type == "fr":
                     self._everyone_else(flag, exp_id)
-            made += len(variables) + 1
+            made += 1  # one map: its variables are the config's, not made here
             if made >= STEP_OBJECTS:
                 made = 0
                 yield
