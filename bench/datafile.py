@@ -13,7 +13,7 @@ Run from the repository root: ``python bench/datafile.py`` (about 2 minutes; ``-
    the loop) and under load (four tasks deciding flat out, with a checkpoint after each decision). Also: how
    long one update takes to apply.
 3. **RSS over many revisions.** The resident memory of the polling client, sampled while it applies 200
-   revisions.
+   revisions; and how many objects the cyclic collector tracks that a config (and its projection) keeps.
 
 Nothing here asserts: it prints what it measured.
 """
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from _common import NullSink  # noqa: E402
 
+from _support.datafiles import empty_datafile  # noqa: E402
 from bigdatafile import build_datafile  # noqa: E402
 from optimizely_async import AsyncOptimizely  # noqa: E402
 
@@ -96,6 +97,27 @@ def bench_load(path: str, rounds: int) -> None:
     ours_ms, theirs_ms = statistics.median(times["ours"]), statistics.median(times["official"])
     print(f"load (construction + entry + ready; median of {rounds} fresh processes each):")
     print(f"  official Optimizely(datafile) {theirs_ms:7.1f} ms   ours {ours_ms:6.1f} ms   {theirs_ms / ours_ms:.1f}x")
+
+
+def print_tracked(path: str) -> None:
+    """How many objects the cyclic collector tracks that a config of the datafile keeps, then its projection
+    (after a tiny datafile's, which builds the validators and classes a first use makes)."""
+    from optimizely_async.config.optimizely_config import optimizely_config_for
+    from optimizely_async.config.project_config import parse_config
+
+    optimizely_config_for(parse_config(json.dumps(empty_datafile("1"))))
+    counts = []
+    gc.collect()
+    counts.append(len(gc.get_objects()))
+    config = parse_config(Path(path).read_text())
+    gc.collect()
+    counts.append(len(gc.get_objects()))
+    projection = optimizely_config_for(config)
+    gc.collect()
+    counts.append(len(gc.get_objects()))
+    kept, shown = counts[1] - counts[0], counts[2] - counts[1]
+    print(f"objects the collector tracks: the config keeps {kept:,}, its OptimizelyConfig projection {shown:,}")
+    del config, projection
 
 
 # ------------------------------------------------------------------------------------- 2. holds and 3. RSS
@@ -293,6 +315,7 @@ def main() -> None:
             paths.append(str(path))
         print(f"datafile: {Path(paths[0]).stat().st_size / 1e6:.2f} MB; Python {sys.version.split()[0]}")
         bench_load(paths[0], rounds=5 if args.quick else 15)
+        print_tracked(paths[0])
         anyio.run(bench_updates, paths, 10 if args.quick else 30, 50 if args.quick else 200)
 
 
