@@ -37,7 +37,6 @@ __all__ = [
     "allocation",
     "placed",
     "rule_entry",
-    "tuples",
     "variable_infos",
     "variation",
 ]
@@ -262,13 +261,6 @@ EMPTY_EXPERIMENT = ExperimentInfo(
 )
 
 
-def tuples(tree: Any) -> Any:
-    """An audience tree with its lists made tuples (leaves, the condition dicts, are kept as they are)."""
-    if type(tree) is list:
-        return tuple([tuples(node) if type(node) is list else node for node in tree])
-    return tree
-
-
 def allocation(items: list[df.TrafficAllocation]) -> tuple[tuple[str, int | None], ...]:
     return tuple([(t["entityId"], t["endOfRange"]) for t in items])
 
@@ -292,22 +284,15 @@ def rule_entry(e: df.Experiment) -> RuleEntry:
     usages: dict[str, dict[str, str]] = {}
     first = None
     for v in e["variations"]:
-        variation_id = v["id"]
-        listed = v.get("featureEnabled")  # None when absent (the projection does not list it); the same when null
-        info = VariationInfo(variation_id, v["key"], listed if "featureEnabled" in v else False, listed)
+        info = variation(v)
         if first is None:
             first = info
-        by_id[variation_id] = info
-        values = usages[variation_id] = {}
-        for u in v.get("variables", ()):  # loops here, not comprehensions: each of those is a call (Python 3.11)
+        by_id[info.id] = info
+        values = usages[info.id] = {}
+        for u in v.get("variables", ()):  # a loop, not a comprehension: each of those is a call (Python 3.11)
             values[u["id"]] = u["value"]
-    ranges = []
-    for t in e["trafficAllocation"]:
-        ranges.append((t["entityId"], t["endOfRange"]))
-    conditions = e.get("audienceConditions")
+    conditions = e.get("audienceConditions")  # a tree, its lists made tuples by the shape (df.AudienceTree)
     has_conditions = conditions is not None
-    if not has_conditions:
-        conditions = e["audienceIds"]
     return (
         ExperimentInfo(
             e["id"],
@@ -316,8 +301,8 @@ def rule_entry(e: df.Experiment) -> RuleEntry:
             e["layerId"],
             e.get("type"),
             by_id,
-            tuple(ranges),
-            tuples(conditions) if type(conditions) is list else conditions,
+            allocation(e["trafficAllocation"]),
+            conditions if has_conditions else tuple(e["audienceIds"]),
             e["forcedVariations"],
             None,
             e.get("cmab"),

@@ -233,13 +233,19 @@ def _quoted_names(names: Mapping[str, str]) -> dict[str, str]:
     return {audience_id: f'"{name}"' for audience_id, name in names.items()}
 
 
-def _audiences_string(conditions: Any, names: Mapping[str, str]) -> str:
-    # A string is walked character by character, as the official SDK does; other shapes render as "".
+def _render(conditions: Any, names: Mapping[str, str], quoted: Mapping[str, str]) -> str:
+    """An experiment's audiences string: the flat shape quickly (:func:`_flat`), any other by :func:`_stringify`.
+    A string is walked character by character, as the official SDK does; other shapes render as ""."""
     if type(conditions) is tuple or type(conditions) is list:
-        flat = _flat(conditions, _quoted_names(names))
+        flat = _flat(conditions, quoted)
         if flat is not None:
             return flat
     return _stringify(conditions, names) if isinstance(conditions, (list, tuple, str)) else ""
+
+
+def _audiences_string(conditions: Any, names: Mapping[str, str]) -> str:
+    """:func:`_render` of one tree, on its own."""
+    return _render(conditions, names, _quoted_names(names))
 
 
 # ------------------------------------------------------------------------------------------------- builder
@@ -306,12 +312,12 @@ class _Builder:
         try:
             text = self.rendered.get(tree)
         except TypeError:  # a condition dict in the tree: not hashable, and not flat
-            return _stringify(tree, self.names) if isinstance(tree, (list, tuple, str)) else ""
+            return _render(tree, self.names, self.quoted)
         if text is None:
             text = _flat(tree, self.quoted) if type(tree) is tuple else None
-            if text is None:
-                return _stringify(tree, self.names) if isinstance(tree, (list, tuple, str)) else ""
-            self.rendered[tree] = text  # a tuple of strings only: equal keys render alike
+            if text is None:  # not flat: not kept either (1, 1.0 and True are equal keys but render apart)
+                return _render(tree, self.names, self.quoted)
+            self.rendered[tree] = text  # strings only: equal keys render alike
         return text
 
     def _experiments(self, out_by_key: dict[str, OptimizelyExperiment], out_by_id: dict[str, Any]) -> Steps[None]:

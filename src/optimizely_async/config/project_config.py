@@ -35,7 +35,6 @@ from .entities import (
     VariationInfo,
     allocation,
     placed,
-    tuples,
     variation,
 )
 from .loader import Steps, run_at_once, run_in_steps, sections, validate_at_once, validate_in_steps
@@ -146,7 +145,7 @@ def _holdout(h: df.Holdout, *, local: bool) -> HoldoutInfo:
         status=h["status"],
         variations_by_id={v.id: v for v in variations},
         allocation=allocation(h.get("trafficAllocation", [])),
-        audience_tree=tuples(conditions if conditions is not None else h.get("audienceIds", [])),
+        audience_tree=conditions if conditions is not None else tuple(h.get("audienceIds", ())),
         included_rules=tuple(h.get("includedRules") or ()) if local else (),
         exclude_targeted_deliveries=h.get("excludeTargetedDeliveries", False),
     )
