@@ -8,17 +8,15 @@ already).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _support.child import last_json, run_python
+
 TESTS = Path(__file__).resolve().parent
-SRC = str(TESTS.parent / "src")
 DATAFILE = TESTS.parent / "src" / "optimizely_async" / "example_datafile.json"
 
 #: An import observer for the child processes: a finder first on ``sys.meta_path`` that finds nothing and
@@ -41,16 +39,7 @@ sys.meta_path.insert(0, observer)
 
 def run_child(code: str, *args: str) -> Any:
     """Run ``code`` in a fresh interpreter with tests/ on the path; its last output line is JSON."""
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(TESTS)])},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return last_json(run_python(code, *args, with_tests=True))
 
 
 FIRST_EVENT = (

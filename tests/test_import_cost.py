@@ -9,12 +9,11 @@ fresh interpreter, since this test process has imported everything already.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from _support.child import last_json, run_python
 
 TESTS = Path(__file__).resolve().parent
 DATAFILE = TESTS.parent / "src" / "optimizely_async" / "example_datafile.json"
@@ -27,9 +26,7 @@ LOADED = "import sys; print(json.dumps(sorted(m for m in set({deferred}) if m in
 
 def run_child(code: str, *args: str) -> list[str]:
     """Run ``code`` in a fresh interpreter; its last output line is JSON."""
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-    result: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: list[str] = last_json(run_python(code, *args))
     return result
 
 

@@ -3,8 +3,6 @@ never cancel the body, and the queue is drained within close_timeout, shielded f
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
 import traceback
@@ -15,12 +13,11 @@ import pytest
 
 from _lifecycle_kit import Recorder, datafile, visitors
 from _sink_server import Reply, serve_sink
+from _support.child import run_python
 from _support.interrupt import interrupt_when_ready
 from optimizely_async import AsyncOptimizely, EventRequest, NotificationType
 
 pytestmark = pytest.mark.anyio
-
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
 def exit_script(backend: str, *body: str) -> str:
@@ -94,13 +91,7 @@ async def test_keyboard_interrupt_leaves_as_itself_and_the_queue_is_drained() ->
 def test_sys_exit_inside_the_block_exits_with_its_status(backend: str) -> None:
     """``sys.exit(3)`` in the body ends the process with status 3, after the queued event is delivered."""
     script = exit_script(backend, "sys.exit(3)")
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": SRC},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(script, timeout=60)
     assert done.returncode == 3, done.stderr
     assert done.stdout.split() == ["sent", "1"]
     assert "ExceptionGroup" not in done.stderr

@@ -11,9 +11,6 @@ process, since a dead loop thread would leave the test process waiting.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,7 @@ from typing import Any
 import pytest
 
 from _lifecycle_kit import datafile
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from _support.child import last_json, run_python
 
 
 def _script(raise_: str) -> str:
@@ -88,15 +84,8 @@ def _script(raise_: str) -> str:
 def run_child(script: str) -> tuple[dict[str, Any], str]:
     """Run ``script`` in a child Python (the SDK's src on its path); its last stdout line (JSON) and its stderr.
     The child must exit with status 0."""
-    process = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": SRC},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert process.returncode == 0, process.stderr
-    return json.loads(process.stdout.strip().splitlines()[-1]), process.stderr
+    process = run_python(script)
+    return last_json(process), process.stderr
 
 
 @pytest.mark.parametrize("raise_", ["SystemExit(3)", "KeyboardInterrupt()"])

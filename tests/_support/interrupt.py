@@ -6,9 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+from .child import SRC
 
 
 def interrupt_when_ready(*args: str, timeout: float = 60, then_send: str | None = None) -> tuple[str, str]:
